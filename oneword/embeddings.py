@@ -1,0 +1,261 @@
+"""Learned embedding files that load everywhere: diffusers, AUTOMATIC1111 and ComfyUI.
+
+A learned word is N vectors of the text encoder's width. Each tool expects its own file layout:
+  - diffusers: `learned_embeds.safetensors` = {token: [N, d]} (one key per token);
+  - AUTOMATIC1111/ComfyUI: `<name>.safetensors` = {"emb_params": [N, d]}, or the classic
+    `<name>.pt` = {"string_to_param": {"*": [N, d]}, "name": ..., ...} that A1111 itself writes.
+Our own metadata (token, init word, model, steps, seed...) rides along as safetensors metadata,
+and as an extra "metadata" dict in the .pt, which the other tools ignore.
+
+Reading is safe by construction: .pt/.bin files are only ever opened with
+`torch.load(weights_only=True)`, so a file that holds pickled code is refused, never run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import OnewordError
+from .files import atomic_write
+from .models import describe_family
+
+FORMATS = ("diffusers", "a1111", "a1111-pt")
+FORMAT_VERSION = "1"
+DIFFUSERS_FILE = "learned_embeds.safetensors"
+A1111_KEY = "emb_params"
+_TORCH_SUFFIXES = (".pt", ".bin", ".pth")
+
+
+@dataclass
+class LearnedEmbedding:
+    """N learned vectors for one token, plus string metadata describing how they were made."""
+
+    token: str  # e.g. "<my-cat>"
+    vectors: torch.Tensor  # [N, d] float32
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.vectors.shape[-1])
+
+
+# -- writing -------------------------------------------------------------------------------
+def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffusers") -> Path:
+    """Write `emb` in one format, atomically (a crash never leaves a half-written file)."""
+    path = Path(path)
+    vectors = _plain_vectors(emb.vectors, path)
+    metadata = _file_metadata(emb)
+    if fmt == "diffusers":
+        atomic_write(path, lambda tmp: save_file({emb.token: vectors}, tmp, metadata))
+    elif fmt == "a1111":
+        metadata = {**metadata, "name": metadata.get("name", path.stem)}
+        atomic_write(path, lambda tmp: save_file({A1111_KEY: vectors}, tmp, metadata))
+    elif fmt == "a1111-pt":
+        data = _a1111_pt_dict(vectors, path.stem, metadata)
+        atomic_write(path, lambda tmp: torch.save(data, tmp))
+    else:
+        raise OnewordError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    return path
+
+
+def write_embedding_files(emb: LearnedEmbedding, folder: str | Path,
+                          name: str) -> dict[str, Path]:
+    """All three files in `folder`: learned_embeds.safetensors, <name>.safetensors, <name>.pt."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors",
+               "a1111-pt": folder / f"{name}.pt"}
+    if targets["a1111"] == targets["diffusers"]:
+        raise OnewordError(f"--name {name}: this name clashes with {DIFFUSERS_FILE}; "
+                           "choose another name")
+    return {fmt: save_embedding(emb, path, fmt) for fmt, path in targets.items()}
+
+
+def _plain_vectors(vectors: torch.Tensor, path: Path) -> torch.Tensor:
+    """A detached, contiguous fp32 CPU copy [N, d] (safetensors refuses shared or strided
+    memory, and every loader expects fp32 rows)."""
+    if vectors.dim() == 1:
+        vectors = vectors[None]
+    if vectors.dim() != 2 or not vectors.is_floating_point() or vectors.shape[0] < 1:
+        raise ValueError(f"{path}: embedding vectors must be a float [N, d] tensor, "
+                         f"not {tuple(vectors.shape)} {vectors.dtype}")
+    return vectors.detach().to("cpu", torch.float32).contiguous().clone()
+
+
+def _file_metadata(emb: LearnedEmbedding) -> dict[str, str]:
+    metadata = {str(k): str(v) for k, v in emb.metadata.items()}
+    metadata["token"] = emb.token
+    metadata.setdefault("oneword_format", FORMAT_VERSION)
+    return metadata
+
+
+def _a1111_pt_dict(vectors: torch.Tensor, name: str, metadata: dict[str, str]) -> dict:
+    """The dict AUTOMATIC1111's `Embedding.save` writes (265 is its fixed placeholder id)."""
+    steps = metadata.get("steps", "0")
+    return {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": vectors},
+        "name": metadata.get("name", name),
+        "step": int(steps) if steps.isdigit() else 0,
+        "sd_checkpoint": None,
+        "sd_checkpoint_name": metadata.get("model"),
+        "metadata": metadata,
+    }
+
+
+# -- reading -------------------------------------------------------------------------------
+def load_embeddings(path: str | Path, token: str | None = None) -> list[LearnedEmbedding]:
+    """Every learned token in a diffusers, A1111 or ComfyUI embedding file.
+
+    token: the word to use for a file that holds one embedding (A1111 files name theirs after
+    the file, so without it we use their stored token/name, then '<file stem>'). For a file
+    holding several tokens it picks the one with that name.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise OnewordError(f"{path}: no such embedding file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        tensors, metadata = _read_safetensors(path)
+    elif suffix in _TORCH_SUFFIXES:
+        tensors, metadata = _read_torch(path)
+    else:
+        raise OnewordError(f"{path}: not an embedding file; give a .safetensors, .pt or .bin "
+                           "file")
+    found = _entries(path, tensors, metadata)
+    return _pick(path, found, token, metadata)
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            return {key: f.get_tensor(key) for key in f.keys()}, metadata
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise OnewordError(f"{path}: not a readable .safetensors file ({_first_line(exc)}); "
+                           "re-download or re-export it") from exc
+
+
+def _read_torch(path: Path) -> tuple[object, dict[str, str]]:
+    """torch.load with weights_only=True only: plain tensors, dicts, strings and numbers."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it cannot check
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names a blocked class/function ("global"); a pickle it cannot even parse
+        # safely is refused as well, since only an unsafe load would read it.
+        if "global" not in str(exc).lower() and not _is_pickle_or_torch_zip(path):
+            raise _damaged(path) from exc
+        raise OnewordError(
+            f"{path}: refusing to load: this {path.suffix} holds pickled objects, not plain "
+            "tensors; loading it could run code. Use a .safetensors version of the embedding"
+        ) from exc
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AttributeError) as exc:
+        raise _damaged(path) from exc
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    return data, _string_dict(metadata)
+
+
+def _is_pickle_or_torch_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"  # zip archive, or pickle PROTO opcode
+
+
+def _damaged(path: Path) -> OnewordError:
+    return OnewordError(f"{path}: not a readable embedding file (damaged, or not a PyTorch "
+                        "file); re-download or re-export it")
+
+
+def _entries(path: Path, data, metadata: dict[str, str]) -> list[tuple[str | None, object]]:
+    """(stored token or None, tensor) pairs, whatever the layout."""
+    if isinstance(data, torch.Tensor):
+        return [(None, data)]
+    if not isinstance(data, dict) or not data:
+        raise OnewordError(f"{path}: holds no embedding tensors; give a diffusers or A1111 "
+                           "embedding file")
+    if "string_to_param" in data:  # A1111 .pt
+        params = data["string_to_param"]
+        params = getattr(params, "_parameters", params)
+        if not isinstance(params, dict) or len(params) != 1:
+            raise OnewordError(f"{path}: an A1111 embedding must hold exactly one vector set "
+                               "in string_to_param")
+        stored = metadata.get("token") or _as_str(data.get("name"))
+        return [(stored, next(iter(params.values())))]
+    if set(data) == {A1111_KEY}:  # A1111/ComfyUI .safetensors
+        return [(metadata.get("token") or metadata.get("name"), data[A1111_KEY])]
+    if {"clip_l", "clip_g"} <= set(data):
+        raise OnewordError(f"{path}: this is an SDXL embedding (clip_l + clip_g); oneword "
+                           "works with Stable Diffusion 1.x/2.x embeddings")
+    # diffusers: one key per token
+    return [(str(key), value) for key, value in data.items()
+            if not (key == "metadata" and isinstance(value, dict))]
+
+
+def _pick(path: Path, found: list[tuple[str | None, object]], token: str | None,
+          metadata: dict[str, str]) -> list[LearnedEmbedding]:
+    """Name the entries; a file with several tokens shares its metadata, each with its token."""
+    if len(found) == 1:
+        stored, tensor = found[0]
+        name = token or stored or f"<{path.stem}>"
+        return [_make(path, name, tensor, dict(metadata))]
+    if token is not None:
+        chosen = [(t, v) for t, v in found if t == token]
+        if not chosen:
+            names = ", ".join(str(t) for t, _ in found)
+            raise OnewordError(f"{path}: holds tokens {names} but not {token}; pass one of those")
+        found = chosen
+    return [_make(path, str(t), v, {**metadata, "token": str(t)}) for t, v in found]
+
+
+def _make(path: Path, token: str, tensor, metadata: dict[str, str]) -> LearnedEmbedding:
+    """A LearnedEmbedding with fp32 CPU [N, d] vectors, checked."""
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise OnewordError(f"{path}: the entry for {token} is not a float tensor; "
+                           "this is not an embedding file")
+    vectors = tensor.detach().to("cpu", torch.float32)
+    if vectors.dim() == 1:
+        vectors = vectors[None]
+    if vectors.dim() != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
+        raise OnewordError(f"{path}: the entry for {token} has shape {tuple(tensor.shape)}, "
+                           "not [vectors, width]; this is not an embedding file")
+    return LearnedEmbedding(token=token, vectors=vectors.contiguous(),
+                            metadata=metadata)
+
+
+def _string_dict(value) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _as_str(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+# -- checks --------------------------------------------------------------------------------
+def check_width(emb: LearnedEmbedding, width: int, model_name: str, path: str | Path) -> None:
+    """Refuse an embedding made for another model family (its vectors would be meaningless)."""
+    own = emb.width
+    if own != width:
+        raise OnewordError(
+            f"{path}: {emb.token} has {own}-d vectors, made for {describe_family(own)}, but "
+            f"model {model_name} has {width}-d token embeddings ({describe_family(width)}); "
+            "use an embedding trained for this model family or choose a matching --model")

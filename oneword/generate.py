@@ -1,0 +1,97 @@
+"""Drawing with learned words: prompts with placeholder tokens → images → PNG files."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+
+from .files import atomic_write
+from .prompts import expand_tokens, placeholder_names
+
+
+@dataclass(frozen=True)
+class Words:
+    """Learned tokens registered in a model: `rows` [1, P, d] back every placeholder name."""
+    tokens: dict[str, int]  # token -> number of vectors
+    rows: torch.Tensor
+
+
+def register_words(model, embeddings) -> Words:
+    """Add each learned embedding's token(s) to the model's tokenizer; one row per vector."""
+    tokens, rows = {}, []
+    for emb in embeddings:
+        names = placeholder_names(emb.token, emb.vectors.shape[0])
+        model.add_placeholder_tokens(names)
+        tokens[emb.token] = emb.vectors.shape[0]
+        rows.append(emb.vectors.float())
+    width = model.embedding_width
+    stacked = torch.cat(rows) if rows else torch.zeros(0, width)
+    return Words(tokens, stacked.unsqueeze(0).to(model.device))
+
+
+def text_states(model, prompts: list[str], words: Words | None) -> torch.Tensor:
+    """Hidden states [B, L, d] of prompts whose learned tokens read the learned rows."""
+    if words is not None:
+        prompts = [expand_tokens(p, words.tokens) for p in prompts]
+    with torch.no_grad():
+        rows = words.rows if words is not None and words.rows.shape[1] else None
+        return model.encode_text(model.token_ids(prompts), rows)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How images are drawn: denoising steps, guidance scale, sampler and size."""
+    steps: int = 30
+    cfg: float = 7.5
+    scheduler: str = "ddim"
+    size: int | None = None  # None: the model's native resolution
+
+
+def draw(model, prompts: list[str], seeds: list[int], words: Words | None,
+         sampling: Sampling, negative: str = "", batch: int = 8) -> torch.Tensor:
+    """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i])."""
+    model.set_scheduler(sampling.scheduler)
+    size = sampling.size or model.native_resolution
+    out = []
+    for s in range(0, len(prompts), batch):
+        chunk, chunk_seeds = prompts[s:s + batch], seeds[s:s + batch]
+        cond = text_states(model, chunk, words)
+        uncond = text_states(model, [negative] * len(chunk), words)
+        gens = [torch.Generator(device="cpu").manual_seed(int(x)) for x in chunk_seeds]
+        out.append(model.generate(cond, uncond, gens, sampling.steps, sampling.cfg, size))
+    return torch.cat(out)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """[3, H, W] in [0, 1] → 8-bit RGB image."""
+    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def save_png(image: torch.Tensor, path: Path, metadata: dict[str, object]) -> Path:
+    """Write a PNG atomically with every setting needed to redraw it in its text chunks."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in metadata.items():
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+    info.add_text("parameters", json.dumps(metadata, sort_keys=True))
+    return atomic_write(path, lambda tmp: to_pil(image).save(tmp, format="PNG", pnginfo=info))
+
+
+def contact_sheet(images: torch.Tensor, columns: int | None = None,
+                  pad: int = 2) -> torch.Tensor:
+    """One image [3, H', W'] tiling images [B, 3, H, W] in a grid on a white background."""
+    count, _, h, w = images.shape
+    cols = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    sheet = torch.ones(3, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        sheet[:, y:y + h, x:x + w] = image
+    return sheet

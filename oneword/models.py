@@ -1,0 +1,444 @@
+"""The one module that talks to diffusers and transformers.
+
+It loads a Stable Diffusion pipeline (hub id, local diffusers folder, single file, or a built-in
+model) and exposes what the rest of oneword needs as plain tensors and modules: tokenizing,
+text encoding with placeholder rows injected, VAE encoding, noise prediction, the noise schedule
+and image generation. Tests swap in tiny pipelines built in code by `build_tiny_pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import OnewordError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("tiny",)
+SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def _quiet_imports():
+    # transformers warns about torchvision on import and both libraries draw their own progress
+    # bars; oneword reports progress itself.
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+_quiet_imports()
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device` if given, else CUDA, then MPS, then CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    """Frozen-weight dtype: bf16 on CUDA that supports it, else fp16 on GPUs, fp32 on CPU."""
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype:
+        if dtype not in names:
+            raise OnewordError(f"--dtype {dtype}: choose one of fp32, fp16, bf16")
+        return names[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+class PlaceholderEmbedding(nn.Module):
+    """The text encoder's token table with the placeholder rows kept outside it.
+
+    Token ids below `base_size` read the frozen table; ids from `base_size` on read row
+    `id - base_size` of `rows[candidate[b]]`. Keeping the learned rows out of the table makes the
+    Textual Inversion invariant structural: the table has no gradient and is never written.
+    """
+
+    def __init__(self, table: nn.Embedding):
+        super().__init__()
+        self.table = table
+        self.base_size = table.num_embeddings
+        self.rows: torch.Tensor | None = None  # [K, P, d]
+        self.candidate: torch.Tensor | None = None  # [B] index into K
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        is_new = input_ids >= self.base_size  # [B, L]
+        x = self.table(input_ids.masked_fill(is_new, 0))  # [B, L, d]
+        if not bool(is_new.any()):
+            return x
+        if self.rows is None:
+            raise RuntimeError("placeholder tokens used but no placeholder rows were given")
+        candidate = self.candidate
+        if candidate is None:
+            candidate = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        row = (input_ids - self.base_size).clamp(min=0)
+        new = self.rows[candidate[:, None].expand_as(input_ids), row]  # [B, L, d]
+        return torch.where(is_new[..., None], new.to(x.dtype), x)
+
+
+@dataclass
+class TextToImageModel:
+    """A loaded Stable Diffusion 1.x/2.x pipeline, seen through what oneword needs."""
+
+    pipe: object
+    name: str
+    family: str  # "sd1", "sd2"
+    device: torch.device
+    dtype: torch.dtype
+    prediction_type: str  # "epsilon" or "v_prediction"
+    alphas_cumprod: torch.Tensor  # [T] float64 on CPU
+    placeholder_tokens: list[str] = field(default_factory=list)
+
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def text_encoder(self):
+        return self.pipe.text_encoder
+
+    @property
+    def embedding(self) -> PlaceholderEmbedding:
+        return self.pipe.text_encoder.get_input_embeddings()
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding.table.embedding_dim
+
+    @property
+    def vocabulary_table(self) -> torch.Tensor:
+        """The frozen token table [V, d] (a view: never write to it)."""
+        return self.embedding.table.weight
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_resolution(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * self.vae_factor
+
+    @property
+    def max_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    # -- tokens --------------------------------------------------------------------------
+    def add_placeholder_tokens(self, tokens: list[str]) -> list[int]:
+        """Add new tokens to the tokenizer; their rows come from `rows` at encode time."""
+        taken = [t for t in tokens if t in self.tokenizer.get_vocab()]
+        if taken:
+            raise OnewordError(
+                f"--token {taken[0]}: this token already exists in the model's vocabulary; "
+                "choose a new one, e.g. <my-thing>")
+        expected = self.embedding.base_size + len(self.placeholder_tokens)
+        if len(self.tokenizer) != expected:
+            raise OnewordError(
+                f"model {self.name}: its tokenizer has {len(self.tokenizer)} tokens but its text "
+                f"encoder has {self.embedding.base_size} rows; resave the pipeline without added tokens")
+        self.tokenizer.add_tokens(tokens)
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        self.placeholder_tokens += tokens
+        return [int(i) for i in ids]
+
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids [B, L], padded to the full context as Stable Diffusion does."""
+        out = self.tokenizer(prompts, padding="max_length", max_length=self.max_length,
+                             truncation=True, return_tensors="pt")
+        return out.input_ids.to(self.device)
+
+    def word_token_ids(self, word: str) -> list[int]:
+        """Ids of the vocabulary tokens a word is made of (no start/end tokens)."""
+        return [int(i) for i in self.tokenizer(word, add_special_tokens=False).input_ids]
+
+    # -- forward passes ------------------------------------------------------------------
+    def encode_text(self, input_ids: torch.Tensor, rows: torch.Tensor | None = None,
+                    candidate: torch.Tensor | None = None) -> torch.Tensor:
+        """All hidden states [B, L, d] of the text encoder (padding included, as SD uses them).
+
+        rows: [K, P, d] placeholder rows; candidate: [B] which of the K each sample uses.
+        """
+        emb = self.embedding
+        emb.rows, emb.candidate = rows, candidate
+        try:
+            return self.text_encoder(input_ids)[0]
+        finally:
+            emb.rows, emb.candidate = None, None
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latent mean and std [B, c, h, w] (fp32) of images in [-1, 1] [B, 3, H, W]."""
+        vae = self.pipe.vae
+        dist = vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        scale = float(vae.config.scaling_factor)
+        return (dist.mean.float() * scale, dist.std.float() * scale)
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
+                      text_states: torch.Tensor) -> torch.Tensor:
+        """The UNet's output (epsilon or v, see `prediction_type`) in fp32."""
+        out = self.pipe.unet(noisy_latents.to(self.dtype), timesteps,
+                             encoder_hidden_states=text_states.to(self.dtype)).sample
+        return out.float()
+
+    # -- generation ----------------------------------------------------------------------
+    def set_scheduler(self, name: str) -> None:
+        self.pipe.scheduler = _make_scheduler(name, self.pipe.scheduler.config)
+
+    @torch.no_grad()
+    def generate(self, text_states: torch.Tensor, negative_states: torch.Tensor,
+                 generators: list[torch.Generator], steps: int, cfg: float,
+                 size: int) -> torch.Tensor:
+        """Images [B, 3, size, size] in [0, 1] from prompt hidden states, one generator each."""
+        out = self.pipe(prompt_embeds=text_states.to(self.dtype),
+                        negative_prompt_embeds=negative_states.to(self.dtype),
+                        num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
+                        generator=generators, output_type="pt", return_dict=True)
+        return out.images.float().cpu()
+
+
+def _make_scheduler(name: str, config):
+    import diffusers
+    classes = {
+        "ddim": (diffusers.DDIMScheduler, {}),
+        "pndm": (diffusers.PNDMScheduler, {"skip_prk_steps": True}),
+        "euler": (diffusers.EulerDiscreteScheduler, {}),
+        "euler-a": (diffusers.EulerAncestralDiscreteScheduler, {}),
+        "dpm++": (diffusers.DPMSolverMultistepScheduler, {}),
+        "ddpm": (diffusers.DDPMScheduler, {}),
+        "lms": (diffusers.LMSDiscreteScheduler, {}),
+    }
+    if name not in classes:
+        raise OnewordError(f"--scheduler {name}: choose one of {', '.join(SCHEDULERS)}")
+    cls, extra = classes[name]
+    return cls.from_config(config, **extra)
+
+
+def builtin_model_folder(name: str) -> Path:
+    root = Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
+    return root / "models" / name
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
+    if model in BUILTIN_MODELS:
+        folder = builtin_model_folder(model)
+        if not (folder / "model_index.json").exists():
+            build_tiny_pipeline(folder, seed=0)
+        return "folder", str(folder)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise OnewordError(
+                f"--model {model}: this folder is not a diffusers pipeline (no model_index.json); "
+                "give a pipeline folder, a .safetensors/.ckpt checkpoint or a hub id")
+        return "folder", str(path)
+    if path.suffix in _SINGLE_FILE_SUFFIXES:
+        if not path.is_file():
+            raise OnewordError(f"--model {model}: no such checkpoint file")
+        return "file", str(path)
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise OnewordError(
+            f"--model {model}: not a pipeline folder, .safetensors/.ckpt file or hub id")
+    return "hub", model
+
+
+def load_model(model: str = "tiny", device: str | None = None,
+               dtype: str | None = None) -> TextToImageModel:
+    """Load a Stable Diffusion 1.x/2.x pipeline and freeze it."""
+    kind, location = resolve_model(model)
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = _load_pipe(kind, location, model, dt)
+    return _wrap_pipeline(pipe, model, dev, dt)
+
+
+def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
+    import diffusers
+    import transformers
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        if kind == "file":
+            return diffusers.StableDiffusionPipeline.from_single_file(
+                location, dtype=dtype, safety_checker=None)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(
+            location, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    except OnewordError:
+        raise
+    except Exception as exc:  # diffusers raises many kinds; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise OnewordError(f"--model {model}: SDXL pipelines are not supported yet; "
+                           "use a Stable Diffusion 1.x or 2.x model")
+    for part in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+        if getattr(pipe, part, None) is None:
+            raise OnewordError(f"--model {model}: the pipeline has no {part}; "
+                               "give a Stable Diffusion 1.x/2.x text-to-image pipeline")
+    return pipe
+
+
+def _wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> TextToImageModel:
+    import diffusers
+    pipe.to(device)
+    for module in (pipe.text_encoder, pipe.unet, pipe.vae):
+        module.requires_grad_(False)
+        module.eval()
+    table = pipe.text_encoder.get_input_embeddings()
+    if not isinstance(table, PlaceholderEmbedding):
+        pipe.text_encoder.set_input_embeddings(PlaceholderEmbedding(table))
+    pipe.set_progress_bar_config(disable=True)
+    ddpm = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
+    width = pipe.text_encoder.get_input_embeddings().table.embedding_dim
+    return TextToImageModel(
+        pipe=pipe, name=name, family=model_family(width), device=device, dtype=dtype,
+        prediction_type=ddpm.config.prediction_type,
+        alphas_cumprod=ddpm.alphas_cumprod.double().cpu())
+
+
+def model_family(width: int) -> str:
+    """The model family an embedding width belongs to."""
+    return {768: "sd1", 1024: "sd2", 1280: "sdxl-g"}.get(width, f"custom-{width}")
+
+
+FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x (768-d)", "sd2": "Stable Diffusion 2.x (1024-d)",
+                "sdxl-g": "SDXL OpenCLIP bigG (1280-d)"}
+
+
+def describe_family(width: int) -> str:
+    fam = model_family(width)
+    return FAMILY_NAMES.get(fam, f"a {width}-d text encoder")
+
+
+# -- built-in tiny models ------------------------------------------------------------------
+TINY_EXTRA_WORDS = (
+    "cat dog toy calico orange white black red blue green yellow pink brown ball bird cup robot "
+    "teddy bear car house tree flower star heart blob sun moon sky sea snow grass night beach "
+    "forest desert room painting sketch drawing watercolor oil by claude monet van gogh in at "
+    "with and on under next to sitting wearing hat shirt girl boy person man woman face logo "
+    "outfit style art photo picture image").split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable characters."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, (chr(c) for c in chars)))
+
+
+def build_clip_tokenizer(words: list[str]):
+    """A CLIPTokenizer whose BPE merges make each of `words` one token, like CLIP's own layout:
+    byte characters, the same with '</w>', learned merges, then start and end tokens."""
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+    byte_chars = list(_bytes_to_unicode().values())
+    bpe = Tokenizer(tok_models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=1_000_000, min_frequency=1, show_progress=False,
+                                  end_of_word_suffix="</w>", initial_alphabet=byte_chars)
+    bpe.train_from_iterator(sorted(set(w.lower() for w in words)), trainer)
+    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" "))
+              for m in json.loads(bpe.to_str())["model"]["merges"]]
+    vocab: dict[str, int] = {}
+    for token in byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]:
+        vocab.setdefault(token, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+@dataclass(frozen=True)
+class TinyShapes:
+    """Sizes of a built-in tiny SD-architecture model."""
+    text_width: int = 32
+    text_layers: int = 2
+    unet_channels: tuple[int, ...] = (32, 64)
+    vae_channels: tuple[int, ...] = (32, 32, 32)
+    latent_size: int = 8
+    context: int = 77
+
+
+def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | None = None,
+                        shapes: TinyShapes = TinyShapes()) -> Path:
+    """Build an SD-architecture pipeline with random weights and save it as a diffusers folder.
+
+    It is loaded back through the same `from_pretrained` path as real checkpoints.
+    """
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from .prompts import template_words
+    folder = Path(folder)
+    tokenizer = build_clip_tokenizer(list(words or []) + template_words() + list(TINY_EXTRA_WORDS))
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # diffusers/transformers initialise weights from the global RNG
+    try:
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=shapes.text_width,
+            intermediate_size=shapes.text_width * 4, num_hidden_layers=shapes.text_layers,
+            num_attention_heads=2, max_position_embeddings=shapes.context,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, projection_dim=shapes.text_width))
+        n = len(shapes.unet_channels)
+        unet = diffusers.UNet2DConditionModel(
+            sample_size=shapes.latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=shapes.unet_channels, norm_num_groups=8,
+            down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+            cross_attention_dim=shapes.text_width, attention_head_dim=8)
+        m = len(shapes.vae_channels)
+        vae = diffusers.AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+            block_out_channels=shapes.vae_channels, layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * m, up_block_types=("UpDecoderBlock2D",) * m,
+            sample_size=shapes.latent_size * 2 ** (m - 1))
+    finally:
+        torch.random.set_rng_state(torch_state)
+    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012,
+                                        beta_schedule="scaled_linear", clip_sample=False,
+                                        set_alpha_to_one=False, steps_offset=1)
+    diffusers.utils.logging.disable_progress_bar()
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    _save_atomically(pipe, folder)
+    return folder
+
+
+def _save_atomically(pipe, folder: Path) -> None:
+    import shutil
+    import tempfile
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)

@@ -1,0 +1,423 @@
+"""Textual Inversion (Gal et al. 2022, "An Image is Worth One Word").
+
+Every weight of the model stays frozen; gradient descent on the noise-prediction loss finds the
+placeholder rows of the token table that make the model draw the user's photos. The trainer
+carries one more dimension than the paper: K candidates (different seeds, inits or learning
+rates) train side by side in one batch, each sample conditioned on its own candidate's rows, so
+that K batched candidates learn exactly what K separate runs would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import diffusion
+from .vectors import initial_rows
+from .errors import OnewordError
+from .files import atomic_write
+from .events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
+from .prompts import MODES, templates, token_string
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Settings that may differ between a run and its resumption without changing what is learned.
+_RESUMABLE_CHANGES = {"checkpoint_every", "preview_every", "preview_prompts", "max_batch"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One embedding being learned: its randomness, its starting point and its learning rate."""
+    seed: int
+    init: str = "word"  # "word": the init word's rows; "random": random rows of vocabulary norm
+    jitter: float = 0.0  # Gaussian noise on the init, in units of the vocabulary's spread
+    lr: float | None = None  # None: the run's lr
+
+    def __post_init__(self):
+        if self.init not in ("word", "random"):
+            raise OnewordError(f"candidate init {self.init!r}: choose 'word' or 'random'")
+        if self.jitter < 0:
+            raise OnewordError(f"--jitter {self.jitter}: must be 0 or more")
+        if self.lr is not None and not self.lr > 0:
+            raise OnewordError(f"candidate lr {self.lr}: must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a Textual Inversion run learns."""
+    token: str
+    init_word: str | None = None
+    vectors: int = 1
+    mode: str = "object"
+    steps: int = 3000
+    lr: float = 5e-3
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    grad_accum: int = 4
+    resolution: int | None = None  # None: the model's native resolution
+    crop: str = "center"
+    crops_per_photo: int = 4  # random crops cached per photo when crop == "random"
+    flip: bool = True
+    seed: int = 0
+    candidates: tuple[Candidate, ...] = ()  # empty: one candidate with `seed`
+    max_batch: int | None = None  # samples per forward pass; None: all at once
+    checkpoint_every: int = 100
+    preview_every: int = 0
+    preview_prompts: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _validate(self)
+
+    @property
+    def candidate_list(self) -> tuple[Candidate, ...]:
+        return self.candidates or (Candidate(seed=self.seed),)
+
+    @property
+    def token_text(self) -> str:
+        return token_string(self.token, self.vectors)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "TrainConfig":
+        data = json.loads(text)
+        data["candidates"] = tuple(Candidate(**c) for c in data.get("candidates", ()))
+        data["preview_prompts"] = tuple(data.get("preview_prompts", ()))
+        return TrainConfig(**data)
+
+
+def _validate(c: TrainConfig) -> None:
+    if not c.token or any(ch.isspace() for ch in c.token):
+        raise OnewordError(f"--token {c.token!r}: give one word without spaces, e.g. <my-cat>")
+    if c.mode not in MODES:
+        raise OnewordError(f"--mode {c.mode}: choose one of {', '.join(MODES)}")
+    if c.crop not in ("center", "random"):
+        raise OnewordError(f"--crop {c.crop}: choose center or random")
+    if c.lr_schedule not in diffusion.LR_SCHEDULES:
+        raise OnewordError(f"--lr-schedule {c.lr_schedule}: choose one of "
+                           f"{', '.join(diffusion.LR_SCHEDULES)}")
+    positive = {"vectors": c.vectors, "steps": c.steps, "batch_size": c.batch_size,
+                "grad_accum": c.grad_accum, "crops_per_photo": c.crops_per_photo,
+                "checkpoint_every": c.checkpoint_every}
+    for name, value in positive.items():
+        if value < 1:
+            raise OnewordError(f"--{name.replace('_', '-')} {value}: must be 1 or more")
+    if not c.lr > 0:
+        raise OnewordError(f"--lr {c.lr}: must be positive")
+    if c.resolution is not None and (c.resolution < 8 or c.resolution % 8):
+        raise OnewordError(f"--resolution {c.resolution}: must be a multiple of 8")
+    if c.max_batch is not None and c.max_batch < 1:
+        raise OnewordError(f"--max-batch {c.max_batch}: must be 1 or more")
+    needs_word = any(k.init == "word" for k in c.candidate_list)
+    if needs_word and not (c.init_word and c.init_word.strip()):
+        raise OnewordError("--init is missing: give a word for what the photos show "
+                           "(e.g. --init cat), which the new token starts from")
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds: enough to continue to the very same result."""
+    step: int
+    params: list[torch.nn.Parameter]  # K tensors [N, d]
+    optimizer: torch.optim.Optimizer
+    generators: list[torch.Generator]  # one per candidate
+    loss_smoothed: float = float("nan")
+    history: list[float] = field(default_factory=list)
+
+    def rows(self) -> torch.Tensor:
+        """[K, N, d] current placeholder rows."""
+        return torch.stack([p.detach() for p in self.params])
+
+
+class TrainingDiverged(OnewordError):
+    pass
+
+
+def photos_fingerprint(photos: torch.Tensor) -> str:
+    return hashlib.sha256(photos.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PhotoLatents:
+    """The training photos encoded once (with their flips and crops): the VAE's posterior
+    mean and std [M, c, h, w]; a fresh latent is drawn from it per sample, as re-encoding would."""
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def encode_photos(model, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
+    """Encode photos [M, 3, R, R] in [-1, 1] once."""
+    parts = [model.encode_images(photos[i:i + chunk]) for i in range(0, len(photos), chunk)]
+    return PhotoLatents(torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
+
+
+def start_state(model, config: TrainConfig) -> TrainingState:
+    """Fresh rows, optimizer and per-candidate generators."""
+    init_ids = model.word_token_ids(config.init_word) if config.init_word else []
+    if config.init_word and not init_ids:
+        raise OnewordError(f"--init {config.init_word!r}: the tokenizer makes no tokens of it; "
+                           "give a word such as cat")
+    generators, params, groups = [], [], []
+    for cand in config.candidate_list:
+        gen = torch.Generator().manual_seed(cand.seed)
+        rows = initial_rows(model.vocabulary_table, init_ids, config.vectors, cand.init,
+                            cand.jitter, gen)
+        param = torch.nn.Parameter(rows.to(model.device))
+        generators.append(gen)
+        params.append(param)
+        groups.append({"params": [param], "lr": cand.lr or config.lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return TrainingState(step=0, params=params, optimizer=optimizer, generators=generators)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """K×b samples: candidate k's b samples drawn from its own generator."""
+    candidate: torch.Tensor  # [B]
+    token_ids: torch.Tensor  # [B, L]
+    latents: torch.Tensor  # [B, c, h, w]
+    noise: torch.Tensor  # [B, c, h, w]
+    timesteps: torch.Tensor  # [B]
+
+
+def draw_batch(latents: PhotoLatents, caption_ids: torch.Tensor, num_timesteps: int,
+               generators: list[torch.Generator], batch_size: int) -> Batch:
+    """Sample photos, captions, timesteps and noise for every candidate.
+
+    The draws of candidate k use only generator k, in a fixed order, so a candidate sees the
+    same data whether it trains alone or beside others.
+    """
+    parts = []
+    shape = latents.mean.shape[1:]
+    for gen in generators:
+        photo = torch.randint(len(latents.mean), (batch_size,), generator=gen)
+        caption = torch.randint(len(caption_ids), (batch_size,), generator=gen)
+        t = torch.randint(num_timesteps, (batch_size,), generator=gen)
+        posterior = torch.randn((batch_size, *shape), generator=gen)
+        noise = torch.randn((batch_size, *shape), generator=gen)
+        parts.append((photo, caption, t, posterior, noise))
+    photo, caption, t, posterior, noise = (torch.cat(x) for x in zip(*parts))
+    device = latents.mean.device
+    sample = latents.mean[photo.to(device)] + latents.std[photo.to(device)] * posterior.to(device)
+    candidate = torch.arange(len(generators)).repeat_interleave(batch_size)
+    return Batch(candidate.to(device), caption_ids[caption.to(caption_ids.device)], sample,
+                 noise.to(device), t.to(device))
+
+
+def batch_loss(model, rows: torch.Tensor, batch: Batch, weight: float,
+               max_batch: int | None) -> torch.Tensor:
+    """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
+    per-sample losses [B] (detached)."""
+    size = len(batch.timesteps)
+    chunk = max_batch or size
+    alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
+    losses = []
+    for s in range(0, size, chunk):
+        sl = slice(s, s + chunk)
+        noisy = diffusion.add_noise(batch.latents[sl], batch.noise[sl], alpha_bar[sl])
+        target = diffusion.prediction_target(model.prediction_type, batch.latents[sl],
+                                             batch.noise[sl], alpha_bar[sl])
+        text = model.encode_text(batch.token_ids[sl], rows, batch.candidate[sl])
+        loss = diffusion.per_sample_mse(model.predict_noise(noisy, batch.timesteps[sl], text),
+                                        target)
+        (loss.sum() * weight).backward()
+        losses.append(loss.detach())
+    return torch.cat(losses)
+
+
+def optimizer_step(model, state: TrainingState, config: TrainConfig, latents: PhotoLatents,
+                   caption_ids: torch.Tensor) -> float:
+    """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+    factor = diffusion.lr_factor(state.step, config.steps, config.lr_schedule,
+                                 config.warmup_steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    state.optimizer.zero_grad(set_to_none=True)
+    weight = 1.0 / (config.batch_size * config.grad_accum)  # per-candidate mean
+    total = 0.0
+    for _ in range(config.grad_accum):
+        rows = torch.stack(list(state.params))  # [K, N, d]
+        batch = draw_batch(latents, caption_ids, len(model.alphas_cumprod), state.generators,
+                           config.batch_size)
+        losses = batch_loss(model, rows, batch, weight, config.max_batch)
+        total += float(losses.mean())
+    loss = total / config.grad_accum
+    if not torch.isfinite(torch.tensor(loss)) or not all(
+            torch.isfinite(p.grad).all() for p in state.params):
+        raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
+    state.optimizer.step()
+    state.step += 1
+    return loss
+
+
+def caption_token_ids(model, config: TrainConfig) -> torch.Tensor:
+    """Token ids [num_templates, L] of every training caption, tokenized once."""
+    return model.token_ids([t.format(config.token_text) for t in templates(config.mode)])
+
+
+def save_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str,
+                    path: Path) -> None:
+    """Write the state atomically: a crash mid-write leaves the previous checkpoint intact."""
+    payload = {
+        "step": state.step,
+        "rows": state.rows().cpu(),
+        "optimizer": state.optimizer.state_dict(),
+        "generators": [g.get_state() for g in state.generators],
+        "loss_smoothed": state.loss_smoothed,
+        "history": list(state.history),
+        "config": config.to_json(),
+        "photos": photos_id,
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str,
+                    path: Path) -> None:
+    """Restore `state` from `path`, refusing a checkpoint of different settings or photos."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise OnewordError(f"{path}: cannot read this checkpoint ({exc}); "
+                           "start again without --resume") from exc
+    _check_same_run(TrainConfig.from_json(payload["config"]), config, path)
+    if payload["photos"] != photos_id:
+        raise OnewordError(f"{path}: this run was trained on other photos; "
+                           "resume with the same photos and settings")
+    with torch.no_grad():
+        for param, rows in zip(state.params, payload["rows"]):
+            param.copy_(rows.to(param.device))
+    state.optimizer.load_state_dict(payload["optimizer"])
+    for gen, gen_state in zip(state.generators, payload["generators"]):
+        gen.set_state(gen_state)
+    state.step = int(payload["step"])
+    state.loss_smoothed = float(payload["loss_smoothed"])
+    state.history = list(payload["history"])
+
+
+def _check_same_run(saved: TrainConfig, current: TrainConfig, path: Path) -> None:
+    for f in fields(TrainConfig):
+        if f.name in _RESUMABLE_CHANGES:
+            continue
+        before, now = getattr(saved, f.name), getattr(current, f.name)
+        if before != now:
+            raise OnewordError(
+                f"{path}: this run was started with {f.name}={before!r}, not {now!r}; "
+                "resume with the same settings or start a new run folder")
+
+
+def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> float:
+    """Bias-corrected exponential moving average of the loss, as in Adam's moments."""
+    raw_prev = previous * (1 - beta ** (step - 1)) if step > 1 else 0.0
+    return (beta * raw_prev + (1 - beta) * value) / (1 - beta ** step)
+
+
+def train(model, photos: torch.Tensor, config: TrainConfig, run_dir: Path,
+          on_event: EventSink = ignore, resume: bool = False,
+          on_preview=None) -> TrainingState:
+    """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
+
+    photos: [M, 3, R, R] in [-1, 1], every crop/flip variant to sample from.
+    on_preview(step, rows [K, N, d]) renders preview images; it is called every preview_every
+    steps.
+    """
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT_NAME
+    photos_id = photos_fingerprint(photos)
+    state = start_state(model, config)
+    if resume:
+        if not ckpt.exists():
+            raise OnewordError(f"--resume: {ckpt} does not exist; start without --resume")
+        load_checkpoint(state, config, photos_id, ckpt)
+    elif ckpt.exists():
+        raise OnewordError(f"{run_dir}: this run folder already has a checkpoint; pass --resume "
+                           "to continue it or choose another --out")
+    else:
+        save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
+    latents = encode_photos(model, photos)
+    caption_ids = caption_token_ids(model, config)
+    on_event(Started(config.steps, state.step, len(state.params),
+                     config.batch_size * config.grad_accum * len(state.params)))
+    _run_steps(model, state, config, latents, caption_ids, (run_dir, photos_id), on_event,
+               on_preview)
+    save_checkpoint(state, config, photos_id, ckpt)
+    on_event(Finished(state.step))
+    return state
+
+
+def _run_steps(model, state, config, latents, caption_ids, where, on_event, on_preview):
+    run_dir, photos_id = where
+    ckpt = run_dir / CHECKPOINT_NAME
+    last_saved = state.step
+    try:
+        while state.step < config.steps:
+            loss = optimizer_step(model, state, config, latents, caption_ids)
+            state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
+            state.history.append(loss)
+            lr = state.optimizer.param_groups[0]["lr"]
+            on_event(Stepped(state.step, config.steps, loss, state.loss_smoothed, lr))
+            if state.step % config.checkpoint_every == 0 and state.step < config.steps:
+                save_checkpoint(state, config, photos_id, ckpt)
+                last_saved = state.step
+                on_event(Checkpointed(state.step, ckpt))
+            if on_preview and config.preview_every and state.step % config.preview_every == 0:
+                on_preview(state.step, state.rows())
+    except TrainingDiverged as exc:
+        raise TrainingDiverged(
+            f"{exc}; kept the last good checkpoint (step {last_saved}) in {ckpt}; "
+            "lower --lr or use --dtype fp32, then run again with --resume") from None
+    except KeyboardInterrupt:
+        save_checkpoint(state, config, photos_id, ckpt)
+        raise OnewordError(f"interrupted at step {state.step}; saved {ckpt}; "
+                           "run the same command with --resume to continue") from None
+    except torch.cuda.OutOfMemoryError:
+        raise OnewordError(
+            f"out of GPU memory with {config.batch_size} samples x {len(state.params)} "
+            "candidates per pass; use a smaller --batch-size (and more --grad-accum) or "
+            "--max-batch") from None
+
+
+class TextualInversionInvariant:
+    """Only the placeholder rows may change: every weight of the model stays bit-identical.
+
+    Take it before training and `check()` after; it fingerprints every parameter and buffer of
+    the text encoder, UNet and VAE and the tokenizer's original vocabulary.
+    """
+
+    def __init__(self, model):
+        self._model = model
+        self._before = self._fingerprints()
+
+    def _fingerprints(self) -> dict[str, str]:
+        prints = {}
+        pipe = self._model.pipe
+        for part in ("text_encoder", "unet", "vae"):
+            for name, tensor in getattr(pipe, part).state_dict().items():
+                data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
+                prints[f"{part}.{name}"] = hashlib.sha1(data.numpy().tobytes()).hexdigest()
+        vocab = self._model.tokenizer.get_vocab()
+        base = {k: v for k, v in vocab.items() if v < self._model.embedding.base_size}
+        prints["tokenizer.vocabulary"] = hashlib.sha1(
+            json.dumps(base, sort_keys=True).encode()).hexdigest()
+        return prints
+
+    def changed(self) -> list[str]:
+        after = self._fingerprints()
+        return sorted(k for k in self._before.keys() | after.keys()
+                      if self._before.get(k) != after.get(k))
+
+    def check(self) -> None:
+        changed = self.changed()
+        if changed:
+            raise AssertionError(f"frozen weights changed: {', '.join(changed[:5])}")

@@ -1,0 +1,34 @@
+"""Operations on embedding vectors (pure functions on tensors)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def vocabulary_spread(table: torch.Tensor) -> tuple[float, float]:
+    """(mean row norm, per-dimension standard deviation) of a token table [V, d]."""
+    table = table.detach().float()
+    return float(table.norm(dim=1).mean()), float(table.std(dim=0).mean())
+
+
+def initial_rows(table: torch.Tensor, init_ids: list[int], num_vectors: int, init: str,
+                 jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """Starting rows [N, d] for a new token (Gal et al. 2022, sec. 4: start from a coarse word).
+
+    "word": if the init word has exactly N tokens they fill the N vectors in order, otherwise
+    every vector starts at their mean. "random": Gaussian rows scaled to the vocabulary's mean
+    norm. `jitter` adds Gaussian noise of that many vocabulary standard deviations.
+    """
+    table = table.detach().float().cpu()
+    d = table.shape[1]
+    mean_norm, spread = vocabulary_spread(table)
+    if init == "random":
+        rows = torch.randn(num_vectors, d, generator=generator)
+        rows = rows / rows.norm(dim=1, keepdim=True) * mean_norm
+    elif len(init_ids) == num_vectors:
+        rows = table[init_ids].clone()
+    else:
+        rows = table[init_ids].mean(dim=0, keepdim=True).repeat(num_vectors, 1)
+    if jitter:
+        rows = rows + jitter * spread * torch.randn(num_vectors, d, generator=generator)
+    return rows

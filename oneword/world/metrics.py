@@ -1,0 +1,73 @@
+"""Oracle-based metrics on image tensors [B,3,H,W] in [0,1] (resized to 64x64 if needed)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .captions import parse_prompt
+from .oracle import HEADS, Oracle
+
+CHUNK = 512
+
+
+def _device(oracle: Oracle):
+    return next(oracle.parameters()).device
+
+
+def _chunks(images):
+    for i in range(0, images.shape[0], CHUNK):
+        yield images[i:i + CHUNK]
+
+
+@torch.no_grad()
+def predict_indices(oracle: Oracle, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Argmax class index per head, on CPU."""
+    dev = _device(oracle)
+    parts = [oracle(x.to(dev, torch.float32).clamp(0, 1)) for x in _chunks(images)]
+    return {k: torch.cat([p[k].argmax(1).cpu() for p in parts]) for k in HEADS}
+
+
+@torch.no_grad()
+def features(oracle: Oracle, images: torch.Tensor) -> torch.Tensor:
+    dev = _device(oracle)
+    return torch.cat([oracle.features(x.to(dev, torch.float32).clamp(0, 1)).cpu()
+                      for x in _chunks(images)])
+
+
+def concept_fidelity(oracle: Oracle, images: torch.Tensor, subject_id: str) -> float:
+    """Share of images the oracle classifies as the hidden subject ``subject_id``."""
+    pred = predict_indices(oracle, images)["subject"]
+    return (pred == HEADS["subject"].index(subject_id)).float().mean().item()
+
+
+def concept_similarity(oracle: Oracle, images: torch.Tensor, reference_images: torch.Tensor) -> float:
+    """Mean cosine between each image's feature and the mean reference feature."""
+    ref = F.normalize(features(oracle, reference_images).mean(0), dim=0)
+    return (features(oracle, images) @ ref).mean().item()
+
+
+def _checkable(requested) -> dict[str, str]:
+    if isinstance(requested, str):
+        requested = parse_prompt(requested)
+    return {k: v for k, v in requested.items() if k in HEADS and v is not None}
+
+
+def _hits(oracle, images, requested) -> dict[str, torch.Tensor]:
+    req = _checkable(requested)
+    pred = predict_indices(oracle, images) if req else {}
+    return {k: pred[k] == HEADS[k].index(v) for k, v in req.items()}
+
+
+def attribute_accuracy(oracle: Oracle, images: torch.Tensor, requested) -> dict[str, float]:
+    """Per requested attribute (oracle heads only), the share of images that show it.
+    ``requested`` is a dict as from parse_prompt (or a prompt string)."""
+    return {k: h.float().mean().item() for k, h in _hits(oracle, images, requested).items()}
+
+
+def prompt_fidelity(oracle: Oracle, images: torch.Tensor, requested) -> float:
+    """Share of images where every requested attribute is what the oracle predicts
+    (1.0 when the prompt names no checkable attribute)."""
+    hits = _hits(oracle, images, requested)
+    if not hits:
+        return 1.0
+    return torch.stack(list(hits.values())).all(0).float().mean().item()

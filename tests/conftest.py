@@ -1,0 +1,35 @@
+"""Shared fixtures: one tiny SD-architecture pipeline built in code for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Stable Diffusion pipeline folder (random weights), saved like a real one."""
+    from oneword.models import build_tiny_pipeline
+    return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Built-in models are cached per test session, never in the user's home."""
+    monkeypatch.setenv("ONEWORD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """Four small photo files of a made-up subject."""
+    from PIL import Image
+    gen = torch.Generator().manual_seed(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        pixels = (torch.rand(40, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"photo{i}.png")
+    return folder

@@ -1,0 +1,119 @@
+"""The trainer: the Textual Inversion invariant, resume, batched candidates, divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oneword.errors import OnewordError
+from oneword.events import Stepped
+from oneword.models import load_model
+from oneword.train import (CHECKPOINT_NAME, Candidate, TextualInversionInvariant, TrainConfig,
+                           TrainingDiverged, train)
+
+
+@pytest.fixture
+def model(tiny_model_dir):
+    m = load_model(str(tiny_model_dir))
+    m.add_placeholder_tokens(["<c>", "<c>_1"])
+    return m
+
+
+@pytest.fixture
+def photos():
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def config(**kw):
+    base = dict(token="<c>", init_word="cat", vectors=2, steps=4, batch_size=2, grad_accum=2,
+                checkpoint_every=2, lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_only_placeholder_rows_change(model, photos, tmp_path):
+    table_before = model.vocabulary_table.detach().clone()
+    invariant = TextualInversionInvariant(model)
+    state = train(model, photos, config(), tmp_path / "run")
+    invariant.check()
+    assert torch.equal(model.vocabulary_table, table_before)
+    cat = model.word_token_ids("cat")
+    start = table_before[cat].mean(0)
+    assert not torch.allclose(state.rows()[0].cpu(), start.repeat(2, 1))  # the rows did learn
+    frozen = [p for part in (model.pipe.unet, model.pipe.vae, model.text_encoder)
+              for p in part.parameters()]
+    assert all(not p.requires_grad and p.grad is None for p in frozen)
+
+
+def test_invariant_notices_a_changed_weight(model):
+    invariant = TextualInversionInvariant(model)
+    with torch.no_grad():
+        next(model.pipe.unet.parameters()).view(-1)[0] += 1e-3
+    with pytest.raises(AssertionError, match="unet"):
+        invariant.check()
+
+
+def test_resume_reaches_the_same_result(model, photos, tmp_path):
+    whole = train(model, photos, config(steps=6), tmp_path / "whole")
+
+    def stop_at_3(event):
+        if isinstance(event, Stepped) and event.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(OnewordError, match="--resume"):
+        train(model, photos, config(steps=6), tmp_path / "split", on_event=stop_at_3)
+    resumed = train(model, photos, config(steps=6), tmp_path / "split", resume=True)
+    assert resumed.step == 6
+    assert torch.equal(resumed.rows(), whole.rows())
+    assert resumed.history == whole.history
+
+
+def test_resume_refuses_other_settings(model, photos, tmp_path):
+    train(model, photos, config(steps=2), tmp_path / "run")
+    with pytest.raises(OnewordError, match="lr"):
+        train(model, photos, config(steps=2, lr=0.5), tmp_path / "run", resume=True)
+    with pytest.raises(OnewordError, match="--resume"):
+        train(model, photos, config(steps=2), tmp_path / "run")
+
+
+def test_batched_candidates_equal_separate_runs(model, photos, tmp_path):
+    seeds = (11, 12, 13)
+    batched = train(model, photos, config(candidates=tuple(Candidate(s) for s in seeds)),
+                    tmp_path / "batched")
+    for k, seed in enumerate(seeds):
+        single = train(model, photos, config(seed=seed), tmp_path / f"single{seed}")
+        torch.testing.assert_close(batched.rows()[k], single.rows()[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched.rows()[0], batched.rows()[1])
+
+
+def test_micro_batching_does_not_change_the_result(model, photos, tmp_path):
+    whole = train(model, photos, config(candidates=(Candidate(1), Candidate(2))), tmp_path / "a")
+    chunked = train(model, photos, config(candidates=(Candidate(1), Candidate(2)), max_batch=3),
+                    tmp_path / "b")
+    torch.testing.assert_close(chunked.rows(), whole.rows(), atol=1e-5, rtol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(model, photos, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = model.predict_noise
+
+    def flaky(*args):
+        calls["n"] += 1
+        out = real(*args)
+        return out * float("nan") if calls["n"] > 6 else out
+
+    monkeypatch.setattr(model, "predict_noise", flaky)
+    with pytest.raises(TrainingDiverged, match=r"last good checkpoint \(step 2\)"):
+        train(model, photos, config(steps=6, checkpoint_every=2), tmp_path / "run")
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    assert saved["step"] == 2 and torch.isfinite(saved["rows"]).all()
+
+
+def test_config_validation_names_the_option():
+    with pytest.raises(OnewordError, match="--init"):
+        TrainConfig(token="<c>")
+    with pytest.raises(OnewordError, match="--steps"):
+        TrainConfig(token="<c>", init_word="cat", steps=0)
+    with pytest.raises(OnewordError, match="--token"):
+        TrainConfig(token="my cat", init_word="cat")
+    TrainConfig(token="<c>", candidates=(Candidate(0, init="random"),))  # no init word needed
