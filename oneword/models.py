@@ -148,7 +148,7 @@ class TextToImageModel:
     # -- tokens --------------------------------------------------------------------------
     def add_placeholder_tokens(self, tokens: list[str]) -> list[int]:
         """Add new tokens to the tokenizer; their rows come from `rows` at encode time."""
-        taken = [t for t in tokens if t in self.tokenizer.get_vocab()]
+        taken = [t for t in tokens if self.is_known_token(t)]
         if taken:
             raise OnewordError(
                 f"--token {taken[0]}: this token already exists in the model's vocabulary; "
@@ -162,6 +162,11 @@ class TextToImageModel:
         ids = self.tokenizer.convert_tokens_to_ids(tokens)
         self.placeholder_tokens += tokens
         return [int(i) for i in ids]
+
+    def is_known_token(self, token: str) -> bool:
+        """True if the text already is one token of the vocabulary (e.g. 'cat' is 'cat</w>')."""
+        return (token in self.tokenizer.get_vocab()
+                or len(self.word_token_ids(token)) == 1)
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         """Token ids [B, L], padded to the full context as Stable Diffusion does."""
@@ -383,37 +388,39 @@ class TinyShapes:
     text_layers: int = 2
     unet_channels: tuple[int, ...] = (32, 64)
     vae_channels: tuple[int, ...] = (32, 32, 32)
+    unet_layers: int = 1
     latent_size: int = 8
     context: int = 77
+    prediction_type: str = "epsilon"
 
 
-def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | None = None,
-                        shapes: TinyShapes = TinyShapes()) -> Path:
-    """Build an SD-architecture pipeline with random weights and save it as a diffusers folder.
+@dataclass
+class Components:
+    """The parts of an SD-architecture pipeline, as plain torch modules (for training them)."""
+    tokenizer: object
+    text_encoder: nn.Module
+    unet: nn.Module
+    vae: nn.Module
+    scheduler: object
 
-    It is loaded back through the same `from_pretrained` path as real checkpoints.
-    """
+
+def build_components(words: list[str], shapes: TinyShapes = TinyShapes(),
+                     seed: int = 0) -> Components:
+    """Randomly initialised SD-architecture parts with a tokenizer that knows `words`."""
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel
-    from .prompts import template_words
-    folder = Path(folder)
-    tokenizer = build_clip_tokenizer(list(words or []) + template_words() + list(TINY_EXTRA_WORDS))
+    tokenizer = build_clip_tokenizer(words)
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # diffusers/transformers initialise weights from the global RNG
     try:
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=shapes.text_width,
             intermediate_size=shapes.text_width * 4, num_hidden_layers=shapes.text_layers,
-            num_attention_heads=2, max_position_embeddings=shapes.context,
+            num_attention_heads=max(2, shapes.text_width // 64),
+            max_position_embeddings=shapes.context,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, projection_dim=shapes.text_width))
-        n = len(shapes.unet_channels)
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=shapes.latent_size, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=shapes.unet_channels, norm_num_groups=8,
-            down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-            cross_attention_dim=shapes.text_width, attention_head_dim=8)
+        unet = _build_unet(shapes)
         m = len(shapes.vae_channels)
         vae = diffusers.AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
@@ -424,13 +431,44 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | No
         torch.random.set_rng_state(torch_state)
     scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012,
                                         beta_schedule="scaled_linear", clip_sample=False,
-                                        set_alpha_to_one=False, steps_offset=1)
+                                        set_alpha_to_one=False, steps_offset=1,
+                                        prediction_type=shapes.prediction_type)
+    return Components(tokenizer, text_encoder, unet, vae, scheduler)
+
+
+def _build_unet(shapes: TinyShapes):
+    import diffusers
+    n = len(shapes.unet_channels)
+    return diffusers.UNet2DConditionModel(
+        sample_size=shapes.latent_size, in_channels=4, out_channels=4,
+        layers_per_block=shapes.unet_layers, block_out_channels=shapes.unet_channels,
+        norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=shapes.text_width, attention_head_dim=8)
+
+
+def save_components(parts: Components, folder: str | Path) -> Path:
+    """Save the parts as a diffusers StableDiffusionPipeline folder (atomically)."""
+    import diffusers
     diffusers.utils.logging.disable_progress_bar()
     pipe = diffusers.StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+        unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    folder = Path(folder)
     _save_atomically(pipe, folder)
     return folder
+
+
+def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | None = None,
+                        shapes: TinyShapes = TinyShapes()) -> Path:
+    """Build an SD-architecture pipeline with random weights and save it as a diffusers folder.
+
+    It is loaded back through the same `from_pretrained` path as real checkpoints.
+    """
+    from .prompts import template_words
+    vocabulary = list(words or []) + template_words() + list(TINY_EXTRA_WORDS)
+    return save_components(build_components(vocabulary, shapes, seed), folder)
 
 
 def _save_atomically(pipe, folder: Path) -> None:

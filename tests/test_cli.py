@@ -1,0 +1,125 @@
+"""End to end through the `oneword` command on the tiny model, and the bad-input table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from oneword.cli import main
+from oneword.embeddings import LearnedEmbedding, load_embeddings, save_embedding
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_learn_then_generate(capsys, tmp_path, tiny_model_dir, photo_dir):
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "learn", photo_dir, "--token", "<my-cat>", "--init", "calico cat",
+                         "--vectors", "2", "--steps", "4", "--checkpoint-every", "2",
+                         "--preview-every", "4", "--model", tiny_model_dir, "--out", run_dir)
+    assert code == 0, err
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"learned_embeds.safetensors", "my-cat.safetensors", "my-cat.pt",
+            "checkpoint.pt", "run.json"} <= files
+    assert (run_dir / "previews" / "step-000004.png").exists()
+    (learned,) = load_embeddings(run_dir / "my-cat.safetensors")
+    assert learned.token == "<my-cat>" and learned.vectors.shape == (2, 32)
+    assert learned.metadata["init_word"] == "calico cat" and learned.metadata["steps"] == "4"
+
+    out_dir = tmp_path / "images"
+    code, out, err = run(capsys, "generate", "a painting of <my-cat> by claude monet",
+                         "--embedding", run_dir / "my-cat.pt", "-n", "3", "--seed", "7",
+                         "--steps", "3", "--model", tiny_model_dir, "--out", out_dir)
+    assert code == 0, err
+    pngs = sorted(out_dir.glob("*-8.png"))
+    assert len(pngs) == 1 and (out_dir / "a-painting-of-my-cat-by-claude-monet-grid.png").exists()
+    meta = Image.open(pngs[0]).text
+    assert meta["prompt"] == "a painting of <my-cat> by claude monet"
+    assert json.loads(meta["seed"]) == 8 and json.loads(meta["steps"]) == 3
+    # the same seed redraws the same image
+    code, _, err = run(capsys, "generate", "a painting of <my-cat> by claude monet",
+                       "--embedding", run_dir / "learned_embeds.safetensors", "-n", "1",
+                       "--seed", "8", "--steps", "3", "--model", tiny_model_dir,
+                       "--out", tmp_path / "again")
+    again = Image.open(tmp_path / "again" / "a-painting-of-my-cat-by-claude-monet-8.png")
+    # batch of 1 vs batch of 3: the same up to float rounding (one 8-bit level)
+    diff = (torch.tensor(list(again.getdata())) - torch.tensor(list(Image.open(pngs[0]).getdata())))
+    assert int(diff.abs().max()) <= 1
+
+
+def test_every_command_has_help(capsys):
+    for command in ([], ["learn"], ["generate"]):
+        with pytest.raises(SystemExit) as done:
+            main(command + ["--help"])
+        assert done.value.code == 0
+        assert "usage: oneword" in capsys.readouterr().out
+
+
+class Payload:
+    """Stands for arbitrary pickled code in a downloaded .pt."""
+
+
+def _pickled_pt(path):
+    torch.save({"string_to_param": {"*": Payload()}}, path)
+    return path
+
+
+def _wide_embedding(path):
+    save_embedding(LearnedEmbedding("<wide>", torch.zeros(1, 768), {}), path, "a1111")
+    return path
+
+
+BAD_INPUT = [
+    ("empty photo folder", lambda t, m, p: ["learn", t / "nothing", "--token", "<x>",
+                                             "--init", "cat", "--model", m], "nothing"),
+    ("unreadable photos only", lambda t, m, p: ["learn", _junk(t), "--token", "<x>",
+                                                "--init", "cat", "--model", m], "no usable photos"),
+    ("token already a word", lambda t, m, p: ["learn", p, "--token", "cat", "--init", "cat",
+                                              "--model", m, "--out", t / "r"], "already exists"),
+    ("init word missing", lambda t, m, p: ["learn", p, "--token", "<x>", "--model", m],
+     "--init is missing"),
+    ("model folder not a pipeline", lambda t, m, p: ["learn", p, "--token", "<x>", "--init",
+                                                     "cat", "--model", t], "not a diffusers pipeline"),
+    ("missing checkpoint file", lambda t, m, p: ["generate", "a <x>", "--model", t / "sd.ckpt"],
+     "no such checkpoint"),
+    ("embedding of another width", lambda t, m, p: ["generate", "a <wide>", "--embedding",
+                                                    _wide_embedding(t / "w.safetensors"),
+                                                    "--model", m], "768"),
+    ("pickled .pt", lambda t, m, p: ["generate", "a <x>", "--embedding", _pickled_pt(t / "e.pt"),
+                                     "--model", m], "refusing to load"),
+    ("resume without a run", lambda t, m, p: ["learn", p, "--token", "<x>", "--init", "cat",
+                                              "--model", m, "--out", t / "new", "--resume"],
+     "does not exist"),
+    ("bad option value", lambda t, m, p: ["learn", p, "--token", "<x>", "--init", "cat",
+                                          "--steps", "0", "--model", m], "--steps 0"),
+]
+
+
+def _junk(tmp):
+    folder = tmp / "junk"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+@pytest.mark.parametrize("name,argv,expected", BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_is_one_clear_line(capsys, tmp_path, tiny_model_dir, photo_dir,
+                                     name, argv, expected):
+    code, out, err = run(capsys, *argv(tmp_path, tiny_model_dir, photo_dir))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
+    assert len(lines) == 1 and expected in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_hub_model_offline_is_one_line(capsys, tmp_path, photo_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, _, err = run(capsys, "generate", "a cat", "--model", "nobody/no-such-model")
+    assert code == 2 and "--model nobody/no-such-model" in err and "Traceback" not in err

@@ -1,0 +1,52 @@
+"""Loading pipelines and the placeholder rows in the text encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oneword.errors import OnewordError
+from oneword.models import TinyShapes, build_tiny_pipeline, load_model, resolve_model
+from oneword.train import TrainConfig, train
+
+
+def test_builtin_tiny_model_loads_through_from_pretrained(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONEWORD_CACHE", str(tmp_path))
+    kind, location = resolve_model("tiny")
+    assert kind == "folder" and (tmp_path / "models" / "tiny" / "model_index.json").exists()
+    model = load_model("tiny")
+    assert model.native_resolution == 32 and model.prediction_type == "epsilon"
+    assert model.tokenizer.tokenize("a photo of a calico cat") == [
+        "a</w>", "photo</w>", "of</w>", "a</w>", "calico</w>", "cat</w>"]
+
+
+def test_placeholder_rows_are_read_per_candidate(tiny_model_dir):
+    model = load_model(str(tiny_model_dir))
+    model.add_placeholder_tokens(["<t>"])
+    ids = model.token_ids(["a photo of <t>"] * 2)
+    rows = torch.randn(2, 1, model.embedding_width)
+    both = model.encode_text(ids, rows, torch.tensor([0, 1]))
+    first = model.encode_text(ids, rows, torch.tensor([0, 0]))
+    torch.testing.assert_close(both[0], first[0])
+    assert not torch.allclose(both[1], first[1])
+    plain = model.encode_text(model.token_ids(["a photo of a cat"]))
+    assert plain.shape == (1, 77, model.embedding_width)
+    with pytest.raises(RuntimeError, match="no placeholder rows"):
+        model.encode_text(ids)
+
+
+def test_v_prediction_models_train_on_v(tmp_path):
+    folder = build_tiny_pipeline(tmp_path / "v", seed=0,
+                                 shapes=TinyShapes(prediction_type="v_prediction"))
+    model = load_model(str(folder))
+    assert model.prediction_type == "v_prediction"
+    model.add_placeholder_tokens(["<v>"])
+    photos = torch.zeros(2, 3, 32, 32)
+    state = train(model, photos, TrainConfig(token="<v>", init_word="cat", steps=2, grad_accum=1),
+                  tmp_path / "run")
+    assert state.step == 2 and torch.isfinite(state.rows()).all()
+
+
+def test_dtype_option_is_checked(tiny_model_dir):
+    with pytest.raises(OnewordError, match="--dtype"):
+        load_model(str(tiny_model_dir), dtype="int8")
