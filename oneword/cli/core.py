@@ -1,62 +1,21 @@
-"""The `oneword` command: a thin map from commands and options to library functions."""
+"""`oneword learn` and `oneword generate`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 
-from . import api
-from .diffusion import LR_SCHEDULES
-from .errors import OnewordError
-from .events import Checkpointed, Event, Finished, Message, Previewed, Started, Stepped
-from .generate import Sampling
-from .models import SCHEDULERS
-from .prompts import MODES
-from .train import TrainConfig
+from .. import api
+from ..diffusion import LR_SCHEDULES
+from ..errors import OnewordError
+from ..generate import Sampling
+from ..models import SCHEDULERS
+from ..prompts import MODES
+from ..train import TrainConfig
+from .progress import ProgressBar
 
 
-class ProgressBar:
-    """Draws training events as a tqdm bar: step, smoothed loss, it/s and ETA."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.bar = None
-
-    def __call__(self, event: Event) -> None:
-        from tqdm import tqdm
-        if isinstance(event, Started):
-            self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step",
-                            dynamic_ncols=True, disable=self.quiet, desc="learning")
-        elif isinstance(event, Stepped) and self.bar is not None:
-            self.bar.set_postfix(loss=f"{event.loss_smoothed:.4f}", lr=f"{event.lr:.2g}",
-                                 refresh=False)
-            self.bar.update(event.step - self.bar.n)
-        elif isinstance(event, (Message, Previewed, Checkpointed)):
-            self._write(_describe(event))
-        elif isinstance(event, Finished) and self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def _write(self, text: str | None) -> None:
-        if not text or self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-
-def _describe(event: Event) -> str | None:
-    if isinstance(event, Message):
-        return event.text
-    if isinstance(event, Previewed):
-        return f"step {event.step}: previews " + ", ".join(str(p) for p in event.paths)
-    return None
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=api.DEFAULT_MODEL,
                    help="hub id, diffusers folder, .safetensors/.ckpt file, or a built-in model "
                         f"(default: {api.DEFAULT_MODEL})")
@@ -65,7 +24,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)")
 
 
-def _add_learn_parser(sub) -> None:
+def add_learn_parser(sub) -> None:
     p = sub.add_parser("learn", help="learn a new token from a few photos",
                        description="Learn a new token from 3-10 photos by Textual Inversion.")
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
@@ -92,7 +51,7 @@ def _add_learn_parser(sub) -> None:
                    help="prompt for previews (repeatable; default: two per mode)")
     p.add_argument("--out", help="run folder (default: runs/<token>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=_cmd_learn)
 
 
@@ -113,7 +72,7 @@ def _cmd_learn(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generate_parser(sub) -> None:
+def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="draw images from a prompt with learned tokens",
                        description="Draw images from a prompt that uses learned tokens.")
     p.add_argument("prompt", help="e.g. 'a painting of <my-cat> by Claude Monet'")
@@ -127,7 +86,7 @@ def _add_generate_parser(sub) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--size", type=int, help="image size (default: the model's)")
     p.add_argument("--out", default="images", help="output folder (default: images)")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -147,26 +106,8 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="oneword", description="Teach Stable Diffusion a new word from a few photos.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_learn_parser(sub)
-    _add_generate_parser(sub)
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except OnewordError as exc:
-        print(f"oneword: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub) -> None:
+    add_learn_parser(sub)
+    add_generate_parser(sub)

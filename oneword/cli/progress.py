@@ -1,0 +1,46 @@
+"""Drawing progress events in the terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from ..events import Checkpointed, Event, Finished, Message, Previewed, Started, Stepped
+
+
+class ProgressBar:
+    """Draws training events as a tqdm bar: step, smoothed loss, it/s and ETA."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, event: Event) -> None:
+        from tqdm import tqdm
+        if isinstance(event, Started):
+            self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step",
+                            dynamic_ncols=True, disable=self.quiet, desc="learning")
+        elif isinstance(event, Stepped) and self.bar is not None:
+            self.bar.set_postfix(loss=f"{event.loss_smoothed:.4f}", lr=f"{event.lr:.2g}",
+                                 refresh=False)
+            self.bar.update(event.step - self.bar.n)
+        elif isinstance(event, (Message, Previewed, Checkpointed)):
+            self._write(_describe(event))
+        elif isinstance(event, Finished) and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _write(self, text: str | None) -> None:
+        if not text or self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+
+def _describe(event: Event) -> str | None:
+    if isinstance(event, Message):
+        return event.text
+    if isinstance(event, Previewed):
+        return f"step {event.step}: previews " + ", ".join(str(p) for p in event.paths)
+    return None
