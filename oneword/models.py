@@ -22,7 +22,8 @@ from .errors import OnewordError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("tiny",)
+BUILTIN_MODELS = ("tiny", "world")
+WORLD_MODEL_FOLDER = Path(__file__).parent / "world" / "weights" / "model"
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -207,6 +208,23 @@ class TextToImageModel:
                              encoder_hidden_states=text_states.to(self.dtype)).sample
         return out.float()
 
+    def speed_up(self, channels_last: bool = False, compile_unet: bool = False,
+                 low_memory: bool = False) -> None:
+        """Execution options that leave what is computed unchanged (up to rounding).
+
+        low_memory recomputes UNet and text-encoder activations in the backward pass
+        (gradient checkpointing, Chen et al. 2016) instead of keeping them.
+        """
+        unet = self.pipe.unet
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
+        if low_memory:
+            unet.enable_gradient_checkpointing()
+            self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
+            self.text_encoder.train()  # transformers checkpoints only in train mode; no dropout
+        if compile_unet:
+            self.pipe.unet = torch.compile(unet, dynamic=False)
+
     # -- generation ----------------------------------------------------------------------
     def set_scheduler(self, name: str) -> None:
         self.pipe.scheduler = _make_scheduler(name, self.pipe.scheduler.config)
@@ -247,6 +265,12 @@ def builtin_model_folder(name: str) -> Path:
 
 def resolve_model(model: str) -> tuple[str, str]:
     """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
+    if model == "world":
+        if not (WORLD_MODEL_FOLDER / "model_index.json").exists():
+            raise OnewordError("--model world: the world model's weights are not in this "
+                               "installation; train them with `python -m oneword.world.model "
+                               "train --out oneword/world/weights/model`")
+        return "folder", str(WORLD_MODEL_FOLDER)
     if model in BUILTIN_MODELS:
         folder = builtin_model_folder(model)
         if not (folder / "model_index.json").exists():
@@ -360,9 +384,11 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(keep, (chr(c) for c in chars)))
 
 
-def build_clip_tokenizer(words: list[str]):
+def build_clip_tokenizer(words: list[str], vocab_size: int | None = None):
     """A CLIPTokenizer whose BPE merges make each of `words` one token, like CLIP's own layout:
-    byte characters, the same with '</w>', learned merges, then start and end tokens."""
+    byte characters, the same with '</w>', learned merges, then start and end tokens.
+
+    vocab_size pads the vocabulary with unused tokens (to match a real table's size)."""
     from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
     byte_chars = list(_bytes_to_unicode().values())
@@ -376,6 +402,8 @@ def build_clip_tokenizer(words: list[str]):
     vocab: dict[str, int] = {}
     for token in byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]:
         vocab.setdefault(token, len(vocab))
+    while vocab_size and len(vocab) < vocab_size - 2:
+        vocab[f"<|unused{len(vocab)}|>"] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
@@ -469,6 +497,50 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | No
     from .prompts import template_words
     vocabulary = list(words or []) + template_words() + list(TINY_EXTRA_WORDS)
     return save_components(build_components(vocabulary, shapes, seed), folder)
+
+
+def build_sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> Components:
+    """Stable Diffusion 1.5's exact architecture with random weights, built from its config
+    (no download): it computes, times and fills memory like the real model, draws nothing."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from .prompts import template_words
+    tokenizer = build_clip_tokenizer(template_words() + list(TINY_EXTRA_WORDS), vocab_size=49408)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.device(device):
+            text_encoder = CLIPTextModel(CLIPTextConfig(
+                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                projection_dim=768, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+            unet = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768,
+                                                  attention_head_dim=8)
+            vae = diffusers.AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+    finally:
+        torch.random.set_rng_state(torch_state)
+    scheduler = diffusers.PNDMScheduler(beta_start=0.00085, beta_end=0.012,
+                                        beta_schedule="scaled_linear", skip_prk_steps=True,
+                                        set_alpha_to_one=False, steps_offset=1)
+    return Components(tokenizer, text_encoder, unet, vae, scheduler)
+
+
+def model_from_components(parts: Components, name: str, device: str | None = None,
+                          dtype: str | None = None) -> TextToImageModel:
+    """A TextToImageModel over parts held in memory (benchmarks; no save and reload)."""
+    import diffusers
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+        unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.to(dtype=dt)
+    return _wrap_pipeline(pipe, name, dev, dt)
 
 
 def _save_atomically(pipe, folder: Path) -> None:

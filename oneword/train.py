@@ -143,7 +143,11 @@ class TrainingDiverged(OnewordError):
     pass
 
 
-def photos_fingerprint(photos: torch.Tensor) -> str:
+def photos_fingerprint(photos: torch.Tensor | list[torch.Tensor]) -> str:
+    """A short hash of the training photos (of each candidate's photos, if given per candidate)."""
+    if isinstance(photos, (list, tuple)):
+        joined = ",".join(photos_fingerprint(p) for p in photos)
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
     return hashlib.sha256(photos.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
@@ -159,6 +163,21 @@ def encode_photos(model, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
     """Encode photos [M, 3, R, R] in [-1, 1] once."""
     parts = [model.encode_images(photos[i:i + chunk]) for i in range(0, len(photos), chunk)]
     return PhotoLatents(torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
+
+
+def encode_candidate_photos(model, photos: torch.Tensor | list[torch.Tensor],
+                            count: int) -> list[PhotoLatents]:
+    """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
+    (each candidate's own crops); a tensor given for several candidates is encoded once."""
+    if not isinstance(photos, (list, tuple)):
+        return [encode_photos(model, photos)] * count
+    if len(photos) != count:
+        raise ValueError(f"{len(photos)} photo sets for {count} candidates")
+    cache: dict[int, PhotoLatents] = {}
+    for p in photos:
+        if id(p) not in cache:
+            cache[id(p)] = encode_photos(model, p)
+    return [cache[id(p)] for p in photos]
 
 
 def start_state(model, config: TrainConfig) -> TrainingState:
@@ -192,25 +211,29 @@ class Batch:
     timesteps: torch.Tensor  # [B]
 
 
-def draw_batch(latents: PhotoLatents, caption_ids: torch.Tensor, num_timesteps: int,
-               generators: list[torch.Generator], batch_size: int) -> Batch:
+def draw_batch(latents: PhotoLatents | list[PhotoLatents], caption_ids: torch.Tensor,
+               num_timesteps: int, generators: list[torch.Generator], batch_size: int) -> Batch:
     """Sample photos, captions, timesteps and noise for every candidate.
 
-    The draws of candidate k use only generator k, in a fixed order, so a candidate sees the
-    same data whether it trains alone or beside others.
+    The draws of candidate k use only generator k (and its own photos, if `latents` is a list
+    of one PhotoLatents per candidate), in a fixed order, so a candidate sees the same data
+    whether it trains alone or beside others.
     """
+    if isinstance(latents, PhotoLatents):
+        latents = [latents] * len(generators)
     parts = []
-    shape = latents.mean.shape[1:]
-    for gen in generators:
-        photo = torch.randint(len(latents.mean), (batch_size,), generator=gen)
+    for gen, lat in zip(generators, latents):
+        shape = lat.mean.shape[1:]
+        photo = torch.randint(len(lat.mean), (batch_size,), generator=gen)
         caption = torch.randint(len(caption_ids), (batch_size,), generator=gen)
         t = torch.randint(num_timesteps, (batch_size,), generator=gen)
         posterior = torch.randn((batch_size, *shape), generator=gen)
         noise = torch.randn((batch_size, *shape), generator=gen)
-        parts.append((photo, caption, t, posterior, noise))
-    photo, caption, t, posterior, noise = (torch.cat(x) for x in zip(*parts))
-    device = latents.mean.device
-    sample = latents.mean[photo.to(device)] + latents.std[photo.to(device)] * posterior.to(device)
+        device = lat.mean.device
+        sample = lat.mean[photo.to(device)] + lat.std[photo.to(device)] * posterior.to(device)
+        parts.append((sample, caption, t, noise))
+    sample, caption, t, noise = (torch.cat(x) for x in zip(*parts))
+    device = sample.device
     candidate = torch.arange(len(generators)).repeat_interleave(batch_size)
     return Batch(candidate.to(device), caption_ids[caption.to(caption_ids.device)], sample,
                  noise.to(device), t.to(device))
@@ -237,7 +260,8 @@ def batch_loss(model, rows: torch.Tensor, batch: Batch, weight: float,
     return torch.cat(losses)
 
 
-def optimizer_step(model, state: TrainingState, config: TrainConfig, latents: PhotoLatents,
+def optimizer_step(model, state: TrainingState, config: TrainConfig,
+                   latents: PhotoLatents | list[PhotoLatents],
                    caption_ids: torch.Tensor) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss."""
     factor = diffusion.lr_factor(state.step, config.steps, config.lr_schedule,
@@ -246,16 +270,15 @@ def optimizer_step(model, state: TrainingState, config: TrainConfig, latents: Ph
         group["lr"] = group["initial_lr"] * factor
     state.optimizer.zero_grad(set_to_none=True)
     weight = 1.0 / (config.batch_size * config.grad_accum)  # per-candidate mean
-    total = 0.0
+    total = torch.zeros((), device=model.device)
     for _ in range(config.grad_accum):
         rows = torch.stack(list(state.params))  # [K, N, d]
         batch = draw_batch(latents, caption_ids, len(model.alphas_cumprod), state.generators,
                            config.batch_size)
-        losses = batch_loss(model, rows, batch, weight, config.max_batch)
-        total += float(losses.mean())
-    loss = total / config.grad_accum
-    if not torch.isfinite(torch.tensor(loss)) or not all(
-            torch.isfinite(p.grad).all() for p in state.params):
+        total += batch_loss(model, rows, batch, weight, config.max_batch).mean()
+    grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
+    loss = float(total) / config.grad_accum  # one device sync per step
+    if not (torch.isfinite(torch.tensor(loss)) and bool(grads_finite)):
         raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
     state.optimizer.step()
     state.step += 1
@@ -323,12 +346,13 @@ def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> floa
     return (beta * raw_prev + (1 - beta) * value) / (1 - beta ** step)
 
 
-def train(model, photos: torch.Tensor, config: TrainConfig, run_dir: Path,
+def train(model, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig, run_dir: Path,
           on_event: EventSink = ignore, resume: bool = False,
           on_preview=None) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
-    photos: [M, 3, R, R] in [-1, 1], every crop/flip variant to sample from.
+    photos: [M, 3, R, R] in [-1, 1], every crop/flip variant to sample from; or a list of K
+    such tensors, one per candidate (random crops drawn from each candidate's own seed).
     on_preview(step, rows [K, N, d]) renders preview images; it is called every preview_every
     steps.
     """
@@ -345,7 +369,7 @@ def train(model, photos: torch.Tensor, config: TrainConfig, run_dir: Path,
                            "to continue it or choose another --out")
     else:
         save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
-    latents = encode_photos(model, photos)
+    latents = encode_candidate_photos(model, photos, len(state.params))
     caption_ids = caption_token_ids(model, config)
     on_event(Started(config.steps, state.step, len(state.params),
                      config.batch_size * config.grad_accum * len(state.params)))

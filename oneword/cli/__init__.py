@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import OnewordError
-from . import core
+from . import core, demo
 
-COMMAND_MODULES = [core]
+COMMAND_MODULES = [core, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

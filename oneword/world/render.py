@@ -211,7 +211,7 @@ def _pat_solid(u, v, r, R):
 
 def _pat_stripes(u, v, r, R):
     a, _ = _rotate(u, v, r[:, 3] * math.pi)
-    return (0.5 + 1.5 * torch.sin(2 * math.pi * a / 0.5)).clamp(0, 1)
+    return (0.5 + 1.5 * (torch.sin(2 * math.pi * a / 0.5) - 0.3)).clamp(0, 1)
 
 
 def _pat_dots(u, v, r, R):
@@ -227,7 +227,7 @@ def _pat_patches(u, v, r, R):
     for k, freq in enumerate((3.0, 3.7, 2.6)):
         a, _ = _rotate(u, v, r[:, 4 + k] * 2 * math.pi)
         f = f + torch.sin(freq * a + r[:, 7 + k, None, None] * 2 * math.pi)
-    return ((f - 0.35) * 3.0).clamp(0, 1)
+    return ((f - 0.8) * 3.0).clamp(0, 1)
 
 
 PATTERN_FN = {"solid": _pat_solid, "stripes": _pat_stripes, "dots": _pat_dots,
@@ -394,6 +394,7 @@ def _object_layer(specs, r, cx, cy, R, y, x, dev):
     pm = _by_group([s.pattern for s in specs], lambda i, n: PATTERN_FN[n](u[i], v[i], r[i], Rs[i]),
                    torch.empty_like(u), dev)
     alpha = (0.5 - d * Rs).clamp(0, 1)
+    pm = pm * (-1.0 - d * Rs).clamp(0, 1)  # body-coloured rim: the pattern is painted inside it
     col = _lerp(_rgb([s.color for s in specs], dev), _rgb([s.color2 for s in specs], dev), pm.unsqueeze(1))
     marked = [i for i, s in enumerate(specs) if s.subject is not None]
     if marked:

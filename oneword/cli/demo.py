@@ -1,0 +1,36 @@
+"""`oneword demo`: learn a hidden subject of the world model and compare it with its class word."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..demo import DemoConfig, demo
+from .progress import ProgressBar
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo on the built-in world model (CPU, minutes)",
+                       description="Learn a hidden subject of the built-in world model from 5 "
+                                   "photos and draw it in new scenes, scored by the oracle.")
+    p.add_argument("--subject", default="cat", help="hidden subject to learn (default: cat)")
+    p.add_argument("--out", default="demo", help="output folder (default: demo)")
+    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="training steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="world", help="model (default: the built-in world model)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    started = time.time()
+    config = DemoConfig(subject=a.subject, out=Path(a.out), steps=a.steps, seed=a.seed,
+                        model=a.model)
+    result = demo(config, on_event=ProgressBar())
+    print(f"{'':14s}{'concept fidelity':>18s}{'prompt fidelity':>17s}")
+    for how, (concept, prompt) in result.summary.items():
+        print(f"{how + ' word':14s}{concept:18.2f}{prompt:17.2f}")
+    for path in result.files.values():
+        print(path)
+    print(f"done in {time.time() - started:.0f}s")
+    return 0

@@ -1,0 +1,135 @@
+"""`oneword demo`: the whole story offline in a few minutes on a CPU.
+
+A hidden subject of the world model (the model can draw it, no word names it) gets five photos;
+oneword learns its word, draws it in new scenes and styles next to the class word alone, and the
+oracle scores both. Writes a contact sheet and an HTML page.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .api import ModelChoice, learn
+from .embeddings import load_embeddings
+from .errors import OnewordError
+from .events import EventSink, Message, ignore
+from .files import atomic_write_text
+from .generate import Sampling, contact_sheet, draw, register_words, save_png
+from .train import TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    subject: str = "cat"
+    out: Path = Path("demo")
+    model: str = "world"
+    steps: int = 300
+    seed: int = 0
+    seeds_per_prompt: int = 2
+    prompts: int = 6
+    sampling: Sampling = field(default_factory=lambda: Sampling(steps=20, cfg=5.0))
+
+    def __post_init__(self):
+        from .world.render import SUBJECTS_BY_ID
+        if self.subject not in SUBJECTS_BY_ID:
+            raise OnewordError(f"--subject {self.subject}: choose one of "
+                               f"{', '.join(sorted(SUBJECTS_BY_ID))}")
+        for name in ("steps", "seeds_per_prompt", "prompts"):
+            if getattr(self, name) < 1:
+                raise OnewordError(f"--{name.replace('_', '-')}: must be 1 or more")
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    files: dict[str, Path]
+    summary: dict[str, tuple[float, float]]  # "class"/"learned" -> (concept, prompt fidelity)
+
+
+def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> DemoResult:
+    """Run the demo; returns the contact sheet and HTML page and the mean scores."""
+    from .world import evaluate
+    from .world.oracle import load_oracle
+    from .world.render import SUBJECTS_BY_ID
+    subject = SUBJECTS_BY_ID[config.subject]
+    token = f"<my-{subject.id}>"
+    photos = evaluate.subject_photos(subject.id, 5, torch.Generator().manual_seed(config.seed))
+    photo_dir = config.out / "photos"
+    for i, photo in enumerate(photos):
+        save_png(photo, photo_dir / f"photo{i}.png", {"subject": subject.id})
+    on_event(Message(f"learning {token} from 5 photos of the hidden '{subject.id}' "
+                     f"(init word: {subject.class_word})"))
+    train_config = TrainConfig(token=token, init_word=subject.class_word, steps=config.steps,
+                               lr=5e-3, batch_size=4, grad_accum=1, seed=config.seed,
+                               checkpoint_every=max(50, config.steps // 4))
+    files = learn([str(photo_dir)], train_config, ModelChoice(config.model),
+                  config.out / "run", on_event=on_event)
+    on_event(Message("drawing the subject in new scenes and styles"))
+    model = ModelChoice(config.model).load()
+    words = register_words(model, load_embeddings(files["diffusers"]))
+    table = _compare(model, words, token, subject.id, photos, config, load_oracle())
+    summary = {how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
+               for how in ("class", "learned")}
+    return DemoResult(_write_outputs(table, token, subject, config), summary)
+
+
+def _compare(model, words, token, subject_id, photos, config, oracle):
+    """Images and scores for each prompt, with the class word and with the learned word."""
+    from .world import evaluate
+    seeds = list(range(config.seed, config.seed + config.seeds_per_prompt))
+    table = []
+    for template in evaluate.NOVEL_PROMPTS[:config.prompts]:
+        row = {"template": template}
+        for how in ("class", "learned"):
+            prompt = template.format(evaluate.subject_phrase(subject_id, how, token))
+            images = draw(model, [prompt] * len(seeds), seeds, words, config.sampling)
+            scores = evaluate.score_images(oracle, images, [prompt] * len(seeds), subject_id,
+                                           photos)
+            row[how] = (prompt, images, scores)
+        table.append(row)
+    return table
+
+
+def _write_outputs(table, token, subject, config) -> dict[str, Path]:
+    grid = torch.cat([torch.cat([row["class"][1], row["learned"][1]]) for row in table])
+    columns = 2 * config.seeds_per_prompt
+    sheet = save_png(contact_sheet(grid, columns=columns), config.out / "contact_sheet.png",
+                     {"subject": subject.id, "token": token})
+    page = config.out / "index.html"
+    atomic_write_text(page, _html(table, token, subject))
+    return {"contact_sheet": sheet, "page": page}
+
+
+def _mean(table, how, field_name):
+    return sum(getattr(r[how][2], field_name) for r in table) / len(table)
+
+
+def _html(table, token, subject) -> str:
+    rows = []
+    for row in table:
+        cells = []
+        for how in ("class", "learned"):
+            prompt, _, s = row[how]
+            cells.append(f"<td><b>{html.escape(prompt)}</b><br>concept fidelity "
+                         f"{s.concept_fidelity:.2f} · prompt fidelity {s.prompt_fidelity:.2f}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    summary = " ".join(
+        f"<p>{how} word: mean concept fidelity {_mean(table, how, 'concept_fidelity'):.2f}, "
+        f"prompt fidelity {_mean(table, how, 'prompt_fidelity'):.2f}</p>"
+        for how in ("class", "learned"))
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>oneword demo: {html.escape(token)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} img{{image-rendering:pixelated;width:100%;max-width:900px}}
+td{{padding:.4em;border-bottom:1px solid #ddd}}</style></head><body>
+<h1>{html.escape(token)}: the hidden "{html.escape(subject.id)}"</h1>
+<p>Training photos:</p><p>{''.join(f'<img src="photos/photo{i}.png" style="width:96px">' for i in range(5))}</p>
+{summary}
+<p>Contact sheet: each row is one prompt; left half the class word "{html.escape(subject.class_word)}",
+right half the learned word {html.escape(token)}.</p>
+<img src="contact_sheet.png">
+<table><tr><th>class word</th><th>learned word</th></tr>{''.join(rows)}</table>
+</body></html>
+"""

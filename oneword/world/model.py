@@ -1,0 +1,713 @@
+"""The world model: oneword's own small *pretrained* text-to-image model of the procedural world.
+
+No real Stable Diffusion weights can be downloaded here, so oneword trains an SD-layout model
+(CLIP text encoder, UNet2DConditionModel, AutoencoderKL, DDIM scheduler) on images rendered on
+the fly by `render.py` and captioned by `captions.py`. Hidden subjects ("cat", "dog", ...) appear
+in many training images but their captions use only the class word; Textual Inversion must be
+able to learn them back. This model is oneword's default model and its quality bench.
+
+    python -m oneword.world.model train --out DIR --device cuda --minutes 6 --seed 0
+    python -m oneword.world.model train --out DIR --preset cpu      # <= 2 h on 2 CPU cores
+
+Phase 1 trains the VAE (MSE + a little L1 + a small KL) and sets its scaling factor to
+1/std of its latents (as SD's 0.18215). Phase 2 freezes the VAE and trains UNet and text
+encoder jointly on the noise-prediction loss (Ho et al. 2020) with Min-SNR weighting (Hang et al.
+2023), 10% empty captions for classifier-free guidance (Ho & Salimans 2022), AdamW with warm-up
+and cosine decay, gradient clipping, bf16 autocast on CUDA and an EMA of the weights. Both
+phases run against a wall-clock budget checked every step, so the model is saved in time even
+when the machine is slower than expected. The folder is saved in fp16 and loads with
+`oneword.models.load_model(folder)`; `train_log.json` beside the weights records the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import diffusion
+from ..errors import OnewordError
+from ..models import (TINY_EXTRA_WORDS, Components, TinyShapes, build_components, load_model,
+                      save_components)
+from ..prompts import OBJECT_TEMPLATES, template_words
+from .captions import caption, describe, vocabulary
+from .render import SUBJECTS_BY_ID, Spec, render_batch, sample_specs
+
+IMAGE_SIZE = 64
+LOG_NAME = "train_log.json"
+MAX_FILE_MB = 15.0  # each .safetensors must come back from a GPU machine
+MAX_TOTAL_MB = 25.0
+
+
+# -- configuration -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """Everything that decides how the world model is trained (sizes, budget, optimisation)."""
+    minutes: float | None = 6.0  # wall-clock budget for the whole run; None: step limits only
+    vae_share: float = 0.2  # share of the budget (after setup) spent on the VAE
+    reserve_share: float = 0.04  # share of the budget kept for measuring and saving
+    vae_steps: int = 1_000_000  # step caps (the budget usually ends a phase first)
+    steps: int = 1_000_000
+    vae_batch_size: int = 128
+    batch_size: int = 256
+    vae_lr: float = 1e-3
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    min_lr_share: float = 0.05  # the cosine decays to this share of the lr
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0: no EMA
+    cond_drop: float = 0.1  # captions replaced by "" (classifier-free guidance)
+    template_share: float = 0.1  # captions from oneword's TI templates ("a photo of a cat")
+    hidden_fraction: float = 0.3  # images showing a hidden subject
+    l1_weight: float = 0.1
+    kl_weight: float = 1e-7  # on the KL summed over latent elements, per sample
+    min_snr_gamma: float = 5.0  # 0: the plain loss
+    fresh_share: float = 1.0  # share of each batch rendered anew; the rest comes from a pool
+    pool_batches: int = 8  # pool size in batches, when fresh_share < 1
+    scale_images: int = 1024  # images measured for the VAE scaling factor
+    text_width: int = 192
+    text_layers: int = 3
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers: int = 1
+    vae_channels: tuple[int, ...] = (32, 64, 128)
+    amp: bool | None = None  # bf16 autocast; None: on CUDA only
+    compile: bool = False  # torch.compile the UNet's training forward
+    log_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        _validate(self)
+
+    @property
+    def latent_size(self) -> int:
+        return IMAGE_SIZE // 2 ** (len(self.vae_channels) - 1)
+
+    @property
+    def shapes(self) -> TinyShapes:
+        return TinyShapes(text_width=self.text_width, text_layers=self.text_layers,
+                          unet_channels=tuple(self.unet_channels),
+                          vae_channels=tuple(self.vae_channels), unet_layers=self.unet_layers,
+                          latent_size=self.latent_size)
+
+
+def _fail(name: str, value, why: str):
+    raise OnewordError(f"--{name.replace('_', '-')} {value}: {why}")
+
+
+def _validate(c: WorldModelConfig) -> None:
+    if c.minutes is not None and not c.minutes > 0:
+        _fail("minutes", c.minutes, "must be positive")
+    if not isinstance(c.scale_images, int) or c.scale_images < 2:
+        _fail("scale_images", c.scale_images, "must be a whole number, 2 or more")
+    for name in ("vae_steps", "steps", "warmup_steps", "pool_batches"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 0:
+            _fail(name, getattr(c, name), "must be a whole number, 0 or more")
+    for name in ("vae_batch_size", "batch_size", "log_every", "text_layers", "unet_layers"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+            _fail(name, getattr(c, name), "must be a whole number, 1 or more")
+    for name in ("vae_lr", "lr"):
+        if not getattr(c, name) > 0:
+            _fail(name, getattr(c, name), "must be positive")
+    for name in ("weight_decay", "grad_clip", "l1_weight", "kl_weight", "min_snr_gamma"):
+        if not getattr(c, name) >= 0:
+            _fail(name, getattr(c, name), "must be 0 or more")
+    for name in ("vae_share", "reserve_share", "fresh_share"):
+        if not 0 < getattr(c, name) <= 1:
+            _fail(name, getattr(c, name), "must be in (0, 1]")
+    for name in ("ema_decay", "cond_drop", "template_share", "min_lr_share"):
+        if not 0 <= getattr(c, name) < 1:
+            _fail(name, getattr(c, name), "must be in [0, 1)")
+    if not 0 <= c.hidden_fraction <= 1:
+        _fail("hidden_fraction", c.hidden_fraction, "must be in [0, 1]")
+    if c.cond_drop + c.template_share >= 1:
+        _fail("template_share", c.template_share, "with --cond-drop must leave grammar captions")
+    if c.vae_share + c.reserve_share >= 1:
+        _fail("vae_share", c.vae_share, "with the reserve must leave time for the UNet")
+    if c.minutes is None and c.steps >= 1_000_000:
+        _fail("minutes", c.minutes, "give a time budget or a step limit")
+    _validate_sizes(c)
+
+
+def _validate_sizes(c: WorldModelConfig) -> None:
+    if not 2 <= len(c.vae_channels) <= 4:
+        _fail("vae_channels", c.vae_channels, "give 2 to 4 blocks (64 px -> 32..8 px latents)")
+    if len(c.unet_channels) < 2:
+        _fail("unet_channels", c.unet_channels, "give 2 or more blocks")
+    if c.latent_size < 2 ** (len(c.unet_channels) - 1):
+        _fail("unet_channels", c.unet_channels, "too many blocks for the latent size")
+    for name in ("unet_channels", "vae_channels"):
+        if any(ch < 8 or ch % 8 for ch in getattr(c, name)):
+            _fail(name, getattr(c, name), "channels must be multiples of 8 (8 norm groups)")
+    heads = max(2, c.text_width // 64)  # as oneword.models.build_components
+    if c.text_width < 16 or c.text_width % heads:
+        _fail("text_width", c.text_width, f"must be 16 or more and divisible by {heads}")
+
+
+PRESETS: dict[str, dict] = {
+    # One H100/H200, ~6 minutes: fresh renders every step, large batches.
+    "gpu": dict(minutes=6.0, batch_size=256, vae_batch_size=128, lr=5e-4, vae_lr=1e-3,
+                warmup_steps=200, log_every=100),
+    # Two CPU cores, <= 2 hours: renders are slow on CPU, so most of each batch reuses a pool.
+    "cpu": dict(minutes=115.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
+                warmup_steps=100, fresh_share=0.25, pool_batches=32, scale_images=256,
+                log_every=20),
+    # Seconds: for tests and smoke runs (a tiny architecture, a few steps, no budget).
+    "tiny": dict(minutes=None, vae_steps=2, steps=2, batch_size=4, vae_batch_size=4,
+                 warmup_steps=1, scale_images=8, text_width=32, text_layers=1,
+                 unet_channels=(32, 64), vae_channels=(8, 8, 16), ema_decay=0.9, log_every=1),
+}
+
+
+def preset(name: str, **overrides) -> WorldModelConfig:
+    if name not in PRESETS:
+        raise OnewordError(f"--preset {name}: choose one of {', '.join(PRESETS)}")
+    return WorldModelConfig(**{**PRESETS[name], **overrides})
+
+
+def world_vocabulary() -> list[str]:
+    """Whole-word tokens: the world's grammar, oneword's templates and common init words."""
+    return sorted(set(vocabulary()) | set(template_words()) | set(TINY_EXTRA_WORDS))
+
+
+# -- run-time helpers ----------------------------------------------------------------------
+@dataclass
+class Generators:
+    """One random stream per purpose: specs and captions on the CPU, pixels and noise on the
+    training device."""
+    specs: torch.Generator
+    captions: torch.Generator
+    pool: torch.Generator
+    render: torch.Generator
+    noise: torch.Generator
+
+    @staticmethod
+    def from_seed(seed: int, device: torch.device) -> "Generators":
+        base = torch.Generator().manual_seed(seed)
+        s = [int(x) for x in torch.randint(2 ** 62, (5,), generator=base)]
+        cpu = [torch.Generator().manual_seed(x) for x in s[:3]]
+        return Generators(*cpu, *(torch.Generator(device=device).manual_seed(x) for x in s[3:]))
+
+
+class Clock:
+    """Wall-clock budget of a run; `deadline(share)` is an absolute time."""
+
+    def __init__(self, minutes: float | None, start: float | None = None):
+        self.start = time.monotonic() if start is None else start
+        self.budget = None if minutes is None else minutes * 60.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def seconds_left(self, reserve: float = 0.0) -> float:
+        if self.budget is None:
+            return math.inf
+        return self.budget * (1 - reserve) - self.elapsed()
+
+
+def amp_context(device: torch.device, enabled: bool):
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def use_amp(config: WorldModelConfig, device: torch.device) -> bool:
+    return device.type == "cuda" if config.amp is None else bool(config.amp)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def lr_multiplier(step: int, progress: float, warmup_steps: int, min_share: float) -> float:
+    """Linear warm-up over steps, then cosine decay over the phase's progress (steps or time)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    return warm * (min_share + (1 - min_share) * cosine)
+
+
+class Stream:
+    """Batches of (specs, tensor) from `make(n)`: fresh each step, or, when `fresh < batch`,
+    `fresh` new examples per step replace the oldest of a pool the batch is drawn from."""
+
+    def __init__(self, make: Callable[[int], tuple[list[Spec], torch.Tensor]], batch: int,
+                 fresh_share: float, pool_batches: int, generator: torch.Generator):
+        self.make, self.batch, self.generator = make, batch, generator
+        self.fresh = max(1, round(batch * fresh_share))
+        self.pool_size = max(batch, batch * pool_batches) if self.fresh < batch else 0
+        self.specs: list[Spec] = []
+        self.data: torch.Tensor | None = None
+        self.cursor = 0
+
+    def _fill(self) -> None:
+        specs, parts = [], []
+        for i in range(0, self.pool_size, self.batch):
+            s, d = self.make(min(self.batch, self.pool_size - i))
+            specs += s
+            parts.append(d)
+        self.specs, self.data = specs, torch.cat(parts)
+
+    def next(self) -> tuple[list[Spec], torch.Tensor]:
+        if not self.pool_size:
+            return self.make(self.batch)
+        if self.data is None:
+            self._fill()
+        specs, data = self.make(self.fresh)
+        slots = [(self.cursor + i) % self.pool_size for i in range(self.fresh)]
+        self.cursor = (self.cursor + self.fresh) % self.pool_size
+        self.data[torch.tensor(slots, device=self.data.device)] = data
+        for slot, spec in zip(slots, specs):
+            self.specs[slot] = spec
+        pick = torch.randperm(self.pool_size, generator=self.generator)[:self.batch]
+        return [self.specs[i] for i in pick.tolist()], self.data[pick.to(self.data.device)]
+
+
+class CaptionTokens:
+    """Token ids [B, 77] for captions, padded as Stable Diffusion does; cached per caption."""
+
+    def __init__(self, tokenizer, device: torch.device, max_entries: int = 500_000):
+        self.tokenizer, self.device, self.max_entries = tokenizer, device, max_entries
+        self.cache: dict[str, list[int]] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self.cache})
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length).input_ids
+            if len(self.cache) + len(missing) > self.max_entries:
+                self.cache.clear()
+            self.cache.update(zip(missing, ids))
+        rows = torch.tensor([self.cache[c] for c in captions], dtype=torch.long)
+        return rows.to(self.device, non_blocking=True)
+
+
+def object_phrase(spec: Spec) -> str:
+    """What oneword's templates call the object: the class word, or its attributes."""
+    return SUBJECTS_BY_ID[spec.subject].class_word if spec.subject else describe(spec)
+
+
+def training_captions(specs: list[Spec], config: WorldModelConfig,
+                      generator: torch.Generator) -> list[str]:
+    """Grammar captions, some empty (for guidance), some from oneword's TI templates."""
+    draws = torch.rand(len(specs), generator=generator).tolist()
+    picks = torch.randint(len(OBJECT_TEMPLATES), (len(specs),), generator=generator).tolist()
+    out = []
+    for spec, u, k in zip(specs, draws, picks):
+        if u < config.cond_drop:
+            out.append("")
+        elif u < config.cond_drop + config.template_share:
+            out.append(OBJECT_TEMPLATES[k].format(object_phrase(spec)))
+        else:
+            out.append(caption(spec, generator))
+    return out
+
+
+class Ema:
+    """Exponential moving average of parameters (fp32), with the usual warm-up of the decay."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.decay = decay
+        self.live = [p.detach() for p in params]
+        self.shadow = [p.detach().float().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.float() for p in self.live], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to_params(self) -> None:
+        for shadow, p in zip(self.shadow, self.live):
+            p.copy_(shadow)
+
+
+def make_optimizer(params, lr: float, weight_decay: float, device: torch.device):
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay,
+                             **extra)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def size_report(parts: Components) -> dict[str, dict[str, float]]:
+    """Parameters (millions) and fp16 size (MB) of each trained module and in total."""
+    out = {}
+    for name in ("text_encoder", "unet", "vae"):
+        n = parameter_count(getattr(parts, name))
+        out[name] = {"params_m": round(n / 1e6, 3), "fp16_mb": round(2 * n / 1e6, 2)}
+    total = sum(v["params_m"] for v in out.values())
+    out["total"] = {"params_m": round(total, 3), "fp16_mb": round(2 * total, 2)}
+    return out
+
+
+# -- phases --------------------------------------------------------------------------------
+@dataclass
+class PhaseLog:
+    name: str
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last)
+    samples_per_s: float = 0.0
+
+
+def run_phase(log: PhaseLog, step_fn: Callable[[int], torch.Tensor], optimizer, base_lr: float,
+              max_steps: int, seconds: float, batch: int, config: WorldModelConfig,
+              device: torch.device) -> PhaseLog:
+    """Optimizer steps until `max_steps` or `seconds` (whichever comes first); the cosine lr
+    follows whichever of the two is further along. Prints a line every `log_every` steps."""
+    start = time.monotonic()
+    total, count = torch.zeros((), device=device), 0
+    while log.steps < max_steps:
+        progress = max(log.steps / max_steps, (time.monotonic() - start) / max(seconds, 1e-9))
+        if progress >= 1:
+            break
+        lr = base_lr * lr_multiplier(log.steps, progress, config.warmup_steps, config.min_lr_share)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total += step_fn(log.steps)
+        count += 1
+        log.steps += 1
+        if log.steps % config.log_every == 0 or log.steps == 1:
+            mean = float(total) / count  # synchronises
+            if not math.isfinite(mean):
+                raise OnewordError(f"world model {log.name} training diverged at step "
+                                   f"{log.steps} (loss {mean}); lower --lr")
+            total, count = torch.zeros((), device=device), 0
+            log.losses.append((log.steps, round(mean, 5)))
+            spent = time.monotonic() - start
+            print(f"[{log.name}] step {log.steps} loss {mean:.4f} lr {lr:.2e} "
+                  f"{spent:.0f}s {log.steps * batch / max(spent, 1e-9):.0f} img/s", flush=True)
+    if count:
+        mean = float(total) / count
+        log.losses.append((log.steps, round(mean, 5)))
+    _sync(device)
+    log.seconds = round(time.monotonic() - start, 2)
+    log.samples_per_s = round(log.steps * batch / max(log.seconds, 1e-9), 1)
+    return log
+
+
+def render_images(n: int, config: WorldModelConfig, gens: Generators,
+                  device: torch.device) -> tuple[list[Spec], torch.Tensor]:
+    specs = sample_specs(n, gens.specs, hidden_fraction=config.hidden_fraction)
+    return specs, render_batch(specs, gens.render, device)
+
+
+def vae_loss(vae, images: torch.Tensor, config: WorldModelConfig,
+             generator: torch.Generator) -> torch.Tensor:
+    """MSE + l1_weight * L1 on pixels in [-1, 1], + kl_weight * KL (summed per sample)."""
+    x = images * 2 - 1
+    dist = vae.encode(x).latent_dist
+    z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator,
+                                           device=x.device, dtype=dist.mean.dtype)
+    rec = vae.decode(z).sample.float()
+    mean, logvar = dist.mean.float(), dist.logvar.float()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean()
+    return F.mse_loss(rec, x) + config.l1_weight * F.l1_loss(rec, x) + config.kl_weight * kl
+
+
+def train_vae(parts: Components, config: WorldModelConfig, gens: Generators,
+              device: torch.device, seconds: float) -> PhaseLog:
+    vae = parts.vae.train().requires_grad_(True)
+    params = list(vae.parameters())
+    optimizer = make_optimizer(params, config.vae_lr, config.weight_decay, device)
+    stream = Stream(lambda n: render_images(n, config, gens, device), config.vae_batch_size,
+                    config.fresh_share, config.pool_batches, gens.pool)
+    amp = use_amp(config, device)
+
+    def step(_: int) -> torch.Tensor:
+        _, images = stream.next()
+        with amp_context(device, amp):
+            loss = vae_loss(vae, images, config, gens.noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        return loss.detach().float()
+
+    log = run_phase(PhaseLog("vae"), step, optimizer, config.vae_lr, config.vae_steps, seconds,
+                    config.vae_batch_size, config, device)
+    vae.eval().requires_grad_(False)
+    return log
+
+
+@torch.no_grad()
+def encode_latent_params(vae, images: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Unscaled posterior mean and std, concatenated on channels [B, 2c, h, w] (fp32)."""
+    with amp_context(images.device, amp):
+        dist = vae.encode(images * 2 - 1).latent_dist
+    return torch.cat([dist.mean.float(), dist.std.float()], 1)
+
+
+def sample_latents(params: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    mean, std = params.chunk(2, dim=1)
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+    return mean + std * noise
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, config: WorldModelConfig, gens: Generators,
+                           device: torch.device) -> float:
+    """1 / std of sampled latents of fresh renders, so scaled latents have unit std."""
+    values = []
+    batch = config.vae_batch_size
+    for i in range(0, config.scale_images, batch):
+        _, images = render_images(min(batch, config.scale_images - i), config, gens, device)
+        params = encode_latent_params(vae, images, use_amp(config, device))
+        values.append(sample_latents(params, gens.noise).flatten())
+    std = float(torch.cat(values).std())
+    if not (math.isfinite(std) and std > 0):
+        raise OnewordError(f"world model VAE latents have std {std}; the VAE did not train")
+    return float(f"{1 / std:.5g}")
+
+
+def snr_weights(alpha_bar: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023); ones when gamma is 0."""
+    if not gamma:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
+               device: torch.device, seconds: float) -> tuple[PhaseLog, Ema | None]:
+    unet, text_encoder, vae = parts.unet, parts.text_encoder, parts.vae
+    unet.train().requires_grad_(True)
+    text_encoder.train().requires_grad_(True)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = make_optimizer(params, config.lr, config.weight_decay, device)
+    ema = Ema(params, config.ema_decay) if config.ema_decay else None
+    amp = use_amp(config, device)
+    scale = float(vae.config.scaling_factor)
+    prediction_type = parts.scheduler.config.prediction_type
+    alphas = parts.scheduler.alphas_cumprod.to(device, torch.float32)
+    tokens = CaptionTokens(parts.tokenizer, device)
+    forward = torch.compile(unet) if config.compile else unet
+
+    def make(n: int):
+        specs, images = render_images(n, config, gens, device)
+        return specs, encode_latent_params(vae, images, amp)
+
+    stream = Stream(make, config.batch_size, config.fresh_share, config.pool_batches,
+                    gens.pool)
+
+    def step(i: int) -> torch.Tensor:
+        specs, latent_params = stream.next()
+        latents = sample_latents(latent_params, gens.noise) * scale
+        ids = tokens(training_captions(specs, config, gens.captions))
+        noise = torch.randn(latents.shape, generator=gens.noise, device=device)
+        t = torch.randint(0, alphas.shape[0], (latents.shape[0],), generator=gens.noise,
+                          device=device)
+        alpha_bar = alphas[t]
+        noisy = diffusion.add_noise(latents, noise, alpha_bar)
+        with amp_context(device, amp):
+            states = text_encoder(ids)[0]
+            pred = forward(noisy, t, encoder_hidden_states=states).sample
+        target = diffusion.prediction_target(prediction_type, latents, noise, alpha_bar)
+        weights = snr_weights(alpha_bar, config.min_snr_gamma, prediction_type)
+        loss = (diffusion.per_sample_mse(pred, target) * weights).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update(i)
+        return loss.detach().float()
+
+    log = run_phase(PhaseLog("unet"), step, optimizer, config.lr, config.steps, seconds,
+                    config.batch_size, config, device)
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    return log, ema
+
+
+@torch.no_grad()
+def reconstruction_check(vae, oracle, n: int, seed: int, device: torch.device,
+                         batch: int = 128) -> dict[str, dict[str, float]]:
+    """Oracle accuracy per head on fresh renders and on their VAE reconstructions."""
+    from .oracle import HEADS, labels
+    g = torch.Generator(device=device).manual_seed(seed)
+    hits = {"real": {k: 0 for k in HEADS}, "vae": {k: 0 for k in HEADS}}
+    for i in range(0, n, batch):
+        specs = sample_specs(min(batch, n - i), torch.Generator().manual_seed(seed + i))
+        images = render_batch(specs, g, device)
+        dist = vae.encode(images * 2 - 1).latent_dist
+        recon = ((vae.decode(dist.mean).sample.float() + 1) / 2).clamp(0, 1)
+        target = labels(specs, device)
+        for kind, x in (("real", images), ("vae", recon)):
+            logits = oracle(x)
+            for k in HEADS:
+                hits[kind][k] += int((logits[k].argmax(1) == target[k]).sum())
+    return {kind: {k: round(v / n, 4) for k, v in h.items()} for kind, h in hits.items()}
+
+
+def _oracle_or_none(device: torch.device):
+    from .oracle import WEIGHTS, load_oracle
+    return load_oracle(device) if WEIGHTS.exists() else None
+
+
+# -- the whole run -------------------------------------------------------------------------
+def build_world_components(config: WorldModelConfig) -> Components:
+    return build_components(world_vocabulary(), config.shapes, seed=config.seed)
+
+
+def save_fp16(parts: Components, folder: Path) -> dict[str, float]:
+    """Save the pipeline with fp16 weights; returns the size (MB) of each weights file."""
+    for name in ("text_encoder", "unet", "vae"):
+        getattr(parts, name).to("cpu", torch.float16)
+    save_components(parts, folder)
+    files = sorted(folder.glob("*/*.safetensors"))
+    return {str(p.relative_to(folder)): round(p.stat().st_size / 1e6, 2) for p in files}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, "\
+           f"{torch.get_num_threads()} threads)"
+
+
+def train_world_model(config: WorldModelConfig, out: str | Path, device: str | torch.device,
+                      start: float | None = None, oracle_check: int = 512) -> dict:
+    """Train the world model and save it (fp16 diffusers folder + train_log.json) in `out`.
+
+    `start` (time.monotonic()) is when the budget began; default now. Returns the log.
+    """
+    clock = Clock(config.minutes, start)
+    device = torch.device(device)
+    out = Path(out)
+    gens = Generators.from_seed(config.seed, device)
+    parts = build_world_components(config)
+    sizes = size_report(parts)
+    print("parameters: " + ", ".join(f"{k} {v['params_m']:.2f}M ({v['fp16_mb']:.1f} MB fp16)"
+                                     for k, v in sizes.items()), flush=True)
+    for name in ("text_encoder", "unet", "vae"):
+        getattr(parts, name).to(device)
+    train_seconds = clock.seconds_left(config.reserve_share)
+    vae_log = train_vae(parts, config, gens, device, train_seconds * config.vae_share)
+    scale = measure_scaling_factor(parts.vae, config, gens, device)
+    parts.vae.register_to_config(scaling_factor=scale)
+    print(f"vae scaling factor {scale}", flush=True)
+    unet_log, ema = train_unet(parts, config, gens, device, clock.seconds_left(config.reserve_share))
+    if ema is not None:
+        ema.copy_to_params()
+    check = _vae_check(parts, device, oracle_check, clock, config)
+    files = save_fp16(parts, out)
+    log = _run_log(config, device, sizes, scale, vae_log, unet_log, check, files, clock)
+    (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
+    print(f"saved {out} in {clock.elapsed():.0f}s: " + ", ".join(
+        f"{k} {v} MB" for k, v in files.items()), flush=True)
+    return log
+
+
+def _vae_check(parts, device, n, clock: Clock, config: WorldModelConfig):
+    """Oracle accuracy on reconstructions, if the oracle exists and there is time for it."""
+    if not n or clock.seconds_left() < 0.5 * config.reserve_share * (clock.budget or 0):
+        return None
+    oracle = _oracle_or_none(device)
+    if oracle is None:
+        return None
+    check = reconstruction_check(parts.vae, oracle, n, seed=config.seed + 777, device=device)
+    print("oracle on real / VAE-reconstructed renders: " + ", ".join(
+        f"{k} {check['real'][k]:.2f}/{check['vae'][k]:.2f}" for k in check["real"]), flush=True)
+    return check
+
+
+def _run_log(config, device, sizes, scale, vae_log, unet_log, check, files, clock) -> dict:
+    big = {k: v for k, v in files.items() if v >= MAX_FILE_MB}
+    if big or sum(files.values()) > MAX_TOTAL_MB:
+        print(f"warning: weights exceed {MAX_FILE_MB} MB per file or {MAX_TOTAL_MB} MB in all: "
+              f"{files}", flush=True)
+    return {"config": asdict(config), "device": str(device), "device_name": _device_name(device),
+            "torch": torch.__version__, "sizes": sizes, "files_mb": files,
+            "scaling_factor": scale, "phases": {"vae": asdict(vae_log), "unet": asdict(unet_log)},
+            "reconstruction_oracle": check, "wall_seconds": round(clock.elapsed(), 1)}
+
+
+def verify(folder: Path, device: str) -> tuple[int, ...]:
+    """Load the saved folder as oneword does and draw one image; returns its shape."""
+    from ..generate import Sampling, draw
+    model = load_model(str(folder), device)
+    image = draw(model, ["a photo of a red star on the beach"], [0], None,
+                 Sampling(steps=4, cfg=3.0, scheduler="ddim", size=IMAGE_SIZE))
+    if image.shape != (1, 3, IMAGE_SIZE, IMAGE_SIZE) or not torch.isfinite(image).all():
+        raise OnewordError(f"{folder}: the saved world model draws {tuple(image.shape)} images")
+    return tuple(image.shape)
+
+
+# -- command line --------------------------------------------------------------------------
+_OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": int,
+              "vae_batch_size": int, "lr": float, "vae_lr": float, "fresh_share": float,
+              "ema_decay": float, "log_every": int, "seed": int}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m oneword.world.model",
+                                description="Train oneword's world model (see the module doc).")
+    p.add_argument("cmd", choices=["train"])
+    p.add_argument("--out", required=True, help="folder for the diffusers pipeline")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="settings for the machine (default: gpu on CUDA, else cpu)")
+    for name, kind in _OVERRIDES.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help="overrides the preset" + ("; 0: no time limit"
+                                                      if name == "minutes" else ""))
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    p.add_argument("--no-verify", action="store_true", help="skip loading the saved model back")
+    p.add_argument("--oracle-check", type=int, default=512,
+                   help="renders for the oracle's VAE check when its weights exist (0: skip)")
+    return p
+
+
+def config_from_args(args) -> WorldModelConfig:
+    from ..models import pick_device
+    device = pick_device(args.device)
+    name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    if overrides.get("minutes") == 0:
+        overrides["minutes"] = None
+    if args.compile:
+        overrides["compile"] = True
+    return preset(name, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    start = time.monotonic()
+    args = _parser().parse_args(argv)
+    from ..models import pick_device
+    device = pick_device(args.device)
+    try:
+        config = config_from_args(args)
+    except OnewordError as exc:
+        raise SystemExit(f"error: {exc}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    print(f"training the world model on {_device_name(device)}: {json.dumps(asdict(config))}",
+          flush=True)
+    train_world_model(config, args.out, device, start=start, oracle_check=args.oracle_check)
+    if not args.no_verify:
+        shape = verify(Path(args.out), str(device))
+        print(f"verified: load_model draws {shape} images ({time.monotonic() - start:.0f}s)",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
