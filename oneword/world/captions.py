@@ -70,6 +70,8 @@ def _object_phrase(spec: Spec, generator) -> str:
     size = SIZE_WORD[spec.size] + " " if _coin(0.3, generator) else ""
     if spec.subject is not None:
         return size + SUBJECTS_BY_ID[spec.subject].class_word
+    if spec.class_word is not None:
+        return size + spec.class_word
     if spec.pattern == "solid":
         plain = "plain " if _coin(0.2, generator) else ""
         return f"{size}{plain}{spec.color} {spec.shape}"

@@ -9,7 +9,6 @@ about 4 minutes; on a CPU use fewer steps (--steps/--batch-size), accepting lowe
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 

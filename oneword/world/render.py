@@ -55,6 +55,9 @@ class Spec:
     scene: str
     style: str
     subject: str | None = None
+    # An ordinary object that captions call by a hidden subject's class word ("a cat"): class
+    # words name a whole family of objects, so the class word alone rarely draws the subject.
+    class_word: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,18 +122,27 @@ def _ordinary(generator, n) -> list[Spec]:
 
 
 def sample_specs(n: int, generator: torch.Generator, hidden_fraction: float = 0.3,
-                 subjects: list[str] | None = None) -> list[Spec]:
-    """n random specs; a share ``hidden_fraction`` are hidden subjects from ``subjects``."""
+                 subjects: list[str] | None = None, member_fraction: float = 0.0) -> list[Spec]:
+    """n random specs; a share ``hidden_fraction`` are hidden subjects from ``subjects``.
+
+    A further share ``member_fraction`` are class members: ordinary objects of a subject's shape
+    with random colours and pattern, captioned by its class word. With members, "a cat" means
+    any of a family of objects, of which the hidden cat is one (as in the real world).
+    """
     subjects = SUBJECT_IDS if subjects is None else list(subjects)
     ordinary = _ordinary(generator, n)
-    hidden = torch.rand(n, generator=generator, device=generator.device) < hidden_fraction
+    draw = torch.rand(n, generator=generator, device=generator.device).tolist()
     subj = _pick(subjects, generator, n) if subjects else [None] * n
     sizes = _pick(["medium", "large"], generator, n)
     out = []
-    for o, h, s, z in zip(ordinary, hidden.tolist(), subj, sizes):
-        if h and s is not None:
+    for o, u, s, z in zip(ordinary, draw, subj, sizes):
+        if s is not None and u < hidden_fraction:
             hs = SUBJECTS_BY_ID[s]
             o = Spec(hs.shape, hs.color, hs.color2, hs.pattern, z, o.position, o.scene, o.style, s)
+        elif s is not None and u < hidden_fraction + member_fraction:
+            hs = SUBJECTS_BY_ID[s]
+            o = Spec(hs.shape, o.color, o.color2, o.pattern, o.size, o.position, o.scene, o.style,
+                     None, hs.class_word)
         out.append(o)
     return out
 
@@ -227,7 +239,9 @@ def _pat_patches(u, v, r, R):
     for k, freq in enumerate((3.0, 3.7, 2.6)):
         a, _ = _rotate(u, v, r[:, 4 + k] * 2 * math.pi)
         f = f + torch.sin(freq * a + r[:, 7 + k, None, None] * 2 * math.pi)
-    return ((f - 0.8) * 3.0).clamp(0, 1)
+    a, b = (r[:, 20, None, None] - 0.5) * 0.6, (r[:, 21, None, None] - 0.5) * 0.6
+    dist = torch.sqrt((u - a) ** 2 + (v - b) ** 2) - 0.3 - 0.04 * f
+    return torch.maximum(((f - 0.8) * 3.0).clamp(0, 1), (0.5 - dist * R).clamp(0, 1))
 
 
 PATTERN_FN = {"solid": _pat_solid, "stripes": _pat_stripes, "dots": _pat_dots,

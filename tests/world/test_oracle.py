@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oneword.world import SCENES, STYLES, SUBJECT_IDS, Spec, decoy_spec, render_batch, subject_spec
+from oneword.world.captions import parse_prompt
+from oneword.world.metrics import (attribute_accuracy, concept_fidelity, concept_similarity,
+                                   prompt_fidelity)
+from oneword.world.oracle import HEADS, FEAT_DIM, evaluate, labels, load_oracle
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    torch.set_grad_enabled(False)
+    yield load_oracle()
+    torch.set_grad_enabled(True)
+
+
+def subject_images(subject_id, n, seed, decoy=False):
+    g = torch.Generator().manual_seed(seed)
+    specs = [subject_spec(subject_id, SCENES[i % len(SCENES)], STYLES[i % len(STYLES)], g)
+             for i in range(n)]
+    if decoy:
+        specs = [decoy_spec(s) for s in specs]
+    return render_batch(specs, g)
+
+
+def test_small_and_under_a_million_params(oracle):
+    assert sum(p.numel() for p in oracle.parameters()) < 1_000_000
+
+
+def test_heldout_accuracy_every_head(oracle):
+    acc = evaluate(oracle, n=256, seed=2024, batch_size=128)
+    assert set(acc) == set(HEADS)
+    for head, a in acc.items():
+        assert a >= 0.95, (head, a)
+
+
+def test_features_are_normalised(oracle):
+    x = subject_images("cat", 4, 0)
+    f = oracle.features(x)
+    assert f.shape == (4, FEAT_DIM)
+    assert torch.allclose(f.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_every_subject_recognised_and_decoys_rejected(oracle):
+    for i, sid in enumerate(SUBJECT_IDS):
+        x = subject_images(sid, 12, i)
+        assert concept_fidelity(oracle, x, sid) >= 0.9, sid
+        assert concept_fidelity(oracle, subject_images(sid, 12, i, decoy=True), sid) <= 0.1, sid
+
+
+def test_concept_fidelity_a_vs_b(oracle):
+    cats = subject_images("cat", 24, 1)
+    assert concept_fidelity(oracle, cats, "cat") >= 0.9
+    assert concept_fidelity(oracle, cats, "dog") <= 0.05
+
+
+def test_concept_similarity_orders_subjects(oracle):
+    cats, refs = subject_images("cat", 24, 2), subject_images("cat", 24, 3)
+    dogs = subject_images("dog", 24, 4)
+    same, other = concept_similarity(oracle, cats, refs), concept_similarity(oracle, dogs, refs)
+    assert -1 <= other < same <= 1
+    assert same - other > 0.2
+
+
+def test_metrics_accept_other_resolutions(oracle):
+    cats = subject_images("cat", 12, 5)
+    big = F.interpolate(cats, size=(128, 128), mode="bilinear", align_corners=False)
+    assert concept_fidelity(oracle, big, "cat") >= 0.9
+
+
+def test_prompt_fidelity_and_attribute_accuracy(oracle):
+    prompt = "a painting of a red white striped star in the snow"
+    g = torch.Generator().manual_seed(6)
+    specs = [Spec("star", "red", "white", "stripes", ["medium", "large"][i % 2],
+                  ["left", "center", "right"][i % 3], "snow", "painting") for i in range(24)]
+    x = render_batch(specs, g)
+    req = parse_prompt(prompt)
+    assert prompt_fidelity(oracle, x, req) >= 0.9
+    assert prompt_fidelity(oracle, x, prompt) == prompt_fidelity(oracle, x, req)
+    acc = attribute_accuracy(oracle, x, {**req, "size": "small"})
+    assert set(acc) == {"style", "color", "color2", "pattern", "shape", "scene"}
+    assert min(acc.values()) >= 0.9
+    assert prompt_fidelity(oracle, x, "a photo of a red star in the snow") <= 0.1
+    wrong = attribute_accuracy(oracle, x, "a sketch of a blue star at night")
+    assert wrong["style"] <= 0.1 and wrong["color"] <= 0.1 and wrong["scene"] <= 0.1
+    assert wrong["shape"] >= 0.9
+    assert prompt_fidelity(oracle, x, "a painting of <x>") >= 0.9
+    assert prompt_fidelity(oracle, x, "<x>") == 1.0
+
+
+def test_labels_match_heads():
+    s = Spec("star", "red", "white", "stripes", "small", "left", "snow", "painting")
+    lab = labels([s])
+    assert {k: HEADS[k][v.item()] for k, v in lab.items()} == {
+        "shape": "star", "color": "red", "color2": "white", "pattern": "stripes",
+        "scene": "snow", "style": "painting", "subject": "none"}
