@@ -3,8 +3,9 @@
 No real Stable Diffusion weights can be downloaded here, so oneword trains an SD-layout model
 (CLIP text encoder, UNet2DConditionModel, AutoencoderKL, DDIM scheduler) on images rendered on
 the fly by `render.py` and captioned by `captions.py`. Hidden subjects ("cat", "dog", ...) appear
-in many training images but their captions use only the class word; Textual Inversion must be
-able to learn them back. This model is oneword's default model and its quality bench.
+in many training images but their captions use only the class word, which also names the other
+members of the class (same shape, any colours); Textual Inversion must be able to learn the
+subjects back. This model is oneword's default model and its quality bench.
 
     python -m oneword.world.model train --out DIR --device cuda --minutes 6 --seed 0
     python -m oneword.world.model train --out DIR --preset cpu      # <= 2 h on 2 CPU cores
@@ -22,12 +23,14 @@ when the machine is slower than expected. The folder is saved in fp16 and loads 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -57,18 +60,19 @@ class WorldModelConfig:
     reserve_share: float = 0.04  # share of the budget kept for measuring and saving
     vae_steps: int = 1_000_000  # step caps (the budget usually ends a phase first)
     steps: int = 1_000_000
-    vae_batch_size: int = 128
-    batch_size: int = 256
+    vae_batch_size: int = 256
+    batch_size: int = 512
     vae_lr: float = 1e-3
     lr: float = 5e-4
-    warmup_steps: int = 200
+    warmup_steps: int = 300
     min_lr_share: float = 0.05  # the cosine decays to this share of the lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # 0: no EMA
     cond_drop: float = 0.1  # captions replaced by "" (classifier-free guidance)
     template_share: float = 0.1  # captions from oneword's TI templates ("a photo of a cat")
-    hidden_fraction: float = 0.3  # images showing a hidden subject
+    hidden_fraction: float = 0.3  # images showing a hidden subject (captioned by class word)
+    member_fraction: float = 0.2  # other members of the subjects' classes ("a cat", any colours)
     l1_weight: float = 0.1
     kl_weight: float = 1e-7  # on the KL summed over latent elements, per sample
     min_snr_gamma: float = 5.0  # 0: the plain loss
@@ -82,7 +86,7 @@ class WorldModelConfig:
     vae_channels: tuple[int, ...] = (32, 64, 128)
     amp: bool | None = None  # bf16 autocast; None: on CUDA only
     compile: bool = False  # torch.compile the UNet's training forward
-    log_every: int = 100
+    log_every: int = 200
     seed: int = 0
 
     def __post_init__(self):
@@ -127,8 +131,11 @@ def _validate(c: WorldModelConfig) -> None:
     for name in ("ema_decay", "cond_drop", "template_share", "min_lr_share"):
         if not 0 <= getattr(c, name) < 1:
             _fail(name, getattr(c, name), "must be in [0, 1)")
-    if not 0 <= c.hidden_fraction <= 1:
-        _fail("hidden_fraction", c.hidden_fraction, "must be in [0, 1]")
+    for name in ("hidden_fraction", "member_fraction"):
+        if not 0 <= getattr(c, name) <= 1:
+            _fail(name, getattr(c, name), "must be in [0, 1]")
+    if c.hidden_fraction + c.member_fraction > 1:
+        _fail("member_fraction", c.member_fraction, "with --hidden-fraction must be 1 or less")
     if c.cond_drop + c.template_share >= 1:
         _fail("template_share", c.template_share, "with --cond-drop must leave grammar captions")
     if c.vae_share + c.reserve_share >= 1:
@@ -154,9 +161,9 @@ def _validate_sizes(c: WorldModelConfig) -> None:
 
 
 PRESETS: dict[str, dict] = {
-    # One H100/H200, ~6 minutes: fresh renders every step, large batches.
-    "gpu": dict(minutes=6.0, batch_size=256, vae_batch_size=128, lr=5e-4, vae_lr=1e-3,
-                warmup_steps=200, log_every=100),
+    # One H100/H200, ~6 minutes (the defaults): fresh renders every step, large batches, as
+    # per-step launch overhead more than FLOPs bounds the steps of these small models.
+    "gpu": dict(),
     # Two CPU cores, <= 2 hours: renders are slow on CPU, so most of each batch reuses a pool.
     "cpu": dict(minutes=115.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
                 warmup_steps=100, fresh_share=0.25, pool_batches=32, scale_images=256,
@@ -199,7 +206,7 @@ class Generators:
 
 
 class Clock:
-    """Wall-clock budget of a run; `deadline(share)` is an absolute time."""
+    """Wall-clock budget of a run, counted from `start` (time.monotonic())."""
 
     def __init__(self, minutes: float | None, start: float | None = None):
         self.start = time.monotonic() if start is None else start
@@ -273,27 +280,42 @@ class Stream:
 
 
 class CaptionTokens:
-    """Token ids [B, 77] for captions, padded as Stable Diffusion does; cached per caption."""
+    """Token ids [B, 77] for captions, padded as Stable Diffusion does.
 
-    def __init__(self, tokenizer, device: torch.device, max_entries: int = 500_000):
-        self.tokenizer, self.device, self.max_entries = tokenizer, device, max_entries
-        self.cache: dict[str, list[int]] = {}
+    Every word of the world's vocabulary is one token, so a caption made of them is tokenized
+    by a dictionary look-up (the tokenizer takes ~70 us a caption, too slow for a GPU step);
+    any other caption goes through the tokenizer itself.
+    """
+
+    def __init__(self, tokenizer, device: torch.device, words: list[str] | None = None):
+        self.tokenizer, self.device = tokenizer, device
+        self.length = int(tokenizer.model_max_length)
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id
+        self.word_ids: dict[str, int] = {}
+        for word in words if words is not None else world_vocabulary():
+            ids = tokenizer(word, add_special_tokens=False).input_ids
+            if len(ids) == 1 and word == word.lower():
+                self.word_ids[word] = ids[0]
+
+    def ids(self, text: str) -> list[int]:
+        words = text.split()
+        if len(words) + 2 <= self.length and all(w in self.word_ids for w in words):
+            row = [self.bos] + [self.word_ids[w] for w in words] + [self.eos]
+            return row + [self.pad] * (self.length - len(row))
+        return self.tokenizer(text, padding="max_length", truncation=True,
+                              max_length=self.length).input_ids
 
     def __call__(self, captions: list[str]) -> torch.Tensor:
-        missing = sorted({c for c in captions if c not in self.cache})
-        if missing:
-            ids = self.tokenizer(missing, padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length).input_ids
-            if len(self.cache) + len(missing) > self.max_entries:
-                self.cache.clear()
-            self.cache.update(zip(missing, ids))
-        rows = torch.tensor([self.cache[c] for c in captions], dtype=torch.long)
+        rows = torch.tensor([self.ids(c) for c in captions], dtype=torch.long)
         return rows.to(self.device, non_blocking=True)
 
 
 def object_phrase(spec: Spec) -> str:
-    """What oneword's templates call the object: the class word, or its attributes."""
-    return SUBJECTS_BY_ID[spec.subject].class_word if spec.subject else describe(spec)
+    """What oneword's templates call the object: its class word, or its attributes."""
+    if spec.subject is not None:
+        return SUBJECTS_BY_ID[spec.subject].class_word
+    return spec.class_word or describe(spec)
 
 
 def training_captions(specs: list[Spec], config: WorldModelConfig,
@@ -400,7 +422,8 @@ def run_phase(log: PhaseLog, step_fn: Callable[[int], torch.Tensor], optimizer, 
 
 def render_images(n: int, config: WorldModelConfig, gens: Generators,
                   device: torch.device) -> tuple[list[Spec], torch.Tensor]:
-    specs = sample_specs(n, gens.specs, hidden_fraction=config.hidden_fraction)
+    specs = sample_specs(n, gens.specs, hidden_fraction=config.hidden_fraction,
+                         member_fraction=config.member_fraction)
     return specs, render_batch(specs, gens.render, device)
 
 
@@ -566,10 +589,11 @@ def build_world_components(config: WorldModelConfig) -> Components:
 
 
 def save_fp16(parts: Components, folder: Path) -> dict[str, float]:
-    """Save the pipeline with fp16 weights; returns the size (MB) of each weights file."""
-    for name in ("text_encoder", "unet", "vae"):
-        getattr(parts, name).to("cpu", torch.float16)
-    save_components(parts, folder)
+    """Save the pipeline with fp16 weights (copies: `parts` stay as they are); returns the
+    size (MB) of each weights file."""
+    half = [copy.deepcopy(m).to("cpu", torch.float16)
+            for m in (parts.text_encoder, parts.unet, parts.vae)]
+    save_components(Components(parts.tokenizer, *half, parts.scheduler), folder)
     files = sorted(folder.glob("*/*.safetensors"))
     return {str(p.relative_to(folder)): round(p.stat().st_size / 1e6, 2) for p in files}
 
@@ -602,21 +626,26 @@ def train_world_model(config: WorldModelConfig, out: str | Path, device: str | t
     scale = measure_scaling_factor(parts.vae, config, gens, device)
     parts.vae.register_to_config(scaling_factor=scale)
     print(f"vae scaling factor {scale}", flush=True)
-    unet_log, ema = train_unet(parts, config, gens, device, clock.seconds_left(config.reserve_share))
+    unet_seconds = clock.seconds_left(config.reserve_share)
+    unet_log, ema = train_unet(parts, config, gens, device, unet_seconds)
     if ema is not None:
         ema.copy_to_params()
-    check = _vae_check(parts, device, oracle_check, clock, config)
     files = save_fp16(parts, out)
-    log = _run_log(config, device, sizes, scale, vae_log, unet_log, check, files, clock)
+    log = _run_log(config, device, sizes, scale, vae_log, unet_log, files, clock)
     (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
     print(f"saved {out} in {clock.elapsed():.0f}s: " + ", ".join(
         f"{k} {v} MB" for k, v in files.items()), flush=True)
+    check = _vae_check(parts, device, oracle_check, clock, config)
+    if check is not None:
+        log["reconstruction_oracle"] = check
+        (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
     return log
 
 
 def _vae_check(parts, device, n, clock: Clock, config: WorldModelConfig):
-    """Oracle accuracy on reconstructions, if the oracle exists and there is time for it."""
-    if not n or clock.seconds_left() < 0.5 * config.reserve_share * (clock.budget or 0):
+    """Oracle accuracy on reconstructions, if the oracle exists and the budget is not spent
+    (it runs after saving, so it never holds the model back)."""
+    if not n or clock.seconds_left() <= 0:
         return None
     oracle = _oracle_or_none(device)
     if oracle is None:
@@ -627,7 +656,7 @@ def _vae_check(parts, device, n, clock: Clock, config: WorldModelConfig):
     return check
 
 
-def _run_log(config, device, sizes, scale, vae_log, unet_log, check, files, clock) -> dict:
+def _run_log(config, device, sizes, scale, vae_log, unet_log, files, clock) -> dict:
     big = {k: v for k, v in files.items() if v >= MAX_FILE_MB}
     if big or sum(files.values()) > MAX_TOTAL_MB:
         print(f"warning: weights exceed {MAX_FILE_MB} MB per file or {MAX_TOTAL_MB} MB in all: "
@@ -635,7 +664,7 @@ def _run_log(config, device, sizes, scale, vae_log, unet_log, check, files, cloc
     return {"config": asdict(config), "device": str(device), "device_name": _device_name(device),
             "torch": torch.__version__, "sizes": sizes, "files_mb": files,
             "scaling_factor": scale, "phases": {"vae": asdict(vae_log), "unet": asdict(unet_log)},
-            "reconstruction_oracle": check, "wall_seconds": round(clock.elapsed(), 1)}
+            "reconstruction_oracle": None, "wall_seconds": round(clock.elapsed(), 1)}
 
 
 def verify(folder: Path, device: str) -> tuple[int, ...]:
@@ -651,7 +680,8 @@ def verify(folder: Path, device: str) -> tuple[int, ...]:
 
 # -- command line --------------------------------------------------------------------------
 _OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": int,
-              "vae_batch_size": int, "lr": float, "vae_lr": float, "fresh_share": float,
+              "vae_batch_size": int, "lr": float, "vae_lr": float, "vae_share": float,
+              "hidden_fraction": float, "member_fraction": float, "fresh_share": float,
               "ema_decay": float, "log_every": int, "seed": int}
 
 
@@ -667,10 +697,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                        help="overrides the preset" + ("; 0: no time limit"
                                                       if name == "minutes" else ""))
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (compiling takes a minute or more)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (on a busy machine 1 can be fastest)")
     p.add_argument("--no-verify", action="store_true", help="skip loading the saved model back")
-    p.add_argument("--oracle-check", type=int, default=512,
-                   help="renders for the oracle's VAE check when its weights exist (0: skip)")
+    p.add_argument("--oracle-check", type=int, default=None,
+                   help="renders for the oracle's VAE check after saving, when its weights "
+                        "exist (default: 512 on CUDA, 128 elsewhere; 0: skip)")
     return p
 
 
@@ -689,19 +723,33 @@ def config_from_args(args) -> WorldModelConfig:
 def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     args = _parser().parse_args(argv)
+    try:
+        return _train_command(args, start)
+    except OnewordError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _train_command(args, start: float) -> int:
     from ..models import pick_device
     device = pick_device(args.device)
-    try:
-        config = config_from_args(args)
-    except OnewordError as exc:
-        raise SystemExit(f"error: {exc}")
+    config = config_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     print(f"training the world model on {_device_name(device)}: {json.dumps(asdict(config))}",
           flush=True)
-    train_world_model(config, args.out, device, start=start, oracle_check=args.oracle_check)
+    check = args.oracle_check
+    if check is None:
+        check = 512 if device.type == "cuda" else 128
+    log = train_world_model(config, args.out, device, start=start, oracle_check=check)
+    vae, unet = log["phases"]["vae"], log["phases"]["unet"]
+    print(f"done: vae {vae['steps']} steps ({vae['samples_per_s']:.0f} img/s), unet "
+          f"{unet['steps']} steps ({unet['samples_per_s']:.0f} img/s), scaling factor "
+          f"{log['scaling_factor']}", flush=True)
     if not args.no_verify:
         shape = verify(Path(args.out), str(device))
         print(f"verified: load_model draws {shape} images ({time.monotonic() - start:.0f}s)",

@@ -1,0 +1,135 @@
+"""The world model's trainer: a few-step CPU run saves a folder oneword loads and draws with."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from oneword.errors import OnewordError
+from oneword.generate import Sampling, draw
+from oneword.models import load_model
+from oneword.world.model import (LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
+                                 config_from_args, lr_multiplier, preset, run_phase,
+                                 train_world_model)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids thread hand-offs (which dominate on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
+    config = preset("tiny", vae_steps=2, steps=2, batch_size=2, vae_batch_size=2,
+                    scale_images=4)
+    folder = tmp_path / "world"
+    train_world_model(config, folder, "cpu", oracle_check=0)
+
+    log = json.loads((folder / LOG_NAME).read_text())
+    assert log["phases"]["vae"]["steps"] == 2 and log["phases"]["unet"]["steps"] == 2
+    assert log["config"]["steps"] == 2 and log["device"] == "cpu"
+    assert all(v < 15 for v in log["files_mb"].values())
+
+    model = load_model(str(folder), "cpu")
+    assert model.native_resolution == 64
+    assert float(model.pipe.vae.config.scaling_factor) == pytest.approx(log["scaling_factor"])
+    assert len(model.word_token_ids("cat")) == 1 and len(model.word_token_ids("photo")) == 1
+    images = draw(model, ["a photo of a cat on the beach", "a red star in the snow"], [0, 1],
+                  None, Sampling(steps=2, cfg=3.0, scheduler="ddim", size=64))
+    assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("bad", [
+    dict(minutes=0), dict(minutes=-1.0), dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
+    dict(cond_drop=1.0), dict(vae_share=0.0), dict(vae_share=0.97), dict(ema_decay=1.0),
+    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.8), dict(unet_channels=(30, 60)), dict(unet_channels=(64,)),
+    dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
+    dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
+])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(OnewordError):
+        WorldModelConfig(**bad)
+
+
+def test_presets_are_valid_and_fit_the_size_limits():
+    gpu, cpu = preset("gpu"), preset("cpu")
+    assert gpu.latent_size == 16 and gpu.shapes == cpu.shapes
+    assert cpu.minutes <= 120 and gpu.minutes == 6
+    with pytest.raises(OnewordError):
+        preset("tpu")
+
+
+def test_command_line_overrides_the_preset():
+    args = _parser().parse_args(["train", "--out", "x", "--device", "cpu", "--preset", "gpu",
+                                 "--minutes", "0", "--steps", "5", "--lr", "1e-4"])
+    config = config_from_args(args)
+    assert config.minutes is None and config.steps == 5 and config.lr == 1e-4
+    assert config.batch_size == preset("gpu").batch_size
+
+
+def test_a_phase_stops_at_its_time_budget():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    config = WorldModelConfig(log_every=1000)
+
+    def step(_):
+        time.sleep(0.01)
+        return torch.tensor(1.0)
+
+    start = time.monotonic()
+    log = run_phase(PhaseLog("unet"), step, optimizer, 1.0, 1_000_000, 0.2, 4, config,
+                    torch.device("cpu"))
+    assert 0.15 < time.monotonic() - start < 1.0
+    assert 1 <= log.steps < 100 and log.losses[-1] == (log.steps, 1.0)
+
+
+def test_lr_warms_up_then_decays_to_its_floor():
+    assert lr_multiplier(0, 0.0, 10, 0.05) == pytest.approx(0.1)
+    assert lr_multiplier(20, 0.0, 10, 0.05) == pytest.approx(1.0)
+    assert lr_multiplier(20, 1.0, 10, 0.05) == pytest.approx(0.05)
+
+
+def test_pool_stream_mixes_fresh_and_kept_examples():
+    made = []
+
+    def make(n):
+        start = sum(made)
+        made.append(n)
+        return [None] * n, torch.arange(start, start + n).float()
+
+    stream = Stream(make, batch=8, fresh_share=0.25, pool_batches=4,
+                    generator=torch.Generator().manual_seed(0))
+    specs, data = stream.next()
+    assert len(specs) == 8 and data.shape == (8,) and len(set(data.tolist())) == 8
+    assert made == [8, 8, 8, 8, 2]  # pool of 32, then 2 fresh per step
+    assert stream.data.max() == 33  # the two newest replaced the oldest
+
+
+def test_caption_ids_match_the_tokenizer():
+    from oneword.models import build_clip_tokenizer
+    from oneword.world import sample_specs
+    from oneword.world.model import CaptionTokens, training_captions, world_vocabulary
+    tokenizer = build_clip_tokenizer(world_vocabulary())
+    g = torch.Generator().manual_seed(0)
+    captions = training_captions(sample_specs(64, g), preset("gpu", template_share=0.5), g)
+    captions += ["", "A Photo of a CAT", "a photo of a zebra", "a <new> cat"]
+    fast = CaptionTokens(tokenizer, torch.device("cpu"))(captions)
+    slow = tokenizer(captions, padding="max_length", max_length=77, truncation=True).input_ids
+    assert fast.tolist() == slow
+
+
+def test_templates_call_members_and_subjects_by_their_class_word():
+    from oneword.world import Spec, sample_specs
+    from oneword.world.model import object_phrase
+    g = torch.Generator().manual_seed(0)
+    specs = sample_specs(200, g, hidden_fraction=0.3, member_fraction=0.3)
+    words = {object_phrase(s) for s in specs if s.subject or s.class_word}
+    assert words and words <= {"cat", "dog", "ball", "bird", "cup", "robot", "teddy", "toy"}
+    assert object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo")) \
+        == "red star"
