@@ -17,6 +17,7 @@ from .files import atomic_write_text
 from .generate import Sampling, Words, contact_sheet, draw, register_words, save_png
 from .models import load_model
 from .prompts import PREVIEW_PROMPTS, placeholder_names
+from .store import recording
 from .train import TextualInversionInvariant, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -51,26 +52,34 @@ class PreviewSettings:
 def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelChoice(),
           out: str | Path | None = None, resume: bool = False,
           preview: PreviewSettings = PreviewSettings(),
-          on_event: EventSink = ignore) -> dict[str, Path]:
-    """Learn `config.token` from the photos; returns the embedding files written."""
+          on_event: EventSink = ignore, project: str | Path | None = None) -> dict[str, Path]:
+    """Learn `config.token` from the photos; returns the embedding files written.
+
+    The run is recorded in the experiment store of `project` (see oneword.store)."""
     images, skipped = data.load_photos(photos)
     for line in skipped:
         on_event(Message(line))
     run_dir = Path(out) if out else Path("runs") / token_name(config.token)
     model = choice.load()
     resolution = config.resolution or model.native_resolution
-    crops = torch.Generator().manual_seed(config.seed)
+    crops = torch.Generator().manual_seed(config.candidate_list[0].seed)
     pixels = data.photo_batch(images, resolution, config.crop, config.crops_per_photo,
                               config.flip, crops)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
     _write_run_info(run_dir, config, choice, photos)
     previewer = _previewer(model, config, preview, run_dir, on_event)
-    state = train(model, pixels, config, run_dir, on_event, resume, previewer)
-    invariant.check()
-    embedding = LearnedEmbedding(token=config.token, vectors=state.rows()[0].float().cpu(),
-                                 metadata=_metadata(config, choice, state.step))
-    files = write_embedding_files(embedding, run_dir, token_name(config.token))
+    settings = {"config": json.loads(config.to_json()), "model": choice.model}
+    with recording(project, "learn", run_dir.absolute(), choice.model, config.token, settings,
+                   [str(p) for p in photos], resume) as rec:
+        state = train(model, pixels, config, run_dir, on_event, resume, previewer)
+        invariant.check()
+        embedding = LearnedEmbedding(token=config.token, vectors=state.rows()[0].float().cpu(),
+                                     metadata=_metadata(config, choice, state.step))
+        files = write_embedding_files(embedding, run_dir, token_name(config.token))
+        (candidate,) = rec.add_candidates(config.candidate_list[:1], config.lr, [run_dir])
+        rec.files("embedding", files.values(), candidate)
+        rec.step(state.step)
     on_event(Finished(state.step, files))
     return files
 

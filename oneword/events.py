@@ -47,7 +47,15 @@ class Finished:
     files: dict = field(default_factory=dict)
 
 
-Event = Union[Started, Stepped, Checkpointed, Previewed, Message, Finished]
+@dataclass(frozen=True)
+class Progressed:
+    """Progress of work other than training steps (drawing and scoring images...)."""
+    done: int
+    total: int
+    what: str
+
+
+Event = Union[Started, Stepped, Checkpointed, Previewed, Message, Finished, Progressed]
 EventSink = Callable[[Event], None]
 
 

@@ -143,6 +143,10 @@ class TrainingDiverged(OnewordError):
     pass
 
 
+class OutOfMemory(OnewordError):
+    """The device ran out of memory; the last checkpoint holds a state to resume from."""
+
+
 def photos_fingerprint(photos: torch.Tensor | list[torch.Tensor]) -> str:
     """A short hash of the training photos (of each candidate's photos, if given per candidate)."""
     if isinstance(photos, (list, tuple)):
@@ -406,7 +410,7 @@ def _run_steps(model, state, config, latents, caption_ids, where, on_event, on_p
         raise OnewordError(f"interrupted at step {state.step}; saved {ckpt}; "
                            "run the same command with --resume to continue") from None
     except torch.cuda.OutOfMemoryError:
-        raise OnewordError(
+        raise OutOfMemory(
             f"out of GPU memory with {config.batch_size} samples x {len(state.params)} "
             "candidates per pass; use a smaller --batch-size (and more --grad-accum) or "
             "--max-batch") from None

@@ -9,6 +9,11 @@ import pytest
 import torch
 
 
+# One CPU thread per test process: on a small machine shared with other work, torch's OpenMP
+# threads wait on each other and a test can take 10-30 times longer; one thread stays steady.
+torch.set_num_threads(int(os.environ.get("ONEWORD_TEST_THREADS", "1")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion pipeline folder (random weights), saved like a real one."""
@@ -22,6 +27,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ONEWORD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_project(tmp_path, monkeypatch):
+    """Every test records its runs in its own experiment store, never in the working folder."""
+    monkeypatch.setenv("ONEWORD_PROJECT", str(tmp_path / "project"))
+
+
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """Four small photo files of a made-up subject."""
@@ -33,3 +44,12 @@ def photo_dir(tmp_path) -> Path:
         pixels = (torch.rand(40, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(folder / f"photo{i}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluators(tmp_path_factory) -> dict[str, Path]:
+    """Tiny CLIP and DINO evaluator folders (random weights), saved like real ones."""
+    from oneword.models import build_tiny_clip_evaluator, build_tiny_dino_evaluator
+    root = tmp_path_factory.mktemp("evaluators")
+    return {"clip": build_tiny_clip_evaluator(root / "clip", seed=0),
+            "dino": build_tiny_dino_evaluator(root / "dino", seed=0)}

@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import OnewordError
-from . import core, demo
+from . import core, demo, sweep
 
-COMMAND_MODULES = [core, demo]
+COMMAND_MODULES = [core, demo, sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,10 +24,29 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)")
 
 
+def add_project_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", help="experiment store folder (default: $ONEWORD_PROJECT, "
+                                     "else ./oneword-project)")
+
+
 def add_learn_parser(sub) -> None:
     p = sub.add_parser("learn", help="learn a new token from a few photos",
                        description="Learn a new token from 3-10 photos by Textual Inversion.")
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
+    add_training_options(p)
+    p.add_argument("--max-batch", type=int, help="samples per forward pass (saves memory)")
+    p.add_argument("--preview-every", type=int, default=0, help="0: no previews")
+    p.add_argument("--preview-prompt", action="append", default=[],
+                   help="prompt for previews (repeatable; default: two per mode)")
+    p.add_argument("--out", help="run folder (default: runs/<token>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_model_options(p)
+    add_project_option(p)
+    p.set_defaults(func=_cmd_learn)
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options of a Textual Inversion run (shared by learn and sweep)."""
     p.add_argument("--token", required=True, help="the new word, e.g. '<my-cat>'")
     p.add_argument("--init", dest="init_word", help="a word for what the photos show, e.g. cat")
     p.add_argument("--vectors", type=int, default=1, help="vectors for the token (default 1)")
@@ -39,33 +58,31 @@ def add_learn_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=1, help="samples per micro-batch")
     p.add_argument("--grad-accum", type=int, default=4, help="micro-batches per step")
-    p.add_argument("--max-batch", type=int, help="samples per forward pass (saves memory)")
     p.add_argument("--resolution", type=int, help="training size (default: the model's)")
     p.add_argument("--crop", choices=("center", "random"), default="center")
     p.add_argument("--crops-per-photo", type=int, default=4, help="random crops cached per photo")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--preview-every", type=int, default=0, help="0: no previews")
-    p.add_argument("--preview-prompt", action="append", default=[],
-                   help="prompt for previews (repeatable; default: two per mode)")
-    p.add_argument("--out", help="run folder (default: runs/<token>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    add_model_options(p)
-    p.set_defaults(func=_cmd_learn)
 
 
-def _cmd_learn(a: argparse.Namespace) -> int:
-    config = TrainConfig(
+def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
+    """The TrainConfig of the options added by `add_training_options`, plus `settings`."""
+    return TrainConfig(
         token=a.token, init_word=a.init_word, vectors=a.vectors, mode=a.mode, steps=a.steps,
         lr=a.lr, lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, batch_size=a.batch_size, grad_accum=a.grad_accum,
         resolution=a.resolution, crop=a.crop, crops_per_photo=a.crops_per_photo, flip=a.flip,
-        seed=a.seed, max_batch=a.max_batch, checkpoint_every=a.checkpoint_every,
-        preview_every=a.preview_every, preview_prompts=tuple(a.preview_prompt))
+        seed=a.seed, checkpoint_every=a.checkpoint_every, **settings)
+
+
+def _cmd_learn(a: argparse.Namespace) -> int:
+    config = training_config(a, max_batch=a.max_batch, preview_every=a.preview_every,
+                             preview_prompts=tuple(a.preview_prompt))
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
-    files = api.learn(a.photos, config, choice, a.out, a.resume, on_event=ProgressBar())
+    files = api.learn(a.photos, config, choice, a.out, a.resume, on_event=ProgressBar(),
+                      project=a.project)
     print(f"learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():
         print(f"  {path}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ..events import Checkpointed, Event, Finished, Message, Previewed, Started, Stepped
+from ..events import (Checkpointed, Event, Finished, Message, Previewed, Progressed,
+                      Started, Stepped)
 
 
 class ProgressBar:
@@ -23,9 +24,23 @@ class ProgressBar:
             self.bar.set_postfix(loss=f"{event.loss_smoothed:.4f}", lr=f"{event.lr:.2g}",
                                  refresh=False)
             self.bar.update(event.step - self.bar.n)
+        elif isinstance(event, Progressed):
+            self._progress(event)
         elif isinstance(event, (Message, Previewed, Checkpointed)):
             self._write(_describe(event))
         elif isinstance(event, Finished) and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _progress(self, event: Progressed) -> None:
+        from tqdm import tqdm
+        if self.bar is None or self.bar.desc != event.what or self.bar.total != event.total:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=event.total, unit="", dynamic_ncols=True, disable=self.quiet,
+                            desc=event.what)
+        self.bar.update(event.done - self.bar.n)
+        if event.done >= event.total:
             self.bar.close()
             self.bar = None
 

@@ -1,0 +1,265 @@
+"""What `oneword score` shows: a ranked text table, an HTML report and a scatter plot PNG
+(fidelity against prompt-following, drawn with Pillow)."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .evaluate import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
+from .files import atomic_write, atomic_write_text
+
+PLOT_SIZE = (720, 540)
+_MARGIN = (80, 30, 30, 70)  # left, top, right, bottom
+_FRONT = (214, 39, 40)
+_OTHER = (120, 120, 120)
+_INK = (30, 30, 30)
+
+
+def metric_columns(rows) -> list[str]:
+    """The raw metrics present, fidelity metrics first."""
+    present = set(rows[0].metrics) if rows else set()
+    return [m for m in FIDELITY_METRICS + PROMPT_METRICS if m in present]
+
+
+def _init_label(cand) -> str:
+    return cand.init if cand.init != "jitter" else f"jitter {cand.jitter:g}"
+
+
+def ranked_table(board) -> str:
+    """The ranked candidates as a plain-text table (best first; * marks the Pareto front)."""
+    metrics = metric_columns(board.rows)
+    head = ["rank", "cand", "seed", "init", "lr"] + [METRIC_LABELS[m] for m in metrics] + \
+        ["combined", "front"]
+    lines = [head]
+    for row in board.rows:
+        c = row.candidate
+        lines.append([str(row.rank), c.name, str(c.seed), _init_label(c), f"{c.lr:g}"] +
+                     [f"{row.metrics[m]:.4f}" for m in metrics] +
+                     [f"{row.metrics['combined']:+.3f}", "*" if row.pareto else ""])
+    if board.reference:
+        lines.append(["", "photos", "", "", ""] +
+                     [f"{board.reference[m]:.4f}" if m in board.reference else ""
+                      for m in metrics] + ["", ""])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+# -- scatter plot ----------------------------------------------------------------------------
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    step = (hi - lo) / count
+    magnitude = 10 ** math.floor(math.log10(step))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step),
+               default=step)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _axis_range(values: list[float]) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.01)
+    return lo - pad, hi + pad
+
+
+def scatter_plot(points: list[tuple[float, float, str, bool]], path: Path,
+                 x_label: str, y_label: str, title: str = "") -> Path:
+    """A PNG scatter of (x, y, label, on_front) points; the front is joined by a line."""
+    width, height = PLOT_SIZE
+    left, top, right, bottom = _MARGIN
+    img = Image.new("RGB", PLOT_SIZE, "white")
+    pen = ImageDraw.Draw(img)
+    font, small = _font(14), _font(11)
+    clean = [(0.0 if math.isnan(x) else x, 0.0 if math.isnan(y) else y, lab, f)
+             for x, y, lab, f in points]
+    (x0, x1), (y0, y1) = _axis_range([p[0] for p in clean]), _axis_range([p[1] for p in clean])
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (left + (x - x0) / (x1 - x0) * (width - left - right),
+                height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))
+
+    _draw_axes(pen, (x0, x1, y0, y1), to_px, small)
+    front = sorted((p for p in clean if p[3]), key=lambda p: p[0])
+    if len(front) > 1:
+        pen.line([to_px(x, y) for x, y, _, _ in front], fill=_FRONT, width=2)
+    for x, y, label, on_front in clean:
+        px, py = to_px(x, y)
+        color = _FRONT if on_front else _OTHER
+        pen.ellipse([px - 5, py - 5, px + 5, py + 5], fill=color if on_front else "white",
+                    outline=color, width=2)
+        pen.text((px + 7, py - 14), label, fill=color, font=small)
+    pen.text((left, 6), title, fill=_INK, font=font)
+    pen.text(((width + left - right) / 2, height - 22), x_label, fill=_INK, font=font,
+             anchor="mm")
+    _vertical_label(img, y_label, font, (16, (height - bottom + top) / 2))
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def _draw_axes(pen, ranges, to_px, font) -> None:
+    x0, x1, y0, y1 = ranges
+    bottom_left, top_left = to_px(x0, y0), to_px(x0, y1)
+    bottom_right = to_px(x1, y0)
+    pen.line([top_left, bottom_left, bottom_right], fill=_INK, width=1)
+    for x in _nice_ticks(x0, x1):
+        px, py = to_px(x, y0)
+        pen.line([(px, py), (px, py + 5)], fill=_INK)
+        pen.text((px, py + 8), f"{x:.3g}", fill=_INK, font=font, anchor="ma")
+    for y in _nice_ticks(y0, y1):
+        px, py = to_px(x0, y)
+        pen.line([(px - 5, py), (px, py)], fill=_INK)
+        pen.text((px - 8, py), f"{y:.3g}", fill=_INK, font=font, anchor="rm")
+
+
+def _vertical_label(img: Image.Image, text: str, font, center) -> None:
+    box = font.getbbox(text)
+    label = Image.new("RGB", (box[2] - box[0] + 4, box[3] - box[1] + 6), "white")
+    ImageDraw.Draw(label).text((2 - box[0], 2 - box[1]), text, fill=_INK, font=font)
+    rotated = label.rotate(90, expand=True)
+    img.paste(rotated, (int(center[0] - rotated.width / 2), int(center[1] - rotated.height / 2)))
+
+
+def axis_labels(board) -> tuple[str, str]:
+    metrics = metric_columns(board.rows)
+    fid = [METRIC_LABELS[m] for m in metrics if m in FIDELITY_METRICS]
+    fol = [METRIC_LABELS[m] for m in metrics if m in PROMPT_METRICS]
+    def name(parts):
+        return "n/a" if not parts else parts[0] if len(parts) == 1 else \
+            "mean of " + ", ".join(parts)
+    return f"image fidelity ({name(fid)})", f"prompt fidelity ({name(fol)})"
+
+
+def write_scatter(board, path: Path) -> Path:
+    points = [(r.metrics["fidelity"], r.metrics["prompt"], r.candidate.name, r.pareto)
+              for r in board.rows]
+    x_label, y_label = axis_labels(board)
+    title = f"{board.run.name} {board.run.token}: {len(points)} candidates (red: Pareto front)"
+    return scatter_plot(points, path, x_label, y_label, title)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
+text-align:right}th{background:#f4f4f4}td.l,th.l{text-align:left}tr.front td{font-weight:600}
+.cand{margin:1.5em 0}.cand img{max-width:100%;image-rendering:pixelated}small{color:#666}"""
+
+
+def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
+    """report.html beside the plot and the candidates' contact sheets (relative links)."""
+    base = path.parent
+    run = board.run
+    parts = [f"<!doctype html><meta charset='utf-8'><title>oneword {html.escape(run.name)}"
+             f"</title><style>{_STYLE}</style>",
+             f"<h1>{html.escape(run.name)}: {html.escape(run.token)}</h1>",
+             f"<p>model <b>{html.escape(run.model)}</b>, {len(board.rows)} candidates, judge "
+             f"<b>{html.escape(board.judge)}</b>, evaluation e{board.evaluation_id}. "
+             "Ranked by the combined score (standardized fidelity and prompt-following); "
+             "bold rows are on the Pareto front.</p>",
+             _table_html(board),
+             f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
+             "<h2>Candidates</h2>"]
+    for row in board.rows:
+        c = row.candidate
+        parts.append(f"<div class='cand'><h3>#{row.rank} {c.name} <small>seed {c.seed}, "
+                     f"init {html.escape(_init_label(c))}, lr {c.lr:g}, combined "
+                     f"{row.metrics['combined']:+.3f}</small></h3>"
+                     f"<img src='{_rel(row.sheet, base)}' alt='{c.name}'></div>")
+    parts.append("<h2>Prompts</h2><ol>" + "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
+                 + "</ol>")
+    return atomic_write_text(path, "\n".join(parts) + "\n")
+
+
+def _table_html(board) -> str:
+    metrics = metric_columns(board.rows)
+    head = ["rank", "candidate", "seed", "init", "lr"] + [METRIC_LABELS[m] for m in metrics] + \
+        ["fidelity", "prompt", "combined", "Pareto"]
+    cells = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for row in board.rows:
+        c = row.candidate
+        values = [str(row.rank), c.name, str(c.seed), html.escape(_init_label(c)), f"{c.lr:g}"]
+        values += [f"{row.metrics[m]:.4f}" for m in metrics]
+        values += [f"{row.metrics['fidelity']:.4f}", f"{row.metrics['prompt']:.4f}",
+                   f"{row.metrics['combined']:+.3f}", "yes" if row.pareto else ""]
+        cls = " class='front'" if row.pareto else ""
+        cells.append(f"<tr{cls}>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+    if board.reference:
+        ref = [f"{board.reference[m]:.4f}" if m in board.reference else "" for m in metrics]
+        cells.append("<tr><td></td><td class='l' colspan='4'>training photos among "
+                     "themselves</td>" + "".join(f"<td>{v}</td>" for v in ref) +
+                     "<td colspan='4'></td></tr>")
+    return "\n".join(cells) + "</table>"
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return html.escape(str(Path(path).relative_to(base)))
+    except ValueError:
+        return html.escape(Path(path).as_uri())
+
+
+# -- oneword show ----------------------------------------------------------------------------
+def describe_run(store, run) -> str:
+    """Everything the store holds about a run, as text."""
+    import json
+    import time
+    config = run.settings.get("config", {})
+    lines = [f"run {run.name}: {run.kind} of {run.token or '-'}, {run.status}"
+             + (f" ({run.note})" if run.note else ""),
+             f"  started  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}, "
+             f"step {run.step}",
+             f"  model    {run.model}", f"  folder   {run.folder}"]
+    if run.parent_run:
+        lines.append(f"  part of  r{run.parent_run}")
+    children = [r for r in store.runs() if r.parent_run == run.id]
+    if children:
+        lines.append("  runs     " + ", ".join(f"{r.name} ({r.token})" for r in children))
+    lines.append("  photos   " + ", ".join(run.photos))
+    if config:
+        keys = ("init_word", "vectors", "steps", "lr", "batch_size", "grad_accum", "mode",
+                "crop", "resolution")
+        lines.append("  settings " + json.dumps({k: config.get(k) for k in keys}))
+    lines += _describe_candidates(store, run)
+    lines += _describe_evaluations(store, run)
+    return "\n".join(lines)
+
+
+def _describe_candidates(store, run) -> list[str]:
+    cands = store.candidates(run.id)
+    lines = [f"candidates ({len(cands)}):"] if cands else []
+    for c in cands:
+        files = store.files(run.id, "embedding", c.id)
+        main = next((f for f in files if f.name == "learned_embeds.safetensors"), None)
+        ratings = store.ratings(c.id)
+        extra = [f"rated {', '.join(str(r['rating']) for r in ratings)}"] if ratings else []
+        parents = store.parents(c.id)
+        if parents:
+            extra.append("from " + ", ".join(f"r{p.run_id}/{p.name}" for p in parents))
+        lines.append(f"  {c.name}  seed {c.seed}  init {_init_label(c)}  lr {c.lr:g}  "
+                     f"{main or '(no embedding yet)'}" + ("  " + "; ".join(extra) if extra
+                                                          else ""))
+    return lines
+
+
+def _describe_evaluations(store, run) -> list[str]:
+    lines = []
+    cands = {c.id: c for c in store.candidates(run.id)}
+    for ev in store.evaluations(run.id):
+        scores = store.scores(ev["id"])
+        ranked = sorted(scores.items(), key=lambda kv: kv[1].get("rank", 1e9))
+        lines.append(f"evaluation e{ev['id']}: {len(scores)} candidates scored, "
+                     f"{ev['folder'] / 'report.html' if ev['folder'] else ''}")
+        for cid, metrics in ranked[:10]:
+            shown = "  ".join(f"{METRIC_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items()
+                              if k in FIDELITY_METRICS + PROMPT_METRICS + ("combined",))
+            front = " *" if metrics.get("pareto") else ""
+            lines.append(f"  #{int(metrics.get('rank', 0))} {cands[cid].name}  {shown}{front}")
+    return lines

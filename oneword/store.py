@@ -1,0 +1,490 @@
+"""The experiment store: one SQLite file in a project folder that every command goes through.
+
+It records runs (learn, sweep, bench), their settings and photos, candidates and their files,
+generated images, scores, ratings and lineage (a candidate's parents). The schema is versioned:
+`MIGRATIONS[i]` takes a store from version i to i + 1, and opening a store applies the missing
+ones in one transaction. Paths inside the project folder are stored relative to it, so a project
+folder can be moved or copied whole.
+
+The project folder is `--project`, else $ONEWORD_PROJECT, else ./oneword-project.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OnewordError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "oneword.db"
+DEFAULT_PROJECT = "oneword-project"
+RUN_KINDS = ("learn", "sweep", "bench")
+RUN_STATES = ("running", "done", "failed")
+FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL,
+        updated REAL NOT NULL, folder TEXT, model TEXT, token TEXT, step INTEGER DEFAULT 0,
+        settings TEXT NOT NULL DEFAULT '{}', photos TEXT NOT NULL DEFAULT '[]',
+        parent_run INTEGER REFERENCES runs(id), note TEXT DEFAULT '');
+    CREATE TABLE candidates (
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), idx INTEGER NOT NULL,
+        seed INTEGER NOT NULL, init TEXT NOT NULL, jitter REAL NOT NULL, lr REAL NOT NULL,
+        folder TEXT, UNIQUE (run_id, idx));
+    CREATE TABLE lineage (
+        child INTEGER NOT NULL REFERENCES candidates(id),
+        parent INTEGER NOT NULL REFERENCES candidates(id),
+        relation TEXT NOT NULL DEFAULT '', PRIMARY KEY (child, parent));
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),
+        candidate_id INTEGER REFERENCES candidates(id), kind TEXT NOT NULL, path TEXT NOT NULL,
+        created REAL NOT NULL, UNIQUE (run_id, path));
+    CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),
+        created REAL NOT NULL, settings TEXT NOT NULL DEFAULT '{}', folder TEXT);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY, evaluation_id INTEGER REFERENCES evaluations(id),
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id), prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL, path TEXT NOT NULL);
+    CREATE TABLE scores (
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id), metric TEXT NOT NULL,
+        value REAL NOT NULL, PRIMARY KEY (evaluation_id, candidate_id, metric));
+    CREATE TABLE ratings (
+        id INTEGER PRIMARY KEY, candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        image_id INTEGER REFERENCES images(id), rating INTEGER NOT NULL, note TEXT DEFAULT '',
+        created REAL NOT NULL);
+    CREATE INDEX candidates_by_run ON candidates(run_id);
+    CREATE INDEX images_by_candidate ON images(candidate_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def project_folder(project: str | Path | None = None) -> Path:
+    """The project folder: the one given, else $ONEWORD_PROJECT, else ./oneword-project."""
+    chosen = project or os.environ.get("ONEWORD_PROJECT") or DEFAULT_PROJECT
+    return Path(chosen).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    kind: str
+    status: str
+    created: float
+    updated: float
+    folder: Path | None
+    model: str
+    token: str
+    step: int
+    settings: dict
+    photos: list
+    parent_run: int | None
+    note: str
+
+    @property
+    def name(self) -> str:
+        return f"r{self.id}"
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    id: int
+    run_id: int
+    index: int
+    seed: int
+    init: str
+    jitter: float
+    lr: float
+    folder: Path | None
+
+    @property
+    def name(self) -> str:
+        return f"c{self.index:02d}"
+
+
+class Store:
+    """A project's SQLite store. Use `Store.open(project)`; every write is one transaction."""
+
+    def __init__(self, folder: Path, conn: sqlite3.Connection):
+        self.folder = folder
+        self.conn = conn
+
+    @classmethod
+    def open(cls, project: str | Path | None = None) -> "Store":
+        folder = project_folder(project)
+        if folder.exists() and not folder.is_dir():
+            raise OnewordError(f"--project {folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(folder / DB_NAME, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            migrate(conn, folder)
+        except sqlite3.DatabaseError as exc:
+            raise OnewordError(f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
+                               "choose another --project") from exc
+        return cls(folder, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def runs_folder(self) -> Path:
+        return self.folder / "runs"
+
+    @contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- paths ---------------------------------------------------------------------------
+    def relative(self, path: str | Path | None) -> str | None:
+        """A path as stored: relative to the project folder when inside it."""
+        if path is None:
+            return None
+        path = Path(path).absolute()
+        try:
+            return str(path.relative_to(self.folder))
+        except ValueError:
+            return str(path)
+
+    def resolve(self, stored: str | None) -> Path | None:
+        return None if stored is None else self.folder / stored
+
+    # -- runs ----------------------------------------------------------------------------
+    def create_run(self, kind: str, folder: str | Path | None = None, model: str = "",
+                   token: str = "", settings: dict | None = None, photos: list | None = None,
+                   parent_run: int | None = None) -> RunRecord:
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind {kind!r}")
+        now = time.time()
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO runs (kind, status, created, updated, folder, model, token, "
+                "settings, photos, parent_run) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, now, now, self.relative(folder), model, token,
+                 json.dumps(settings or {}, sort_keys=True),
+                 json.dumps([str(Path(p).expanduser().absolute()) for p in photos or []]),
+                 parent_run))
+        return self.run(cur.lastrowid)
+
+    def update_run(self, run_id: int, **changes) -> None:
+        """Set status, step, folder, note or settings of a run."""
+        allowed = {"status", "step", "folder", "note", "settings"}
+        if not set(changes) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(changes) - allowed)}")
+        if changes.get("status", "running") not in RUN_STATES:
+            raise ValueError(f"run status {changes['status']!r}")
+        if "folder" in changes:
+            changes["folder"] = self.relative(changes["folder"])
+        if "settings" in changes:
+            changes["settings"] = json.dumps(changes["settings"], sort_keys=True)
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.transaction() as c:
+            c.execute(f"UPDATE runs SET {sets}, updated = ? WHERE id = ?",
+                      (*changes.values(), time.time(), run_id))
+
+    def run(self, run_id: int) -> RunRecord:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise OnewordError(f"run r{run_id}: no such run in {self.folder}; "
+                               "see `oneword runs`")
+        return self._run_record(row)
+
+    def runs(self, kind: str | None = None, token: str | None = None) -> list[RunRecord]:
+        sql, args = "SELECT * FROM runs WHERE 1=1", []
+        if kind:
+            sql, args = sql + " AND kind = ?", args + [kind]
+        if token:
+            sql, args = sql + " AND token = ?", args + [token]
+        return [self._run_record(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def find_run(self, ref: str | int | Path) -> RunRecord:
+        """A run by id ('7', 'r7'), 'last', or its folder."""
+        text = str(ref).strip()
+        if text == "last":
+            rows = self.runs()
+            if not rows:
+                raise OnewordError(f"no runs yet in {self.folder}")
+            return rows[-1]
+        digits = text[1:] if text[:1] in "rR" else text
+        if digits.isdigit():
+            return self.run(int(digits))
+        stored = self.relative(Path(text).expanduser())
+        row = self.conn.execute("SELECT * FROM runs WHERE folder = ? ORDER BY id DESC",
+                                (stored,)).fetchone()
+        if row is None:
+            raise OnewordError(f"run {text}: no run with this id or folder in {self.folder}; "
+                               "see `oneword runs` (or pass --project)")
+        return self._run_record(row)
+
+    def _run_record(self, row: sqlite3.Row) -> RunRecord:
+        return RunRecord(
+            id=row["id"], kind=row["kind"], status=row["status"], created=row["created"],
+            updated=row["updated"], folder=self.resolve(row["folder"]), model=row["model"] or "",
+            token=row["token"] or "", step=row["step"] or 0, settings=json.loads(row["settings"]),
+            photos=json.loads(row["photos"]), parent_run=row["parent_run"], note=row["note"] or "")
+
+    # -- candidates ----------------------------------------------------------------------
+    def add_candidate(self, run_id: int, index: int, seed: int, init: str, jitter: float,
+                      lr: float, folder: str | Path | None = None,
+                      parents: tuple[int, ...] = ()) -> CandidateRecord:
+        """Add (or, for a resumed run, keep) candidate `index` of a run."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO candidates (run_id, idx, seed, init, jitter, lr, "
+                      "folder) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, index, seed, init, jitter, lr, self.relative(folder)))
+            row = c.execute("SELECT id FROM candidates WHERE run_id = ? AND idx = ?",
+                            (run_id, index)).fetchone()
+            for parent in parents:
+                c.execute("INSERT OR IGNORE INTO lineage (child, parent) VALUES (?, ?)",
+                          (row["id"], parent))
+        return self.candidate(row["id"])
+
+    def candidate(self, candidate_id: int) -> CandidateRecord:
+        row = self.conn.execute("SELECT * FROM candidates WHERE id = ?",
+                                (candidate_id,)).fetchone()
+        if row is None:
+            raise OnewordError(f"candidate {candidate_id}: not in this project")
+        return self._candidate_record(row)
+
+    def candidates(self, run_id: int) -> list[CandidateRecord]:
+        rows = self.conn.execute("SELECT * FROM candidates WHERE run_id = ? ORDER BY idx",
+                                 (run_id,))
+        return [self._candidate_record(r) for r in rows]
+
+    def find_candidate(self, run_id: int, ref: str) -> CandidateRecord:
+        """A candidate of a run by its index ('5', 'c05')."""
+        digits = ref[1:] if ref[:1] in "cC" else ref
+        for cand in self.candidates(run_id) if digits.isdigit() else []:
+            if cand.index == int(digits):
+                return cand
+        raise OnewordError(f"candidate {ref}: run r{run_id} has no such candidate; "
+                           f"see `oneword show r{run_id}`")
+
+    def _candidate_record(self, row: sqlite3.Row) -> CandidateRecord:
+        return CandidateRecord(id=row["id"], run_id=row["run_id"], index=row["idx"],
+                               seed=row["seed"], init=row["init"], jitter=row["jitter"],
+                               lr=row["lr"], folder=self.resolve(row["folder"]))
+
+    def add_parents(self, child: int, parents: list[int], relation: str = "") -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO lineage (child, parent, relation) "
+                          "VALUES (?, ?, ?)", [(child, p, relation) for p in parents])
+
+    def parents(self, candidate_id: int) -> list[CandidateRecord]:
+        rows = self.conn.execute("SELECT parent FROM lineage WHERE child = ? ORDER BY parent",
+                                 (candidate_id,))
+        return [self.candidate(r["parent"]) for r in rows]
+
+    # -- files, images, scores, ratings ----------------------------------------------------
+    def add_files(self, run_id: int, kind: str, paths: list[str | Path],
+                  candidate_id: int | None = None) -> None:
+        if kind not in FILE_KINDS:
+            raise ValueError(f"file kind {kind!r}")
+        now = time.time()
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO files (run_id, candidate_id, kind, path, "
+                          "created) VALUES (?, ?, ?, ?, ?)",
+                          [(run_id, candidate_id, kind, self.relative(p), now) for p in paths])
+
+    def files(self, run_id: int, kind: str | None = None,
+              candidate_id: int | None = None) -> list[Path]:
+        sql, args = "SELECT path FROM files WHERE run_id = ?", [run_id]
+        if kind:
+            sql, args = sql + " AND kind = ?", args + [kind]
+        if candidate_id is not None:
+            sql, args = sql + " AND candidate_id = ?", args + [candidate_id]
+        return [self.resolve(r["path"]) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def add_evaluation(self, run_id: int, settings: dict) -> int:
+        with self.transaction() as c:
+            cur = c.execute("INSERT INTO evaluations (run_id, created, settings) "
+                            "VALUES (?, ?, ?)",
+                            (run_id, time.time(), json.dumps(settings, sort_keys=True)))
+        return int(cur.lastrowid)
+
+    def set_evaluation_folder(self, evaluation_id: int, folder: Path) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE evaluations SET folder = ? WHERE id = ?",
+                      (self.relative(folder), evaluation_id))
+
+    def evaluations(self, run_id: int) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id",
+                                 (run_id,))
+        return [{"id": r["id"], "created": r["created"], "settings": json.loads(r["settings"]),
+                 "folder": self.resolve(r["folder"])} for r in rows]
+
+    def add_images(self, evaluation_id: int | None, candidate_id: int,
+                   images: list[tuple[str, int, Path]]) -> None:
+        """(prompt, seed, path) of each image drawn for a candidate."""
+        with self.transaction() as c:
+            c.executemany("INSERT INTO images (evaluation_id, candidate_id, prompt, seed, path) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          [(evaluation_id, candidate_id, p, s, self.relative(f))
+                           for p, s, f in images])
+
+    def images(self, candidate_id: int, evaluation_id: int | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM images WHERE candidate_id = ?", [candidate_id]
+        if evaluation_id is not None:
+            sql, args = sql + " AND evaluation_id = ?", args + [evaluation_id]
+        return [{"id": r["id"], "prompt": r["prompt"], "seed": r["seed"],
+                 "path": self.resolve(r["path"])} for r in self.conn.execute(sql, args)]
+
+    def add_scores(self, evaluation_id: int, candidate_id: int,
+                   metrics: dict[str, float]) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
+                          [(evaluation_id, candidate_id, k, float(v))
+                           for k, v in metrics.items()])
+
+    def scores(self, evaluation_id: int) -> dict[int, dict[str, float]]:
+        """{candidate id: {metric: value}} of one evaluation."""
+        out: dict[int, dict[str, float]] = {}
+        rows = self.conn.execute("SELECT * FROM scores WHERE evaluation_id = ?",
+                                 (evaluation_id,))
+        for r in rows:
+            out.setdefault(r["candidate_id"], {})[r["metric"]] = r["value"]
+        return out
+
+    def rate(self, candidate_id: int, rating: int, note: str = "",
+             image_id: int | None = None) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO ratings (candidate_id, image_id, rating, note, created) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      (candidate_id, image_id, int(rating), note, time.time()))
+
+    def ratings(self, candidate_id: int) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM ratings WHERE candidate_id = ? ORDER BY id",
+                                 (candidate_id,))
+        return [{"rating": r["rating"], "note": r["note"], "image_id": r["image_id"]}
+                for r in rows]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, folder: Path, migrations: list[str] = MIGRATIONS) -> int:
+    """Bring the store up to the newest schema; returns the version it was at."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(conn)
+        if found > len(migrations):
+            raise OnewordError(
+                f"{folder / DB_NAME}: made by a newer oneword (schema {found}, this one knows "
+                f"{len(migrations)}); upgrade oneword or choose another --project")
+        for version in range(found, len(migrations)):
+            for statement in _statements(migrations[version]):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+            log.info("store %s: migrated to schema %d", folder, version + 1)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration (executescript would commit our transaction)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class RunRecorder:
+    """What a command writes about the run it is doing (see `recording`)."""
+
+    def __init__(self, store: Store, run: RunRecord):
+        self.store = store
+        self.run = run
+
+    def add_candidates(self, candidates, base_lr: float,
+                       folders: list[Path]) -> list[CandidateRecord]:
+        """Record candidates (objects with seed, init, jitter, lr) and their folders."""
+        return [self.store.add_candidate(self.run.id, k, c.seed, _init_name(c),
+                                         float(c.jitter), float(c.lr or base_lr), folder)
+                for k, (c, folder) in enumerate(zip(candidates, folders))]
+
+    def step(self, step: int) -> None:
+        self.store.update_run(self.run.id, step=int(step))
+
+    def files(self, kind: str, paths, candidate: CandidateRecord | None = None) -> None:
+        self.store.add_files(self.run.id, kind, list(paths),
+                             candidate.id if candidate else None)
+
+
+def _init_name(candidate) -> str:
+    if candidate.init == "word" and candidate.jitter:
+        return "jitter"
+    return candidate.init
+
+
+@contextmanager
+def recording(project: str | Path | None, kind: str, folder: Path | None, model: str,
+              token: str, settings: dict, photos: list, resume: bool = False,
+              parent_run: int | None = None):
+    """Open the project's store and record a run for the duration of a command.
+
+    folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the
+    newest run recorded for the same folder. The run is marked done when the block ends,
+    failed (with the one-line reason as its note) if it raises.
+    """
+    store = Store.open(project)
+    try:
+        run = _resumed_run(store, kind, folder) if resume and folder else None
+        if run is None:
+            run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
+        else:
+            store.update_run(run.id, status="running", note="", settings=settings)
+        if run.folder is None:
+            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{_slug(token)}")
+        recorder = RunRecorder(store, store.run(run.id))
+        try:
+            yield recorder
+        except BaseException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            store.update_run(run.id, status="failed", note=reason[:500])
+            raise
+        store.update_run(run.id, status="done")
+    finally:
+        store.close()
+
+
+def _resumed_run(store: Store, kind: str, folder: Path) -> RunRecord | None:
+    stored = store.relative(folder)
+    row = store.conn.execute("SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
+                             (stored, kind)).fetchone()
+    return store._run_record(row) if row else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "run"
