@@ -10,6 +10,8 @@ and generation images/s (512 px, 30 steps) against a plain diffusers pipeline ca
 
     python bench/train_speed.py --device cuda            # SD 1.5 shapes, 512 px
     python bench/train_speed.py --small --device cpu     # tiny shapes: a smoke run
+    python bench/train_speed.py --sdxl --device cuda     # SDXL base shapes, 1024 px (rows 2-4)
+    python bench/train_speed.py --sdxl --small --device cpu
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch.nn.functional as F
 
 from oneword import diffusion
 from oneword.generate import Sampling, draw
-from oneword.models import (TinyShapes, build_components, build_sd15_components,
-                            model_from_components)
+from oneword.models import (TinySDXLShapes, TinyShapes, build_components,
+                            build_sd15_components, build_sdxl_base_components,
+                            build_sdxl_components, model_from_components,
+                            sdxl_model_from_parts)
 from oneword.prompts import template_words
 from oneword.train import Candidate, PhotoLatents, TrainConfig, caption_token_ids, \
     optimizer_step, start_state
@@ -162,17 +166,54 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--small", action="store_true", help="tiny shapes (CPU smoke run)")
-    p.add_argument("--batches", default="32,64,128", help="samples per step to try (row 3)")
+    p.add_argument("--sdxl", action="store_true",
+                   help="SDXL base shapes (two text encoders, 1024 px): oneword's rows only")
+    p.add_argument("--batches", help="samples per step to try (row 3; default 32,64,128, "
+                                     "SDXL 4,8,16)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also try torch.compile (slow start)")
     p.add_argument("--json", help="write the figures here too")
     return p.parse_args(argv)
 
 
+def random_latents(side: int, device) -> PhotoLatents:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    return PhotoLatents(torch.randn(10, 4, side, side, generator=gen).to(device),
+                        torch.rand(10, 4, side, side, generator=gen).to(device) * 0.1)
+
+
+def main_sdxl(a, device) -> int:
+    """SDXL shapes (random weights): oneword's trainer rows; the diffusers example recipe
+    (row 1) is SD 1.x's script and has no SDXL counterpart here."""
+    res = 64 if a.small else 1024
+    parts = (build_sdxl_components(template_words(), TinySDXLShapes(latent_size=16), seed=0)
+             if a.small else build_sdxl_base_components(seed=0, device=device))
+    model = sdxl_model_from_parts(parts, "sdxl-random", str(device))
+    model.add_placeholder_tokens(["<t>"])
+    latents = random_latents(res // model.vae_factor, device)
+    flops = count_flops(model, latents)
+    rows = [oneword_row(model, config_for(1, 1, 4), latents, "2. oneword SDXL default (1x4)",
+                        2, a.repeat, flops)]
+    for size in [int(x) for x in (a.batches or "4,8,16").split(",")]:
+        try:
+            rows.append(oneword_row(model, config_for(size, 1, 1), latents,
+                                    f"3. oneword SDXL {size} cand. x 1", 2, a.repeat, flops))
+        except torch.cuda.OutOfMemoryError:
+            print(f"# {size} candidates: out of memory", flush=True)
+            torch.cuda.empty_cache()
+    model.speed_up(low_memory=True)
+    rows.append(oneword_row(model, config_for(1, 1, 4), latents,
+                            "4. oneword SDXL low-memory (1x4)", 2, a.repeat, flops))
+    report(rows, {}, flops, device, a.json)
+    return 0
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     device = torch.device(a.device)
     torch.backends.cuda.matmul.allow_tf32 = True
+    if a.sdxl:
+        return main_sdxl(a, device)
     res = 64 if a.small else 512
     parts = build(a.small, device)
     rows = []
@@ -181,15 +222,13 @@ def main(argv=None) -> int:
     rows.append(run_baseline(parts, res, device, 2, a.repeat, 0.0))
     model = model_from_components(parts, "sd15-random", str(device))
     model.add_placeholder_tokens(["<t>"])
-    lat = res // model.vae_factor
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    latents = PhotoLatents(torch.randn(10, 4, lat, lat, generator=gen).to(device),
-                           torch.rand(10, 4, lat, lat, generator=gen).to(device) * 0.1)
+    latents = random_latents(res // model.vae_factor, device)
     flops_probe = count_flops(model, latents)
     rows[0].flops_per_sample = flops_probe
     rows.append(oneword_row(model, config_for(1, 1, 4), latents, "2. oneword default (1x4)",
                             2, a.repeat, flops_probe))
-    for size in [int(x) for x in a.batches.split(",")]:
+    batches = a.batches or "32,64,128"
+    for size in [int(x) for x in batches.split(",")]:
         try:
             rows.append(oneword_row(model, config_for(size, 1, 1), latents,
                                     f"3. oneword {size} candidates x 1", 2, a.repeat, flops_probe))
@@ -199,7 +238,7 @@ def main(argv=None) -> int:
     extra = generation_rows(model, res, device) if not a.small else {}
     if a.compile:
         model.speed_up(channels_last=True, compile_unet=True)
-        best = max(int(x) for x in a.batches.split(","))
+        best = max(int(x) for x in batches.split(","))
         rows.append(oneword_row(model, config_for(best, 1, 1), latents,
                                 f"3c. oneword {best} cand. + compile", 3, a.repeat, flops_probe))
     model.speed_up(low_memory=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from . import data
-from .embeddings import LearnedEmbedding, check_width, load_embeddings, write_embedding_files
+from .embeddings import (LearnedEmbedding, check_width, layout_metadata, load_embeddings,
+                         write_embedding_files)
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .files import atomic_write_text
 from .generate import Sampling, Words, contact_sheet, draw, register_words, save_png
@@ -75,7 +76,8 @@ def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelCho
         state = train(model, pixels, config, run_dir, on_event, resume, previewer)
         invariant.check()
         embedding = LearnedEmbedding(token=config.token, vectors=state.rows()[0].float().cpu(),
-                                     metadata=_metadata(config, choice, state.step))
+                                     metadata={**_metadata(config, choice, state.step),
+                                               **layout_metadata(model.embedding_layout)})
         files = write_embedding_files(embedding, run_dir, token_name(config.token))
         (candidate,) = rec.add_candidates(config.candidate_list[:1], config.lr, [run_dir])
         rec.files("embedding", files.values(), candidate)
@@ -151,7 +153,7 @@ def _load_words(model, paths: list[str]) -> list[LearnedEmbedding]:
     learned = []
     for path in paths:
         for emb in load_embeddings(path):
-            check_width(emb, model.embedding_width, model.name, path)
+            check_width(emb, model.embedding_layout, model.name, path)
             learned.append(emb)
     return learned
 

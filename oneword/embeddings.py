@@ -3,7 +3,10 @@
 A learned word is N vectors of the text encoder's width. Each tool expects its own file layout:
   - diffusers: `learned_embeds.safetensors` = {token: [N, d]} (one key per token);
   - AUTOMATIC1111/ComfyUI: `<name>.safetensors` = {"emb_params": [N, d]}, or the classic
-    `<name>.pt` = {"string_to_param": {"*": [N, d]}, "name": ..., ...} that A1111 itself writes.
+    `<name>.pt` = {"string_to_param": {"*": [N, d]}, "name": ..., ...} that A1111 itself writes;
+  - SDXL (A1111, ComfyUI, diffusers): `<name>.safetensors` = {"clip_l": [N, 768],
+    "clip_g": [N, 1280]}, one row set per text encoder. In memory an SDXL word is one
+    [N, 768 + 1280] tensor (the halves side by side) with metadata `clip_l_width`.
 Our own metadata (token, init word, model, steps, seed...) rides along as safetensors metadata,
 and as an extra "metadata" dict in the .pt, which the other tools ignore.
 
@@ -24,12 +27,14 @@ from safetensors.torch import save_file
 
 from .errors import OnewordError
 from .files import atomic_write
-from .models import describe_family
+from .models import describe_layout
 
-FORMATS = ("diffusers", "a1111", "a1111-pt")
+FORMATS = ("diffusers", "a1111", "a1111-pt", "sdxl")
 FORMAT_VERSION = "1"
 DIFFUSERS_FILE = "learned_embeds.safetensors"
 A1111_KEY = "emb_params"
+SDXL_KEYS = ("clip_l", "clip_g")
+SPLIT_KEY = "clip_l_width"  # metadata: where the clip_g half starts in an SDXL word's vectors
 _TORCH_SUFFIXES = (".pt", ".bin", ".pth")
 
 
@@ -49,6 +54,21 @@ class LearnedEmbedding:
     def width(self) -> int:
         return int(self.vectors.shape[-1])
 
+    @property
+    def layout(self) -> tuple[int, ...]:
+        """(d,) for one text encoder; (d_l, d_g) for an SDXL word."""
+        split = str(self.metadata.get(SPLIT_KEY, ""))
+        if split.isdigit() and 0 < int(split) < self.width:
+            return (int(split), self.width - int(split))
+        return (self.width,)
+
+
+def layout_metadata(layout: tuple[int, ...]) -> dict[str, str]:
+    """The metadata that marks vectors of a two-encoder (SDXL) layout; empty for one encoder."""
+    if len(layout) == 1:
+        return {}
+    return {"family": "sdxl", SPLIT_KEY: str(layout[0])}
+
 
 # -- writing -------------------------------------------------------------------------------
 def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffusers") -> Path:
@@ -56,6 +76,10 @@ def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffuser
     path = Path(path)
     vectors = _plain_vectors(emb.vectors, path)
     metadata = _file_metadata(emb)
+    if fmt not in FORMATS:
+        raise OnewordError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if len(emb.layout) == 2 or fmt == "sdxl":
+        return _save_sdxl(emb, vectors, metadata, path, fmt)
     if fmt == "diffusers":
         atomic_write(path, lambda tmp: save_file({emb.token: vectors}, tmp, metadata))
     elif fmt == "a1111":
@@ -69,11 +93,30 @@ def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffuser
     return path
 
 
+def _save_sdxl(emb: LearnedEmbedding, vectors: torch.Tensor, metadata: dict[str, str],
+               path: Path, fmt: str) -> Path:
+    """{"clip_l": [N, d_l], "clip_g": [N, d_g]} in a .safetensors file."""
+    if len(emb.layout) != 2:
+        raise OnewordError(f"--format sdxl: {emb.token} has {emb.width}-d vectors of one text "
+                           "encoder, not an SDXL pair; choose diffusers, a1111 or a1111-pt")
+    if fmt == "a1111-pt" or path.suffix.lower() != ".safetensors":
+        raise OnewordError(f"{path}: SDXL embeddings are written as .safetensors "
+                           "(clip_l + clip_g); use --format sdxl and a .safetensors name")
+    halves = dict(zip(SDXL_KEYS, (h.contiguous() for h in
+                                  vectors.split(list(emb.layout), dim=1))))
+    metadata = {**metadata, "name": metadata.get("name", path.stem)}
+    atomic_write(path, lambda tmp: save_file(halves, tmp, metadata))
+    return path
+
+
 def write_embedding_files(emb: LearnedEmbedding, folder: str | Path,
                           name: str) -> dict[str, Path]:
-    """All three files in `folder`: learned_embeds.safetensors, <name>.safetensors, <name>.pt."""
+    """All three files in `folder`: learned_embeds.safetensors, <name>.safetensors, <name>.pt;
+    for an SDXL word the one file the SDXL tools read, <name>.safetensors (clip_l + clip_g)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if len(emb.layout) == 2:
+        return {"sdxl": save_embedding(emb, folder / f"{name}.safetensors", "sdxl")}
     targets = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors",
                "a1111-pt": folder / f"{name}.pt"}
     if targets["a1111"] == targets["diffusers"]:
@@ -133,6 +176,8 @@ def load_embeddings(path: str | Path, token: str | None = None) -> list[LearnedE
     else:
         raise OnewordError(f"{path}: not an embedding file; give a .safetensors, .pt or .bin "
                            "file")
+    if isinstance(tensors, dict) and set(SDXL_KEYS) <= set(tensors):
+        return [_sdxl_embedding(path, tensors, metadata, token)]
     found = _entries(path, tensors, metadata)
     return _pick(path, found, token, metadata)
 
@@ -196,9 +241,6 @@ def _entries(path: Path, data, metadata: dict[str, str]) -> list[tuple[str | Non
         return [(stored, next(iter(params.values())))]
     if set(data) == {A1111_KEY}:  # A1111/ComfyUI .safetensors
         return [(metadata.get("token") or metadata.get("name"), data[A1111_KEY])]
-    if {"clip_l", "clip_g"} <= set(data):
-        raise OnewordError(f"{path}: this is an SDXL embedding (clip_l + clip_g); oneword "
-                           "works with Stable Diffusion 1.x/2.x embeddings")
     # diffusers: one key per token
     return [(str(key), value) for key, value in data.items()
             if not (key == "metadata" and isinstance(value, dict))]
@@ -218,6 +260,19 @@ def _pick(path: Path, found: list[tuple[str | None, object]], token: str | None,
             raise OnewordError(f"{path}: holds tokens {names} but not {token}; pass one of those")
         found = chosen
     return [_make(path, str(t), v, {**metadata, "token": str(t)}) for t, v in found]
+
+
+def _sdxl_embedding(path: Path, data: dict, metadata: dict[str, str],
+                    token: str | None) -> LearnedEmbedding:
+    """One SDXL word: its clip_l and clip_g rows side by side."""
+    name = token or metadata.get("token") or metadata.get("name") or f"<{path.stem}>"
+    halves = [_make(path, f"{name} ({key})", data[key], {}) for key in SDXL_KEYS]
+    if halves[0].num_vectors != halves[1].num_vectors:
+        raise OnewordError(f"{path}: clip_l has {halves[0].num_vectors} vectors but clip_g has "
+                           f"{halves[1].num_vectors}; this SDXL embedding is damaged")
+    vectors = torch.cat([h.vectors for h in halves], dim=1)
+    meta = {**metadata, **layout_metadata((halves[0].width, halves[1].width)), "token": name}
+    return LearnedEmbedding(token=name, vectors=vectors, metadata=meta)
 
 
 def _make(path: Path, token: str, tensor, metadata: dict[str, str]) -> LearnedEmbedding:
@@ -251,11 +306,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- checks --------------------------------------------------------------------------------
-def check_width(emb: LearnedEmbedding, width: int, model_name: str, path: str | Path) -> None:
-    """Refuse an embedding made for another model family (its vectors would be meaningless)."""
-    own = emb.width
-    if own != width:
+def check_width(emb: LearnedEmbedding, width: int | tuple[int, ...], model_name: str,
+                path: str | Path) -> None:
+    """Refuse an embedding made for another model family (its vectors would be meaningless).
+
+    width: the model's `embedding_layout` ((d,) or SDXL's (d_l, d_g)), or one width."""
+    layout = (width,) if isinstance(width, int) else tuple(width)
+    own = emb.layout
+    if own != layout:
         raise OnewordError(
-            f"{path}: {emb.token} has {own}-d vectors, made for {describe_family(own)}, but "
-            f"model {model_name} has {width}-d token embeddings ({describe_family(width)}); "
-            "use an embedding trained for this model family or choose a matching --model")
+            f"{path}: {emb.token} has {_widths(own)} vectors, made for {describe_layout(own)}, "
+            f"but model {model_name} has {_widths(layout)} token embeddings "
+            f"({describe_layout(layout)}); use an embedding trained for this model family "
+            "or choose a matching --model")
+
+
+def _widths(layout: tuple[int, ...]) -> str:
+    return " + ".join(f"{w}-d" for w in layout)

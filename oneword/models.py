@@ -22,7 +22,7 @@ from .errors import OnewordError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("tiny", "world")
+BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
 WORLD_MODEL_FOLDER = Path(__file__).parent / "world" / "weights" / "model"
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -102,11 +102,12 @@ class PlaceholderEmbedding(nn.Module):
 
 @dataclass
 class TextToImageModel:
-    """A loaded Stable Diffusion 1.x/2.x pipeline, seen through what oneword needs."""
+    """A loaded Stable Diffusion 1.x/2.x pipeline, seen through what oneword needs (SDXL:
+    `SDXLModel`)."""
 
     pipe: object
     name: str
-    family: str  # "sd1", "sd2"
+    family: str  # "sd1", "sd2", "sdxl"
     device: torch.device
     dtype: torch.dtype
     prediction_type: str  # "epsilon" or "v_prediction"
@@ -128,6 +129,11 @@ class TextToImageModel:
     @property
     def embedding_width(self) -> int:
         return self.embedding.table.embedding_dim
+
+    @property
+    def embedding_layout(self) -> tuple[int, ...]:
+        """The widths a learned vector is made of: (d,) here, (d_l, d_g) for SDXL."""
+        return (self.embedding_width,)
 
     @property
     def vocabulary_table(self) -> torch.Tensor:
@@ -241,6 +247,146 @@ class TextToImageModel:
         return out.images.float().cpu()
 
 
+@dataclass
+class SDXLText:
+    """What an SDXL UNet is conditioned on: both encoders' penultimate hidden states side by
+    side [B, L, d_l + d_g] and text_encoder_2's projected pooled state [B, p]."""
+    hidden: torch.Tensor
+    pooled: torch.Tensor
+
+
+class SDXLModel(TextToImageModel):
+    """An SDXL base pipeline: two text encoders (CLIP ViT-L and OpenCLIP bigG).
+
+    A learned vector is the concatenation [clip_l | clip_g]: both tokenizers share CLIP's ids,
+    so one placeholder id reads row i of each half, and the trainer sees one [N, d_l + d_g]
+    tensor per candidate. Token ids are [B, 2, L]: the two tokenizers pad differently.
+    """
+
+    @property
+    def tokenizer_2(self):
+        return self.pipe.tokenizer_2
+
+    @property
+    def text_encoder_2(self):
+        return self.pipe.text_encoder_2
+
+    @property
+    def embedding_2(self) -> PlaceholderEmbedding:
+        return self.pipe.text_encoder_2.get_input_embeddings()
+
+    @property
+    def embedding_layout(self) -> tuple[int, ...]:
+        return (self.embedding.table.embedding_dim, self.embedding_2.table.embedding_dim)
+
+    @property
+    def embedding_width(self) -> int:
+        return sum(self.embedding_layout)
+
+    @property
+    def vocabulary_table(self) -> torch.Tensor:
+        """Both frozen token tables side by side [V, d_l + d_g] (a copy)."""
+        return torch.cat([self.embedding.table.weight, self.embedding_2.table.weight], dim=1)
+
+    def add_placeholder_tokens(self, tokens: list[str]) -> list[int]:
+        expected = self.embedding.base_size + len(self.placeholder_tokens)
+        if self.embedding_2.base_size != self.embedding.base_size or \
+                len(self.tokenizer_2) != expected:
+            raise OnewordError(
+                f"model {self.name}: its two tokenizers or text encoders disagree on the "
+                "vocabulary size; resave the pipeline without added tokens")
+        ids = super().add_placeholder_tokens(tokens)
+        self.tokenizer_2.add_tokens(tokens)
+        if [int(i) for i in self.tokenizer_2.convert_tokens_to_ids(tokens)] != ids:
+            raise OnewordError(f"model {self.name}: its two tokenizers gave {tokens[0]} "
+                               "different ids; resave the pipeline without added tokens")
+        return ids
+
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids [B, 2, L] of both tokenizers (they differ in padding)."""
+        ids = [tok(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+                   return_tensors="pt").input_ids for tok in (self.tokenizer, self.tokenizer_2)]
+        return torch.stack(ids, dim=1).to(self.device)
+
+    def encode_text(self, input_ids: torch.Tensor, rows: torch.Tensor | None = None,
+                    candidate: torch.Tensor | None = None) -> SDXLText:
+        """Penultimate states of both encoders and the pooled projection, as SDXL uses them.
+
+        The pooled state is read at the first end-of-text token: SDXL's bigG config has the
+        legacy eos id that makes transformers pool at the highest id, a placeholder's.
+        An empty prompt encodes as zeros when the pipeline says so (SDXL base's
+        force_zeros_for_empty_prompt: its unconditional input, as diffusers draws it)."""
+        width_l = self.embedding_layout[0]
+        halves = (None, None) if rows is None else (rows[..., :width_l], rows[..., width_l:])
+        outs = []
+        for i, (encoder, half) in enumerate(zip((self.text_encoder, self.text_encoder_2), halves)):
+            emb = encoder.get_input_embeddings()
+            emb.rows, emb.candidate = half, candidate
+            try:
+                outs.append(encoder(input_ids[:, i], output_hidden_states=True))
+            finally:
+                emb.rows, emb.candidate = None, None
+        hidden = torch.cat([outs[0].hidden_states[-2], outs[1].hidden_states[-2]], dim=-1)
+        ids_g = input_ids[:, 1]
+        end = (ids_g == self.tokenizer_2.eos_token_id).int().argmax(dim=-1)
+        last = outs[1].last_hidden_state
+        pooled = self.text_encoder_2.text_projection(last[torch.arange(len(last)), end])
+        if getattr(self.pipe.config, "force_zeros_for_empty_prompt", False):
+            keep = (ids_g[:, 1] != self.tokenizer_2.eos_token_id).to(hidden.dtype)  # [B]
+            hidden, pooled = hidden * keep[:, None, None], pooled * keep[:, None]
+        return SDXLText(hidden, pooled)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As for SD; SDXL's VAE overflows in fp16, so it encodes in fp32 then (as diffusers)."""
+        vae = self.pipe.vae
+        if self.dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
+            return super().encode_images(pixels)
+        vae.to(torch.float32)
+        try:
+            dist = vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+        finally:
+            vae.to(torch.float16)
+        scale = float(vae.config.scaling_factor)
+        return (dist.mean.float() * scale, dist.std.float() * scale)
+
+    def time_ids(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """SDXL's size conditioning [B, 6]: original size, crop corner (0, 0), target size."""
+        row = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype)
+        return row.to(self.device).expand(batch, 6)
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
+                      text_states: SDXLText) -> torch.Tensor:
+        """The UNet's output in fp32, conditioned on the text and the training size."""
+        h, w = (s * self.vae_factor for s in noisy_latents.shape[-2:])
+        extra = {"text_embeds": text_states.pooled.to(self.dtype),
+                 "time_ids": self.time_ids(len(noisy_latents), h, w)}
+        out = self.pipe.unet(noisy_latents.to(self.dtype), timesteps,
+                             encoder_hidden_states=text_states.hidden.to(self.dtype),
+                             added_cond_kwargs=extra).sample
+        return out.float()
+
+    def speed_up(self, channels_last: bool = False, compile_unet: bool = False,
+                 low_memory: bool = False) -> None:
+        super().speed_up(channels_last, compile_unet, low_memory)
+        if low_memory:
+            self.text_encoder_2.activation_checkpointing_enable({"use_reentrant": False})
+            self.text_encoder_2.train()
+
+    @torch.no_grad()
+    def generate(self, text_states: SDXLText, negative_states: SDXLText,
+                 generators: list[torch.Generator], steps: int, cfg: float,
+                 size: int) -> torch.Tensor:
+        """Images [B, 3, size, size] in [0, 1]; SDXL derives the size conditioning itself."""
+        out = self.pipe(prompt_embeds=text_states.hidden.to(self.dtype),
+                        pooled_prompt_embeds=text_states.pooled.to(self.dtype),
+                        negative_prompt_embeds=negative_states.hidden.to(self.dtype),
+                        negative_pooled_prompt_embeds=negative_states.pooled.to(self.dtype),
+                        num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
+                        generator=generators, output_type="pt", return_dict=True)
+        return out.images.float().cpu()
+
+
 def _make_scheduler(name: str, config):
     import diffusers
     classes = {
@@ -274,7 +420,8 @@ def resolve_model(model: str) -> tuple[str, str]:
     if model in BUILTIN_MODELS:
         folder = builtin_model_folder(model)
         if not (folder / "model_index.json").exists():
-            build_tiny_pipeline(folder, seed=0)
+            builder = build_tiny_sdxl_pipeline if model == "tiny-sdxl" else build_tiny_pipeline
+            builder(folder, seed=0)
         return "folder", str(folder)
     path = Path(model).expanduser()
     if path.is_dir():
@@ -295,7 +442,7 @@ def resolve_model(model: str) -> tuple[str, str]:
 
 def load_model(model: str = "tiny", device: str | None = None,
                dtype: str | None = None) -> TextToImageModel:
-    """Load a Stable Diffusion 1.x/2.x pipeline and freeze it."""
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline and freeze it."""
     kind, location = resolve_model(model)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
@@ -309,42 +456,67 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
-        if kind == "file":
-            return diffusers.StableDiffusionPipeline.from_single_file(
+        if kind == "file" and single_file_is_sdxl(location):
+            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(location, dtype=dtype)
+        elif kind == "file":
+            pipe = diffusers.StableDiffusionPipeline.from_single_file(
                 location, dtype=dtype, safety_checker=None)
-        pipe = diffusers.DiffusionPipeline.from_pretrained(
-            location, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        else:
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                location, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     except OnewordError:
         raise
     except Exception as exc:  # diffusers raises many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise OnewordError(f"--model {model}: SDXL pipelines are not supported yet; "
-                           "use a Stable Diffusion 1.x or 2.x model")
-    for part in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+    parts = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
+    if hasattr(pipe, "text_encoder_2"):
+        parts += ["tokenizer_2", "text_encoder_2"]
+    for part in parts:
         if getattr(pipe, part, None) is None:
-            raise OnewordError(f"--model {model}: the pipeline has no {part}; "
-                               "give a Stable Diffusion 1.x/2.x text-to-image pipeline")
+            raise OnewordError(f"--model {model}: the pipeline has no {part}; give a Stable "
+                               "Diffusion 1.x/2.x or SDXL base text-to-image pipeline")
     return pipe
+
+
+def single_file_is_sdxl(path: str) -> bool:
+    """True if a single-file checkpoint holds SDXL's second text encoder (OpenCLIP bigG)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                keys = list(f.keys())
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            keys = list(data.get("state_dict", data)) if isinstance(data, dict) else []
+    except Exception:  # an unreadable file is reported by the loader itself
+        return False
+    return any(k.startswith("conditioner.embedders.1.") for k in keys)
 
 
 def _wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> TextToImageModel:
     import diffusers
     pipe.to(device)
-    for module in (pipe.text_encoder, pipe.unet, pipe.vae):
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if _is_sdxl(pipe) else [])
+    for module in (*encoders, pipe.unet, pipe.vae):
         module.requires_grad_(False)
         module.eval()
-    table = pipe.text_encoder.get_input_embeddings()
-    if not isinstance(table, PlaceholderEmbedding):
-        pipe.text_encoder.set_input_embeddings(PlaceholderEmbedding(table))
+    for encoder in encoders:
+        table = encoder.get_input_embeddings()
+        if not isinstance(table, PlaceholderEmbedding):
+            encoder.set_input_embeddings(PlaceholderEmbedding(table))
     pipe.set_progress_bar_config(disable=True)
     ddpm = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
     width = pipe.text_encoder.get_input_embeddings().table.embedding_dim
-    return TextToImageModel(
-        pipe=pipe, name=name, family=model_family(width), device=device, dtype=dtype,
+    cls, family = (SDXLModel, "sdxl") if _is_sdxl(pipe) else (TextToImageModel, model_family(width))
+    return cls(
+        pipe=pipe, name=name, family=family, device=device, dtype=dtype,
         prediction_type=ddpm.config.prediction_type,
         alphas_cumprod=ddpm.alphas_cumprod.double().cpu())
+
+
+def _is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
 
 
 def model_family(width: int) -> str:
@@ -359,6 +531,14 @@ FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x (768-d)", "sd2": "Stable Diffusion 
 def describe_family(width: int) -> str:
     fam = model_family(width)
     return FAMILY_NAMES.get(fam, f"a {width}-d text encoder")
+
+
+def describe_layout(layout: tuple[int, ...]) -> str:
+    """The model family of an embedding layout: (768,) one encoder, (768, 1280) SDXL's pair."""
+    if len(layout) == 1:
+        return describe_family(layout[0])
+    name = "SDXL" if tuple(layout) == (768, 1280) else "an SDXL-architecture model"
+    return f"{name} (clip_l {layout[0]} + clip_g {layout[1]})"
 
 
 # -- built-in tiny models ------------------------------------------------------------------
@@ -499,6 +679,84 @@ def build_tiny_pipeline(folder: str | Path, seed: int = 0, words: list[str] | No
     return save_components(build_components(vocabulary, shapes, seed), folder)
 
 
+@dataclass(frozen=True)
+class TinySDXLShapes:
+    """Sizes of the built-in tiny SDXL-architecture model (two text encoders of different
+    widths, like CLIP ViT-L 768 and OpenCLIP bigG 1280)."""
+    width_l: int = 32
+    width_g: int = 48
+    text_layers: int = 2
+    unet_channels: tuple[int, ...] = (32, 64)
+    vae_channels: tuple[int, ...] = (32, 32, 32)
+    time_embed_dim: int = 8
+    latent_size: int = 8
+
+
+def build_sdxl_components(words: list[str], shapes: TinySDXLShapes = TinySDXLShapes(),
+                          seed: int = 0) -> dict:
+    """Randomly initialised SDXL-architecture parts (as diffusers' own SDXL tests build them):
+    the keyword arguments of `StableDiffusionXLPipeline`."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    import copy
+    tokenizer = build_clip_tokenizer(words)
+    tokenizer_2 = copy.deepcopy(tokenizer)  # the same ids, as SDXL's two tokenizers have
+    tokenizer_2.pad_token = "!"  # bigG's tokenizer pads with "!"
+
+    def text_config(width: int, legacy_eos: bool):
+        # SDXL's real bigG config has the legacy eos id 2 (pooling at the highest id)
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=width * 4,
+            num_hidden_layers=shapes.text_layers, num_attention_heads=2,
+            max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=2 if legacy_eos else tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, projection_dim=width)
+
+    def make():
+        n = len(shapes.unet_channels)
+        m = len(shapes.vae_channels)
+        return dict(
+            text_encoder=CLIPTextModel(text_config(shapes.width_l, False)),
+            text_encoder_2=CLIPTextModelWithProjection(text_config(shapes.width_g, True)),
+            unet=diffusers.UNet2DConditionModel(
+                sample_size=shapes.latent_size, in_channels=4, out_channels=4,
+                layers_per_block=1, block_out_channels=shapes.unet_channels, norm_num_groups=8,
+                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+                up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+                cross_attention_dim=shapes.width_l + shapes.width_g, attention_head_dim=8,
+                use_linear_projection=True, addition_embed_type="text_time",
+                addition_time_embed_dim=shapes.time_embed_dim,
+                projection_class_embeddings_input_dim=6 * shapes.time_embed_dim + shapes.width_g),
+            vae=diffusers.AutoencoderKL(
+                in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+                block_out_channels=shapes.vae_channels, layers_per_block=1,
+                down_block_types=("DownEncoderBlock2D",) * m,
+                up_block_types=("UpDecoderBlock2D",) * m, scaling_factor=0.13025,
+                sample_size=shapes.latent_size * 2 ** (m - 1)))
+
+    parts = _seeded(seed, make)
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading")
+    return dict(parts, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler)
+
+
+def build_tiny_sdxl_pipeline(folder: str | Path, seed: int = 0, words: list[str] | None = None,
+                             shapes: TinySDXLShapes = TinySDXLShapes()) -> Path:
+    """Build an SDXL-architecture pipeline with random weights and save it as a diffusers
+    folder, loaded back through `from_pretrained` like a real SDXL checkpoint."""
+    import diffusers
+    from .prompts import template_words
+    diffusers.utils.logging.disable_progress_bar()
+    vocabulary = list(words or []) + template_words() + list(TINY_EXTRA_WORDS)
+    pipe = diffusers.StableDiffusionXLPipeline(
+        **build_sdxl_components(vocabulary, shapes, seed), force_zeros_for_empty_prompt=True,
+        add_watermarker=False)
+    folder = Path(folder)
+    _save_atomically(pipe, folder)
+    return folder
+
+
 def build_sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> Components:
     """Stable Diffusion 1.5's exact architecture with random weights, built from its config
     (no download): it computes, times and fills memory like the real model, draws nothing."""
@@ -527,6 +785,63 @@ def build_sd15_components(seed: int = 0, device: str | torch.device = "cpu") -> 
                                         beta_schedule="scaled_linear", skip_prk_steps=True,
                                         set_alpha_to_one=False, steps_offset=1)
     return Components(tokenizer, text_encoder, unet, vae, scheduler)
+
+
+def build_sdxl_base_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """SDXL base 1.0's exact architecture with random weights, built from its config (no
+    download), as `StableDiffusionXLPipeline` keyword arguments: for speed benchmarks."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from .prompts import template_words
+    tokenizer = build_clip_tokenizer(template_words() + list(TINY_EXTRA_WORDS), vocab_size=49408)
+
+    def text_config(width, layers, heads, act, eos):
+        return CLIPTextConfig(
+            vocab_size=49408, hidden_size=width, intermediate_size=width * 4,
+            num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+            hidden_act=act, projection_dim=width, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+
+    def make():
+        with torch.device(device):
+            return dict(
+                text_encoder=CLIPTextModel(text_config(768, 12, 12, "quick_gelu",
+                                                       tokenizer.eos_token_id)),
+                text_encoder_2=CLIPTextModelWithProjection(text_config(1280, 32, 20, "gelu", 2)),
+                unet=diffusers.UNet2DConditionModel(
+                    sample_size=128, block_out_channels=(320, 640, 1280),
+                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                      "CrossAttnDownBlock2D"),
+                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+                    cross_attention_dim=2048, use_linear_projection=True,
+                    addition_embed_type="text_time", addition_time_embed_dim=256,
+                    projection_class_embeddings_input_dim=2816),
+                vae=diffusers.AutoencoderKL(
+                    block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                    latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
+                    up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024,
+                    scaling_factor=0.13025))
+
+    import copy
+    tokenizer_2 = copy.deepcopy(tokenizer)
+    tokenizer_2.pad_token = "!"
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading")
+    return dict(_seeded(seed, make), tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+                scheduler=scheduler)
+
+
+def sdxl_model_from_parts(parts: dict, name: str, device: str | None = None,
+                          dtype: str | None = None) -> "SDXLModel":
+    """An SDXLModel over parts held in memory (benchmarks; no save and reload)."""
+    import diffusers
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
+    pipe.to(dtype=dt)
+    return _wrap_pipeline(pipe, name, dev, dt)
 
 
 def model_from_components(parts: Components, name: str, device: str | None = None,
@@ -736,3 +1051,9 @@ def _save_parts_atomically(folder: Path, parts: list) -> Path:
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
+
+
+def vocabulary_tokens(model: TextToImageModel) -> list[str]:
+    """The token string of each row of `model.vocabulary_table` (e.g. 'cat</w>')."""
+    count = model.embedding.base_size
+    return [str(t) for t in model.tokenizer.convert_ids_to_tokens(list(range(count)))]

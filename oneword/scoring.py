@@ -138,7 +138,7 @@ def _draw_and_measure(store, model, candidates, embeddings, job: PromptJob,
                       settings: ScoreSettings, judge, where, on_event):
     evaluation, folder = where
     for emb in embeddings:
-        check_width(emb, model.embedding_width, model.name, emb.metadata.get("path", ""))
+        check_width(emb, model.embedding_layout, model.name, emb.metadata.get("path", ""))
     words = register_words(model, [embeddings[0]])
     raw, sheets = [], []
     on_event(Progressed(0, len(candidates), "scoring"))

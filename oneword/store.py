@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "oneword.db"
 DEFAULT_PROJECT = "oneword-project"
-RUN_KINDS = ("learn", "sweep", "bench")
+RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix")
 RUN_STATES = ("running", "done", "failed")
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
 
@@ -356,7 +356,23 @@ class Store:
         if evaluation_id is not None:
             sql, args = sql + " AND evaluation_id = ?", args + [evaluation_id]
         return [{"id": r["id"], "prompt": r["prompt"], "seed": r["seed"],
-                 "path": self.resolve(r["path"])} for r in self.conn.execute(sql, args)]
+                 "evaluation_id": r["evaluation_id"], "path": self.resolve(r["path"])}
+                for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def image(self, image_id: int) -> dict | None:
+        """One image by id: candidate, evaluation, prompt, seed and resolved path."""
+        r = self.conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        if r is None:
+            return None
+        return {"id": r["id"], "candidate_id": r["candidate_id"],
+                "evaluation_id": r["evaluation_id"], "prompt": r["prompt"], "seed": r["seed"],
+                "path": self.resolve(r["path"])}
+
+    def relations(self, child: int) -> list[tuple[int, str]]:
+        """(parent id, relation) of a candidate's parents."""
+        rows = self.conn.execute("SELECT parent, relation FROM lineage WHERE child = ? "
+                                 "ORDER BY parent", (child,))
+        return [(r["parent"], r["relation"]) for r in rows]
 
     def add_scores(self, evaluation_id: int, candidate_id: int,
                    metrics: dict[str, float]) -> None:

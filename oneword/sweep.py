@@ -19,7 +19,7 @@ import torch
 
 from . import data
 from .api import ModelChoice, token_name
-from .embeddings import LearnedEmbedding, write_embedding_files
+from .embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
 from .errors import OnewordError
 from .events import EventSink, Checkpointed, Finished, Message, ignore
 from .prompts import placeholder_names, templates
@@ -116,12 +116,13 @@ def _run_sweep(rec: RunRecorder, images, config: TrainConfig, choice: ModelChoic
     files = []
     for k, cand in enumerate(config.candidate_list):
         emb = LearnedEmbedding(config.token, state.rows()[k].float().cpu(),
-                               candidate_metadata(config, choice, cand, k, rec.run.id,
-                                                  state.step))
+                               {**candidate_metadata(config, choice, cand, k, rec.run.id,
+                                                     state.step),
+                                **layout_metadata(model.embedding_layout)})
         written = write_embedding_files(emb, folders[k], token_name(config.token))
         rec.files("embedding", written.values(), records[k])
         files.append(written)
-    on_event(Finished(state.step, {"candidates": [f["diffusers"] for f in files]}))
+    on_event(Finished(state.step, {"candidates": [next(iter(f.values())) for f in files]}))
     return SweepResult(rec.run.id, run_dir, files)
 
 

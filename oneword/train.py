@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import diffusion
-from .vectors import initial_rows
+from .vectors import initial_rows_by_layout
 from .errors import OnewordError
 from .files import atomic_write
 from .events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
@@ -191,10 +191,12 @@ def start_state(model, config: TrainConfig) -> TrainingState:
         raise OnewordError(f"--init {config.init_word!r}: the tokenizer makes no tokens of it; "
                            "give a word such as cat")
     generators, params, groups = [], [], []
+    table = model.vocabulary_table
+    layout = getattr(model, "embedding_layout", (table.shape[1],))
     for cand in config.candidate_list:
         gen = torch.Generator().manual_seed(cand.seed)
-        rows = initial_rows(model.vocabulary_table, init_ids, config.vectors, cand.init,
-                            cand.jitter, gen)
+        rows = initial_rows_by_layout(table, layout, init_ids, config.vectors, cand.init,
+                                      cand.jitter, gen)
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)
@@ -430,7 +432,9 @@ class TextualInversionInvariant:
     def _fingerprints(self) -> dict[str, str]:
         prints = {}
         pipe = self._model.pipe
-        for part in ("text_encoder", "unet", "vae"):
+        for part in ("text_encoder", "text_encoder_2", "unet", "vae"):
+            if getattr(pipe, part, None) is None:
+                continue
             for name, tensor in getattr(pipe, part).state_dict().items():
                 data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
                 prints[f"{part}.{name}"] = hashlib.sha1(data.numpy().tobytes()).hexdigest()

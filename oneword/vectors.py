@@ -32,3 +32,17 @@ def initial_rows(table: torch.Tensor, init_ids: list[int], num_vectors: int, ini
     if jitter:
         rows = rows + jitter * spread * torch.randn(num_vectors, d, generator=generator)
     return rows
+
+
+def initial_rows_by_layout(table: torch.Tensor, layout: tuple[int, ...], init_ids: list[int],
+                           num_vectors: int, init: str, jitter: float,
+                           generator: torch.Generator) -> torch.Tensor:
+    """`initial_rows` for vectors made of several text encoders' parts side by side (an SDXL
+    word is [clip_l | clip_g]): each part from its own table columns, so a random or jittered
+    start has each part's own norm and spread. One part: exactly `initial_rows`."""
+    if len(layout) == 1:
+        return initial_rows(table, init_ids, num_vectors, init, jitter, generator)
+    parts = table.split(list(layout), dim=1)
+    return torch.cat([initial_rows(part, init_ids, num_vectors, init, jitter, generator)
+                      for part in parts], dim=1)
+

@@ -130,10 +130,11 @@ def test_broken_files_name_the_file(tmp_path, name, content):
 def test_wrong_layouts_are_errors(tmp_path):
     torch.save({"a": "just a string"}, tmp_path / "s.pt")
     torch.save(torch.zeros(2, 3, 4), tmp_path / "cube.pt")
-    save_file({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)},
+    save_file({"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(1, 1280)},
               tmp_path / "xl.safetensors")
     for name, match in (("s.pt", "not a float tensor"), ("cube.pt", r"shape \(2, 3, 4\)"),
-                        ("xl.safetensors", "SDXL"), ("missing.pt", "no such")):
+                        ("xl.safetensors", "clip_l has 2 vectors but clip_g has 1"),
+                        ("missing.pt", "no such")):
         with pytest.raises(OnewordError, match=match):
             load_embeddings(tmp_path / name)
 

@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import OnewordError
-from . import core, demo, sweep
+from . import core, demo, search, serve, sweep
 
-COMMAND_MODULES = [core, demo, sweep]
+COMMAND_MODULES = [core, demo, sweep, search, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

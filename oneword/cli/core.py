@@ -17,7 +17,8 @@ from .progress import ProgressBar
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=api.DEFAULT_MODEL,
-                   help="hub id, diffusers folder, .safetensors/.ckpt file, or a built-in model "
+                   help="hub id, diffusers folder, .safetensors/.ckpt file (SD 1.x/2.x or "
+                        "SDXL), or a built-in model: tiny, tiny-sdxl, world "
                         f"(default: {api.DEFAULT_MODEL})")
     p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),

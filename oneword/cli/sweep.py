@@ -94,7 +94,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     print(f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")
     for k, files in enumerate(result.files):
-        print(f"  c{k:02d}  {files['diffusers']}")
+        print(f"  c{k:02d}  {next(iter(files.values()))}")
     print(f"next: oneword score r{result.run_id}" +
           (f" --project {a.project}" if a.project else ""))
     return 0
@@ -174,7 +174,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
 def add_runs_parser(sub) -> None:
     p = sub.add_parser("runs", help="list the runs of the project",
                        description="List the runs recorded in the experiment store.")
-    p.add_argument("--kind", choices=("learn", "sweep", "bench"))
+    p.add_argument("--kind", choices=("learn", "sweep", "bench", "evolve", "mix"))
     add_project_option(p)
     p.set_defaults(func=_cmd_runs)
 

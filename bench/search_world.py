@@ -1,0 +1,240 @@
+"""Search in embedding space on the world model, with the oracle as fitness.
+
+Per hidden subject: learn its word from 5 rendered photos with K candidates (seeds 0..K-1,
+one batched sweep: K trainings), then
+
+(a) mixing: the mean of the top-k seeds (by the selection score) with each mix method
+    (mean, norm-mean, slerp) against the best single seed and the median seed;
+(b) evolution: G generations of P children bred from the K candidates (no training: the
+    K trainings are its only trainings) against the best of the same K random seeds.
+
+Protocol: every choice (best seed, top-k, parents, the evolution's final pick) is made on a
+selection set of images (image seeds 0.., M images over the novel-context prompts); every
+number reported is measured on a held-out set (image seeds 10000.., the same prompts), so a
+method that overfits the selection images gains nothing. The selection score and the fitness
+are the oracle's concept fidelity + prompt fidelity; the tables report their mean ("oracle").
+Evolution costs no training but draws G·P·M extra selection images.
+
+    python bench/search_world.py --subjects cat,dog --candidates 8 --steps 150 \
+        --generations 3 --population 8
+    python bench/search_world.py --model world-shape ...   # the pipeline on random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_world import subject_photo_folder, timing_model  # noqa: E402
+
+from oneword.api import ModelChoice  # noqa: E402
+from oneword.evolve import EvolveSettings, evolve, latest_scores, metric_sum, mix_candidates  # noqa: E402
+from oneword.generate import Sampling, Words, draw, register_words  # noqa: E402
+from oneword.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,  # noqa: E402
+                             reference_images, score)
+from oneword.search import MIX_METHODS, Breeding  # noqa: E402
+from oneword.store import Store  # noqa: E402
+from oneword.sweep import CandidatePlan, sweep  # noqa: E402
+from oneword.train import TrainConfig  # noqa: E402
+
+FITNESS = "concept_fidelity+prompt_fidelity"
+HELD_OUT_SEED = 10_000
+
+
+def image_settings(a, seed: int, subject: str) -> ScoreSettings:
+    return ScoreSettings(prompts="world", images=a.prompts * a.images_per_prompt, seed=seed,
+                         sampling=Sampling(a.sample_steps, a.cfg, "ddim", None),
+                         judge="oracle", subject=subject, device=a.device)
+
+
+class HeldOut:
+    """Draws an embedding on the held-out images and asks the oracle."""
+
+    def __init__(self, model, a, subject: str, class_word: str, photos: Path, token: str,
+                 vectors: int):
+        self.settings = image_settings(a, HELD_OUT_SEED, subject)
+        self.job = prompt_job(self.settings, "world", token, class_word)
+        self.judge = make_judge(self.settings, "world", class_word)
+        self.judge.prepare(reference_images([str(photos)]), self.job.judged)
+        self.model, self.token = model, token
+        if token not in (model.placeholder_tokens or []):
+            register_words(model, [_Stub(token, vectors, model.embedding_width)])
+
+    def __call__(self, vectors: torch.Tensor) -> dict[str, float]:
+        words = Words({self.token: vectors.shape[0]}, vectors.float()[None].to(self.model.device))
+        images = draw(self.model, self.job.drawn, self.job.seeds, words, self.settings.sampling)
+        out = self.judge.measure(images, self.job.prompt_index)
+        out["oracle"] = (out["concept_fidelity"] + out["prompt_fidelity"]) / 2
+        return out
+
+
+class _Stub:
+    def __init__(self, token, n, d):
+        self.token, self.vectors = token, torch.zeros(n, d)
+
+
+def selection_fitness(store: Store, run) -> dict[int, float]:
+    scores = latest_scores(store, run)
+    return {cid: metric_sum(m, FITNESS) / 2 for cid, m in scores.items()}
+
+
+def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
+    from oneword.world.render import SUBJECTS_BY_ID
+    class_word = SUBJECTS_BY_ID[subject].class_word
+    photos = subject_photo_folder(subject, project / "photos" / subject, a.photo_seed)
+    config = TrainConfig(token=f"<s-{subject}>", init_word=class_word, steps=a.steps, lr=a.lr,
+                         batch_size=a.batch_size, grad_accum=1,
+                         checkpoint_every=max(a.steps // 2, 1),
+                         candidates=CandidatePlan(count=a.candidates, seed=0).candidates())
+    t0 = time.time()
+    result = sweep([str(photos)], config, ModelChoice(model_name, a.device), project)
+    seeds_run = f"r{result.run_id}"
+    timings = {"train_s": time.time() - t0}
+    t0 = time.time()
+    score(seeds_run, image_settings(a, 0, subject), project)
+    timings["select_s"] = time.time() - t0
+    from oneword.models import load_model
+    model = load_model(model_name, a.device)
+    held = HeldOut(model, a, subject, class_word, photos, config.token, config.vectors)
+    with Store.open(project) as store:
+        run = store.find_run(seeds_run)
+        cands = store.candidates(run.id)
+        sel = selection_fitness(store, run)
+        embs = {c.id: candidate_embedding(store, run, c).vectors for c in cands}
+    t0 = time.time()
+    seed_held = {c.id: held(embs[c.id]) for c in cands}
+    print(f"\n## {subject} ({seeds_run}; {a.candidates} seeds x {a.steps} steps; trained in "
+          f"{timings['train_s']:.0f}s)", flush=True)
+    out = {"run": seeds_run, "mixing": mixing_table(a, cands, sel, seed_held, held, project, embs)}
+    print_table("mixing", out["mixing"])
+    out["evolution"] = evolution_table(a, seeds_run, cands, sel, seed_held, held, project,
+                                       subject)
+    print_table("evolution", out["evolution"])
+    timings["rest_s"] = time.time() - t0
+    out["timings"] = timings
+    return out
+
+
+def mixing_table(a, cands, sel, seed_held, held, project, seed_embs) -> dict:
+    ranked = sorted(cands, key=lambda c: -sel[c.id])
+    values = [seed_held[c.id]["oracle"] for c in cands]
+    rows = {"median seed": statistics.median(values),
+            "best single seed (by selection)": seed_held[ranked[0].id]["oracle"],
+            "best seed in hindsight (held-out max)": max(values)}
+    for k in a.top_k:
+        norms = {}
+        for method in MIX_METHODS:
+            mixed = mix_candidates([c.id for c in ranked[:k]], None, method, project)
+            with Store.open(project) as store:
+                (cand,) = store.candidates(mixed.id)
+                vectors = candidate_embedding(store, mixed, cand).vectors
+            rows[f"mean of top-{k} ({method})"] = held(vectors)["oracle"]
+            inputs = torch.stack([seed_embs[c.id].norm(dim=-1) for c in ranked[:k]]).mean()
+            norms[method] = f"{float(vectors.norm(dim=-1).mean() / inputs):.3f}"
+        rows[f"top-{k} mix norm / inputs' mean norm"] = ", ".join(
+            f"{m} {v}" for m, v in norms.items())
+    return rows
+
+
+def evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject) -> dict:
+    breeding = Breeding(selection=a.selection, crossover=a.crossover, mutation=a.mutation,
+                        elites=a.elites, top_k=a.parents)
+    rows = {"best of K seeds (by selection)": seed_held[max(cands, key=lambda c: sel[c.id]).id]
+            ["oracle"]}
+    for strategy in a.strategies:
+        settings = EvolveSettings(a.generations, a.population, breeding, strategy, FITNESS,
+                                  a.seed)
+        t0 = time.time()
+        runs = evolve(seeds_run, settings, image_settings(a, 0, subject), project)
+        best_id, best_sel, per_gen = None, max(sel.values()), []
+        with Store.open(project) as store:
+            for run in runs:
+                fit = selection_fitness(store, run)
+                per_gen.append(round(max(fit.values()), 4))
+                cid, value = max(fit.items(), key=lambda kv: kv[1])
+                if value > best_sel:
+                    best_id, best_sel = cid, value
+            vectors = None
+            if best_id is not None:
+                cand = store.candidate(best_id)
+                vectors = candidate_embedding(store, store.run(cand.run_id), cand).vectors
+        value = held(vectors)["oracle"] if vectors is not None else rows[
+            "best of K seeds (by selection)"]
+        rows[f"evolution {strategy}: {a.generations} generations x {a.population}"] = value
+        rows[f"evolution {strategy}: best selection score per generation"] = per_gen
+        rows[f"evolution {strategy}: seconds"] = round(time.time() - t0, 1)
+    return rows
+
+
+def print_table(name: str, rows: dict) -> None:
+    print(f"\n| {name} | held-out oracle score |\n|---|---|")
+    for row, value in rows.items():
+        shown = f"{value:.4f}" if isinstance(value, float) and "seconds" not in row else value
+        print(f"| {row} | {shown} |")
+    sys.stdout.flush()
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="world", help="world, world-shape or a folder")
+    p.add_argument("--subjects", default="cat")
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--photo-seed", type=int, default=0)
+    p.add_argument("--prompts", type=int, default=12, help="novel-context prompts (<= 12)")
+    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--top-k", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4])
+    p.add_argument("--generations", type=int, default=3)
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--strategies", type=lambda s: s.split(","), default=["ga"])
+    p.add_argument("--selection", default="top-k")
+    p.add_argument("--parents", type=int, default=4, help="top-k selection's k")
+    p.add_argument("--crossover", default="blend")
+    p.add_argument("--mutation", type=float, default=0.1)
+    p.add_argument("--elites", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--project")
+    p.add_argument("--out", help="write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    project = Path(a.project) if a.project else Path(tempfile.mkdtemp(prefix="search-world-"))
+    model_name = a.model
+    if a.model == "world-shape":
+        timing_model("world-shape", project, a.device)  # saves the folder it loads
+        model_name = str(project / "world-shape")
+    started = time.time()
+    results = {s: subject_bench(s, a, project, model_name) for s in a.subjects.split(",")}
+    report = {"args": vars(a), "machine": platform.platform(), "threads": torch.get_num_threads(),
+              "seconds": round(time.time() - started, 1), "subjects": results,
+              "project": str(project)}
+    for subject, r in results.items():
+        print(f"{subject} timings: "
+              f"{json.dumps({k: round(v, 1) for k, v in r['timings'].items()})}")
+    print(f"\ntotal {report['seconds']}s, {report['threads']} threads, project {project}")
+    if a.out:
+        Path(a.out).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

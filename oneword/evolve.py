@@ -1,0 +1,296 @@
+"""Evolution of learned embeddings, recorded in the experiment store.
+
+A generation is a run of kind "evolve": its candidates are children made by the operators of
+`oneword.search` from the candidates of the run before (no training), each recorded with its
+parents in the store's lineage table. Fitness is a person's ratings or an automatic score
+(`oneword score`); the children are then drawn (and scored, for automatic fitness) so that
+the next generation can be bred. `strategy="cma"` replaces selection, crossover and mutation
+by CMA-ES (Hansen & Ostermeier 2001; the diagonal variant of Ros & Hansen 2008 for the 768
+dimensions of SD) from the `cma` library, for automatic fitness.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .api import token_name
+from .embeddings import LearnedEmbedding, write_embedding_files
+from .errors import OnewordError
+from .events import EventSink, Message, Progressed, ignore
+from .generate import draw, register_words
+from .models import load_model
+from .scoring import (ScoreSettings, candidate_embedding, prompt_job, save_candidate_images,
+                      score)
+from .search import Breeding, Child, mix_by_layout, next_generation
+from .store import CandidateRecord, RunRecord, Store, recording
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("ga", "cma")
+RATING_FITNESS = "rating"
+
+
+@dataclass(frozen=True)
+class EvolveSettings:
+    """`oneword evolve`: G generations of P children each."""
+    generations: int = 1
+    population: int = 8
+    breeding: Breeding = field(default_factory=Breeding)
+    strategy: str = "ga"
+    fitness: str = "auto"  # auto, rating, or a score metric (combined, concept_fidelity...)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.generations < 1:
+            raise OnewordError(f"--generations {self.generations}: must be 1 or more")
+        if self.population < 1:
+            raise OnewordError(f"--population {self.population}: must be 1 or more")
+        if self.strategy not in STRATEGIES:
+            raise OnewordError(f"--strategy {self.strategy}: choose one of "
+                               f"{', '.join(STRATEGIES)}")
+        if self.strategy == "cma" and self.fitness == RATING_FITNESS:
+            raise OnewordError("--strategy cma: needs an automatic --fitness, not rating")
+        if self.fitness == RATING_FITNESS and self.generations > 1:
+            raise OnewordError(f"--generations {self.generations}: with --fitness rating a "
+                               "person rates each generation; breed one at a time")
+
+
+@dataclass(frozen=True)
+class Population:
+    run: RunRecord
+    candidates: list[CandidateRecord]
+    embeddings: list[LearnedEmbedding]
+
+    @property
+    def stack(self) -> torch.Tensor:
+        return torch.stack([e.vectors.float() for e in self.embeddings])
+
+
+def load_population(store: Store, run: RunRecord) -> Population:
+    cands = store.candidates(run.id)
+    if not cands:
+        raise OnewordError(f"run {run.name}: has no candidates to breed from")
+    return Population(run, cands, [candidate_embedding(store, run, c) for c in cands])
+
+
+# -- fitness ---------------------------------------------------------------------------------
+def rating_of(ratings: list[dict]) -> float:
+    """A candidate's rating: the mean over its images (and itself) of the latest rating given
+    to each; 0 clears a rating; NaN when unrated."""
+    latest: dict = {}
+    for r in ratings:
+        latest[r["image_id"]] = r["rating"]
+    values = [v for v in latest.values() if v > 0]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def latest_scores(store: Store, run: RunRecord) -> dict[int, dict[str, float]]:
+    """The newest evaluation of a run that has scores (empty if none)."""
+    for ev in reversed(store.evaluations(run.id)):
+        found = store.scores(ev["id"])
+        if found:
+            return found
+    return {}
+
+
+def fitness_of(store: Store, run: RunRecord, cands: list[CandidateRecord],
+               fitness: str) -> tuple[torch.Tensor, str]:
+    """(fitness [P], what it is): ratings or a score metric; NaN where missing."""
+    ratings = [rating_of(store.ratings(c.id)) for c in cands]
+    if fitness == "auto":
+        fitness = RATING_FITNESS if any(r == r for r in ratings) else "combined"
+    if fitness == RATING_FITNESS:
+        if not any(r == r for r in ratings):
+            raise OnewordError(f"run {run.name}: no candidate is rated yet; rate some "
+                               "(`oneword rate` or the gallery) or use an automatic --fitness")
+        return torch.tensor(ratings, dtype=torch.float64), RATING_FITNESS
+    scores = latest_scores(store, run)
+    values = [metric_sum(scores.get(c.id, {}), fitness) for c in cands]
+    if all(v != v for v in values):
+        raise OnewordError(f"--fitness {fitness}: run {run.name} has no such score; run "
+                           f"`oneword score {run.name}` first or choose another --fitness")
+    return torch.tensor(values, dtype=torch.float64), fitness
+
+
+def metric_sum(metrics: dict[str, float], names: str) -> float:
+    """The sum of the metrics named in 'a+b' (NaN if one is missing)."""
+    return sum(metrics.get(n.strip(), float("nan")) for n in names.split("+"))
+
+
+# -- recording children ----------------------------------------------------------------------
+def record_children(project, parent: Population, children: list[Child], kind: str,
+                    info: dict, seed: int, mutation: float) -> RunRecord:
+    """A new run holding the children as candidates, with embedding files and lineage."""
+    run = parent.run
+    settings = {"config": run.settings.get("config", {}), "model": run.model, kind: info}
+    with recording(project, kind, None, run.model, run.token, settings, run.photos,
+                   parent_run=run.id) as rec:
+        folder = rec.run.folder
+        for k, child in enumerate(children):
+            parents = [parent.candidates[i] for i in child.parents]
+            cand = rec.store.add_candidate(rec.run.id, k, seed + k, child.relation,
+                                           mutation if "mutation" in child.relation else 0.0,
+                                           0.0, folder / "candidates" / f"c{k:02d}")
+            rec.store.add_parents(cand.id, [p.id for p in parents], child.relation)
+            meta = {**parent.embeddings[child.parents[0]].metadata, "run": rec.run.name,
+                    "candidate": str(k), "relation": child.relation,
+                    "parents": ",".join(f"r{p.run_id}/{p.name}" for p in parents)}
+            meta.pop("path", None)
+            emb = LearnedEmbedding(run.token, child.vectors.float().cpu(), meta)
+            written = write_embedding_files(emb, cand.folder, token_name(run.token))
+            rec.files("embedding", written.values(), cand)
+        run_id = rec.run.id
+    with Store.open(project) as store:
+        return store.run(run_id)
+
+
+def vocabulary_spread_of(model_name: str) -> float:
+    """The per-dimension standard deviation of a model's token table."""
+    from .vectors import vocabulary_spread
+    return vocabulary_spread(load_model(model_name, "cpu").vocabulary_table)[1]
+
+
+def breed(run_ref: str, settings: EvolveSettings = EvolveSettings(), generation: int = 0,
+          project: str | Path | None = None, spread: float | None = None) -> RunRecord:
+    """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
+    with Store.open(project) as store:
+        population = load_population(store, store.find_run(run_ref))
+        fitness, source = fitness_of(store, population.run, population.candidates,
+                                     settings.fitness)
+    spread = vocabulary_spread_of(population.run.model) if spread is None else spread
+    seed = settings.seed * 1_000_003 + generation * 1009
+    gen = torch.Generator().manual_seed(seed)
+    children = next_generation(population.stack, fitness, settings.population,
+                               settings.breeding, spread, gen)
+    info = {"generation": generation, "source": population.run.name, "fitness": source,
+            "strategy": "ga", "breeding": asdict(settings.breeding), "seed": seed}
+    return record_children(project, population, children, "evolve", info, seed,
+                           settings.breeding.mutation)
+
+
+def mix_candidates(candidate_ids: list[int], weights: list[float] | None = None,
+                   method: str = "norm-mean", project: str | Path | None = None) -> RunRecord:
+    """A new run (kind mix) with one candidate: the mix of the given candidates."""
+    with Store.open(project) as store:
+        cands = [store.candidate(i) for i in candidate_ids]
+        runs = {c.run_id: store.run(c.run_id) for c in cands}
+        embeddings = [candidate_embedding(store, runs[c.run_id], c) for c in cands]
+    if len({(tuple(e.vectors.shape), e.layout) for e in embeddings}) != 1:
+        raise OnewordError("mix: the candidates have different numbers of vectors or widths")
+    vectors = mix_by_layout([e.vectors for e in embeddings], embeddings[0].layout, weights,
+                            method)
+    parent = Population(runs[cands[0].run_id], cands, embeddings)
+    child = Child(vectors, tuple(range(len(cands))), f"mix-{method}")
+    info = {"method": method, "weights": weights,
+            "parents": [f"r{c.run_id}/{c.name}" for c in cands]}
+    return record_children(project, parent, [child], "mix", info, 0, 0.0)
+
+
+# -- drawing and the loop --------------------------------------------------------------------
+def render(run_ref: str, settings: ScoreSettings, project: str | Path | None = None,
+           on_event: EventSink = ignore, model=None) -> int:
+    """Draw every candidate of a run (the same prompts and seeds as `score`) without judging;
+    the images go to a new evaluation of the run (returned) for a person to rate."""
+    with Store.open(project) as store:
+        run = store.find_run(run_ref)
+        population = load_population(store, run)
+        class_word = settings.class_word or run.settings.get("config", {}).get("init_word") \
+            or "thing"
+        job = prompt_job(settings, run.model, run.token, class_word)
+        evaluation = store.add_evaluation(run.id, {"render": True, "prompts": settings.prompts,
+                                                   "images": len(job.drawn),
+                                                   "seed": settings.seed})
+        folder = (run.folder or store.runs_folder / run.name) / "renders" / f"e{evaluation}"
+        store.set_evaluation_folder(evaluation, folder)
+        model = model or load_model(run.model, settings.device, settings.dtype)
+        words = register_words(model, population.embeddings[:1])
+        on_event(Progressed(0, len(population.candidates), "drawing"))
+        for k, (cand, emb) in enumerate(zip(population.candidates, population.embeddings)):
+            rows = emb.vectors.float()[None].to(model.device)
+            images = draw(model, job.drawn, job.seeds, replace(words, rows=rows),
+                          settings.sampling)
+            paths = save_candidate_images(images, job, folder / cand.name, settings, run.model)
+            store.add_images(evaluation, cand.id, list(zip(job.drawn, job.seeds, paths)))
+            on_event(Progressed(k + 1, len(population.candidates), "drawing"))
+    return evaluation
+
+
+def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event) -> None:
+    with Store.open(project) as store:
+        scored = bool(latest_scores(store, run))
+    if not scored:
+        on_event(Message(f"scoring {run.name}"))
+        score(run.name, scoring, project, on_event)
+
+
+def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None = None,
+           project: str | Path | None = None, on_event: EventSink = ignore) -> list[RunRecord]:
+    """G generations from `run_ref`; returns the new runs (one per generation).
+
+    Automatic fitness: each generation is scored with `scoring` (the start run too, if it has
+    no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
+    to rate (or not drawn when scoring is None)."""
+    with Store.open(project) as store:
+        start = store.find_run(run_ref)
+    automatic = settings.fitness != RATING_FITNESS
+    if automatic and settings.fitness == "auto":
+        with Store.open(project) as store:
+            rated = any(rating_of(store.ratings(c.id)) == rating_of(store.ratings(c.id))
+                        for c in store.candidates(start.id))
+        automatic = not rated
+    if automatic and scoring is None:
+        raise OnewordError("automatic fitness needs scoring settings")
+    if automatic:
+        ensure_scored(start, scoring, project, on_event)
+    spread = vocabulary_spread_of(start.model)
+    if settings.strategy == "cma":
+        return _evolve_cma(start, settings, scoring, project, on_event, spread)
+    runs, current = [], start
+    for g in range(1, settings.generations + 1):
+        current = breed(current.name, settings, g, project, spread)
+        on_event(Message(f"generation {g}: {current.name}"))
+        if automatic:
+            score(current.name, scoring, project, on_event)
+        elif scoring is not None:
+            render(current.name, scoring, project, on_event)
+        runs.append(current)
+    return runs
+
+
+def _evolve_cma(start: RunRecord, settings: EvolveSettings, scoring: ScoreSettings, project,
+                on_event: EventSink, spread: float) -> list[RunRecord]:
+    """CMA-ES from the fittest candidate of `start`, step size mutation × vocabulary spread."""
+    import warnings
+    with warnings.catch_warnings():  # cma warns when matplotlib (its plots) is missing
+        warnings.simplefilter("ignore")
+        import cma
+    with Store.open(project) as store:
+        population = load_population(store, start)
+        fitness, source = fitness_of(store, start, population.candidates, settings.fitness)
+    best = int(torch.nan_to_num(fitness, nan=float("-inf")).argmax())
+    shape = population.embeddings[best].vectors.shape
+    sigma = max(settings.breeding.mutation, 1e-3) * spread
+    es = cma.CMAEvolutionStrategy(
+        population.embeddings[best].vectors.double().reshape(-1).numpy(), sigma,
+        {"popsize": settings.population, "seed": settings.seed + 1, "verbose": -9,
+         "CMA_diagonal": True})
+    runs, current = [], population
+    for g in range(1, settings.generations + 1):
+        solutions = es.ask()
+        children = [Child(torch.tensor(x, dtype=torch.float32).view(shape),
+                          tuple(range(len(current.candidates))), "cma") for x in solutions]
+        info = {"generation": g, "source": current.run.name, "fitness": source,
+                "strategy": "cma", "sigma": float(es.sigma), "seed": settings.seed}
+        run = record_children(project, current, children, "evolve", info, settings.seed, 0.0)
+        on_event(Message(f"generation {g}: {run.name} (CMA-ES, sigma {es.sigma:.4g})"))
+        score(run.name, scoring, project, on_event)
+        with Store.open(project) as store:
+            current = load_population(store, run)
+            values, _ = fitness_of(store, run, current.candidates, settings.fitness)
+        es.tell(solutions, (-torch.nan_to_num(values, nan=-1e9)).tolist())
+        runs.append(run)
+    return runs

@@ -1,0 +1,1 @@
+"""The gallery web app of `oneword serve`."""

@@ -1,0 +1,226 @@
+"""The gallery web app (`oneword serve`): a person looks at each candidate's images, rates
+them, and breeds the next generation from the ratings.
+
+`create_app(project, options)` builds a FastAPI app over a project folder. Every request opens
+its own connection to the store (SQLite in WAL mode), so concurrent requests are safe and
+ratings live in the store across restarts. Images are served only by their id in the store,
+and only when the stored path resolves inside the project folder. Breeding and drawing run as
+background jobs in one worker thread; the page polls their progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..errors import OnewordError
+from ..evolve import EvolveSettings, breed, latest_scores, mix_candidates, rating_of, render
+from ..scoring import ScoreSettings
+from ..search import MIX_METHODS, Breeding
+from ..store import Store
+from .jobs import JobRunner
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+FAVOURITE = "favourite"
+
+
+@dataclass(frozen=True)
+class GalleryOptions:
+    """How the gallery breeds and draws new generations."""
+    population: int = 8
+    breeding: Breeding = field(default_factory=Breeding)
+    drawing: ScoreSettings = field(default_factory=lambda: ScoreSettings(images=4))
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.population < 1:
+            raise OnewordError(f"--population {self.population}: must be 1 or more")
+
+
+class RatingIn(BaseModel):
+    rating: int = Field(ge=0, le=5)
+    image_id: int | None = None
+    favourite: bool = False
+
+
+class MixIn(BaseModel):
+    candidates: list[int] = Field(min_length=2, max_length=8)
+    weights: list[float] | None = None
+    method: str = "slerp"
+
+
+def create_app(project: str | Path | None = None,
+               options: GalleryOptions = GalleryOptions()) -> FastAPI:
+    app = FastAPI(title="oneword gallery", docs_url=None, redoc_url=None)
+    with Store.open(project) as s:  # creates and migrates the store once
+        folder = s.folder
+    jobs = JobRunner()
+    app.state.jobs, app.state.folder = jobs, folder
+    _add_viewing(app, folder)
+    _add_rating(app, folder)
+    _add_breeding(app, folder, jobs, options)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_viewing(app: FastAPI, folder: Path) -> None:
+    @app.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/runs")
+    def runs() -> list[dict]:
+        with Store.open(folder) as s:
+            return [_run_summary(s, r) for r in s.runs()]
+
+    @app.get("/api/runs/{run_id}")
+    def run(run_id: int) -> dict:
+        with Store.open(folder) as s:
+            record = _found(lambda: s.run(run_id))
+            return {**_run_summary(s, record), "candidates": _candidates(s, record)}
+
+    @app.get("/api/images/{image_id}")
+    def image(image_id: int) -> FileResponse:
+        with Store.open(folder) as s:
+            found = s.image(image_id)
+        path = _inside(folder, found["path"]) if found else None
+        if path is None:
+            raise HTTPException(404, "no such image")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/api/candidates/{candidate_id}/lineage")
+    def lineage(candidate_id: int) -> dict:
+        with Store.open(folder) as s:
+            _found(lambda: s.candidate(candidate_id))
+            return _lineage(s, candidate_id, depth=12, seen=set())
+
+
+def _add_rating(app: FastAPI, folder: Path) -> None:
+    @app.post("/api/candidates/{candidate_id}/rating")
+    def rate(candidate_id: int, body: RatingIn) -> dict:
+        with Store.open(folder) as s:
+            _found(lambda: s.candidate(candidate_id))
+            if body.image_id is not None:
+                found = s.image(body.image_id)
+                if found is None or found["candidate_id"] != candidate_id:
+                    raise HTTPException(400, "this image is not one of the candidate's")
+            s.rate(candidate_id, body.rating, FAVOURITE if body.favourite else "",
+                   body.image_id)
+            return _rating_state(s.ratings(candidate_id))
+
+
+def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptions) -> None:
+    @app.post("/api/runs/{run_id}/next")
+    def next_generation(run_id: int) -> dict:
+        with Store.open(folder) as s:
+            record = _found(lambda: s.run(run_id))
+            if not any(rating_of(s.ratings(c.id)) == rating_of(s.ratings(c.id))
+                       for c in s.candidates(record.id)):
+                raise HTTPException(400, "rate some candidates first")
+            bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in s.runs())
+        generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
+        # breeding from the same run again (after more ratings) draws other random numbers
+        settings = EvolveSettings(1, options.population, options.breeding, "ga", "rating",
+                                  options.seed + 7919 * bred)
+
+        def work(on_event, started):
+            child = breed(record.name, settings, generation, folder)
+            started(child.id)
+            render(child.name, options.drawing, folder, on_event)
+            return child.id
+        return jobs.submit(f"generation {generation} from {record.name}", work).as_dict()
+
+    @app.post("/api/mix")
+    def mix(body: MixIn) -> dict:
+        if body.method not in MIX_METHODS:
+            raise HTTPException(400, f"method: choose one of {', '.join(MIX_METHODS)}")
+        with Store.open(folder) as s:
+            for cid in body.candidates:
+                _found(lambda cid=cid: s.candidate(cid))
+
+        def work(on_event, started):
+            child = mix_candidates(body.candidates, body.weights, body.method, folder)
+            started(child.id)
+            render(child.name, options.drawing, folder, on_event)
+            return child.id
+        return jobs.submit("mix", work).as_dict()
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: int) -> dict:
+        found = jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, "no such job")
+        return found
+
+
+def _found(get):
+    try:
+        return get()
+    except OnewordError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _inside(folder: Path, path: Path | None) -> Path | None:
+    """The real path if it is a file inside the project folder, else None."""
+    if path is None:
+        return None
+    real = Path(path).resolve()
+    if not real.is_relative_to(folder.resolve()) or not real.is_file():
+        log.warning("refused to serve %s: not a file inside %s", path, folder)
+        return None
+    return real
+
+
+def _run_summary(s: Store, r) -> dict:
+    evolve_info = r.settings.get("evolve") or r.settings.get("mix") or {}
+    return {"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "token": r.token,
+            "model": r.model, "parent_run": r.parent_run,
+            "generation": evolve_info.get("generation"),
+            "candidates": len(s.candidates(r.id))}
+
+
+def _rating_state(ratings: list[dict]) -> dict:
+    value = rating_of(ratings)
+    own = [r for r in ratings if r["image_id"] is None]
+    favourite = bool(own) and own[-1]["note"] == FAVOURITE and own[-1]["rating"] > 0
+    by_image = {}
+    for r in ratings:
+        if r["image_id"] is not None:
+            by_image[r["image_id"]] = r["rating"]
+    return {"rating": None if value != value else round(value, 3), "favourite": favourite,
+            "image_ratings": by_image}
+
+
+def _candidates(s: Store, run) -> list[dict]:
+    scores = latest_scores(s, run)
+    out = []
+    for c in s.candidates(run.id):
+        images = s.images(c.id)
+        newest = max((i["evaluation_id"] or 0 for i in images), default=0)
+        shown = [{"id": i["id"], "prompt": i["prompt"], "seed": i["seed"]}
+                 for i in images if (i["evaluation_id"] or 0) == newest]
+        parents = [{"id": p.id, "name": f"r{p.run_id}/{p.name}"} for p in s.parents(c.id)]
+        out.append({"id": c.id, "name": c.name, "seed": c.seed, "relation": c.init,
+                    "parents": parents, "scores": scores.get(c.id, {}), "images": shown,
+                    **_rating_state(s.ratings(c.id))})
+    return out
+
+
+def _lineage(s: Store, candidate_id: int, depth: int, seen: set[int]) -> dict:
+    c = s.candidate(candidate_id)
+    node = {"id": c.id, "name": f"r{c.run_id}/{c.name}", "relation": c.init, "parents": []}
+    if depth <= 0 or c.id in seen:
+        return node
+    seen.add(c.id)
+    for parent, relation in s.relations(c.id):
+        sub = _lineage(s, parent, depth - 1, seen)
+        node["parents"].append({**sub, "via": relation})
+    return node

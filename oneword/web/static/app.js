@@ -1,0 +1,192 @@
+"use strict";
+// The oneword gallery: plain JavaScript, no build step. State lives in the store; this page
+// only shows it and sends ratings, breeding and mixing requests.
+const state = { runId: null, run: null, focus: 0, image: 0, selected: new Set(), job: null };
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function say(text) { $("status").textContent = text || ""; }
+
+async function loadRuns(select) {
+  const runs = await api("/api/runs");
+  const menu = $("run-select");
+  menu.innerHTML = "";
+  for (const r of runs) {
+    const o = document.createElement("option");
+    o.value = r.id;
+    o.textContent = `${r.name} ${r.kind}${r.generation ? " g" + r.generation : ""} ${r.token} (${r.candidates})`;
+    menu.appendChild(o);
+  }
+  const wanted = select || state.runId || (runs.length ? runs[runs.length - 1].id : null);
+  if (wanted) { menu.value = wanted; await loadRun(Number(wanted)); }
+}
+
+async function loadRun(runId) {
+  state.runId = runId;
+  state.run = await api(`/api/runs/${runId}`);
+  state.focus = Math.min(state.focus, Math.max(0, state.run.candidates.length - 1));
+  state.selected.clear();
+  render();
+}
+
+function stars(cand) {
+  const box = document.createElement("span");
+  box.className = "stars";
+  for (let v = 1; v <= 5; v++) {
+    const b = document.createElement("button");
+    b.textContent = "★";
+    b.setAttribute("data-testid", `star-${cand.name}-${v}`);
+    if (cand.rating !== null && v <= Math.round(cand.rating)) b.className = "on";
+    b.onclick = (e) => { e.stopPropagation(); rate(cand, v, null); };
+    box.appendChild(b);
+  }
+  return box;
+}
+
+function render() {
+  const grid = $("grid");
+  grid.innerHTML = "";
+  state.run.candidates.forEach((cand, k) => {
+    const row = document.createElement("div");
+    row.className = "cand" + (k === state.focus ? " focused" : "") + (state.selected.has(cand.id) ? " selected" : "");
+    row.setAttribute("data-testid", `candidate-${cand.name}`);
+    row.dataset.rating = cand.rating === null ? "" : cand.rating;
+    const info = document.createElement("div");
+    info.className = "info";
+    const scores = Object.entries(cand.scores).filter(([m]) => !["rank", "pareto"].includes(m))
+      .map(([m, v]) => `${m} ${Number(v).toFixed(3)}`).join(", ");
+    info.innerHTML = `<div class="name">${cand.name}</div><div>${cand.relation}</div>` +
+      `<div class="scores">${cand.parents.map(p => p.name).join(" × ") || "seed " + cand.seed}</div>` +
+      `<div class="scores">${scores}</div>` +
+      `<div class="scores" data-testid="rating-${cand.name}">rating ${cand.rating === null ? "–" : cand.rating}</div>`;
+    info.appendChild(stars(cand));
+    const fav = document.createElement("button");
+    fav.className = "fav" + (cand.favourite ? " on" : "");
+    fav.textContent = "♥";
+    fav.title = "favourite (f)";
+    fav.setAttribute("data-testid", `favourite-${cand.name}`);
+    fav.onclick = (e) => { e.stopPropagation(); favourite(cand); };
+    info.appendChild(fav);
+    row.appendChild(info);
+    const images = document.createElement("div");
+    images.className = "images";
+    cand.images.forEach((im, i) => {
+      const fig = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = `/api/images/${im.id}`;
+      img.alt = im.prompt;
+      img.title = `${im.prompt} (seed ${im.seed})`;
+      img.setAttribute("data-testid", `image-${im.id}`);
+      if (k === state.focus && i === state.image) img.className = "focused";
+      img.onclick = () => { state.focus = k; state.image = i; render(); showLineage(); };
+      fig.appendChild(img);
+      const cap = document.createElement("figcaption");
+      const r = (cand.image_ratings || {})[im.id];
+      cap.textContent = r ? "★" + r : "";
+      fig.appendChild(cap);
+      images.appendChild(fig);
+    });
+    row.appendChild(images);
+    row.onclick = () => { if (state.focus !== k) { state.focus = k; state.image = 0; render(); showLineage(); } };
+    grid.appendChild(row);
+  });
+  $("mix-button").disabled = state.selected.size < 2;
+}
+
+async function rate(cand, value, imageId) {
+  try {
+    const result = await api(`/api/candidates/${cand.id}/rating`, {
+      method: "POST", body: JSON.stringify({ rating: value, image_id: imageId }) });
+    Object.assign(cand, { rating: result.rating, favourite: result.favourite, image_ratings: result.image_ratings });
+    say(`rated ${cand.name}: ${value}`);
+    render();
+  } catch (err) { say(err.message); }
+}
+
+async function favourite(cand) {
+  const on = !cand.favourite;
+  try {
+    const result = await api(`/api/candidates/${cand.id}/rating`, {
+      method: "POST", body: JSON.stringify({ rating: on ? 5 : 0, favourite: true }) });
+    Object.assign(cand, { rating: result.rating, favourite: result.favourite, image_ratings: result.image_ratings });
+    render();
+  } catch (err) { say(err.message); }
+}
+
+function lineageList(node) {
+  const li = document.createElement("li");
+  li.textContent = `${node.name} ${node.via ? "(" + node.via + ")" : node.relation}`;
+  if (node.parents.length) {
+    const ul = document.createElement("ul");
+    node.parents.forEach((p) => ul.appendChild(lineageList(p)));
+    li.appendChild(ul);
+  }
+  return li;
+}
+
+async function showLineage() {
+  const cand = state.run && state.run.candidates[state.focus];
+  if (!cand) return;
+  const tree = await api(`/api/candidates/${cand.id}/lineage`);
+  const ul = document.createElement("ul");
+  ul.appendChild(lineageList(tree));
+  $("lineage-tree").innerHTML = "";
+  $("lineage-tree").appendChild(ul);
+}
+
+async function startJob(path, body) {
+  try {
+    const job = await api(path, { method: "POST", body: JSON.stringify(body || {}) });
+    state.job = job.id;
+    $("job").hidden = false;
+    say("");
+    pollJob();
+  } catch (err) { say(err.message); }
+}
+
+async function pollJob() {
+  const job = await api(`/api/jobs/${state.job}`);
+  $("progress").max = job.total || 1;
+  $("progress").value = job.done;
+  $("job-text").textContent = `${job.what}: ${job.state} ${job.done}/${job.total} ${job.message}`;
+  $("job").dataset.state = job.state;
+  if (job.state === "done") { await loadRuns(job.run_id); return; }
+  if (job.state === "failed") { say(job.error); return; }
+  setTimeout(pollJob, 300);
+}
+
+function nextGeneration() { if (state.runId) startJob(`/api/runs/${state.runId}/next`); }
+function mixSelected() {
+  if (state.selected.size < 2) { say("select two candidates with x first"); return; }
+  startJob("/api/mix", { candidates: [...state.selected], method: $("mix-method").value });
+}
+
+document.addEventListener("keydown", (e) => {
+  if (!state.run || e.target.tagName === "SELECT") return;
+  const cands = state.run.candidates;
+  const cand = cands[state.focus];
+  const key = e.key;
+  if (key === "ArrowDown" || key === "j") { state.focus = Math.min(cands.length - 1, state.focus + 1); state.image = 0; render(); showLineage(); }
+  else if (key === "ArrowUp" || key === "k") { state.focus = Math.max(0, state.focus - 1); state.image = 0; render(); showLineage(); }
+  else if (key === "ArrowRight") { state.image = Math.min(cand.images.length - 1, state.image + 1); render(); }
+  else if (key === "ArrowLeft") { state.image = Math.max(0, state.image - 1); render(); }
+  else if (/^[0-5]$/.test(key) && cand) { const im = cand.images[state.image]; rate(cand, Number(key), im ? im.id : null); }
+  else if (key === "f" && cand) favourite(cand);
+  else if (key === "x" && cand) { state.selected.has(cand.id) ? state.selected.delete(cand.id) : state.selected.add(cand.id); render(); }
+  else if (key === "m") mixSelected();
+  else if (key === "n") nextGeneration();
+  else if (key === "l") showLineage();
+  else return;
+  e.preventDefault();
+});
+
+$("run-select").onchange = (e) => loadRun(Number(e.target.value));
+$("next-button").onclick = nextGeneration;
+$("mix-button").onclick = mixSelected;
+loadRuns().catch((err) => say(err.message));
