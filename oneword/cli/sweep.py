@@ -78,9 +78,31 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--out", help="run folder (default: a new folder in the project)")
     p.add_argument("--resume", action="store_true",
                    help="continue --out, or the newest unfinished sweep of this token")
+    add_ray_options(p)
     add_model_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_sweep)
+
+
+def load_distributed():
+    """oneword.distributed (and Ray), imported only for --ray."""
+    try:
+        from .. import distributed
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise OnewordError("--ray: Ray is not installed; pip install 'oneword[ray]'") from None
+    return distributed
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="spread groups of candidates over a Ray cluster (ADDRESS, e.g. auto or "
+                        "ray://host:10001; none: $RAY_ADDRESS or a local one); needs "
+                        "pip install oneword[ray] and a run folder on shared storage")
+    p.add_argument("--ray-groups", type=int,
+                   help="Ray tasks to split the candidates into (default: one per GPU of the "
+                        "cluster, else per CPU)")
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
@@ -89,8 +111,15 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     config = training_config(a, candidates=plan.candidates())
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
-    result = sweep(a.photos, config, choice, a.project, a.out, a.resume, a.max_batch,
-                   on_event=ProgressBar())
+    if a.ray is not None:
+        result = load_distributed().ray_sweep(a.photos, config, choice, a.project, a.out,
+                                              a.resume, a.max_batch, ProgressBar(),
+                                              a.ray or None, a.ray_groups)
+    elif a.ray_groups is not None:
+        raise OnewordError("--ray-groups: only with --ray")
+    else:
+        result = sweep(a.photos, config, choice, a.project, a.out, a.resume, a.max_batch,
+                       on_event=ProgressBar())
     print(f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")
     for k, files in enumerate(result.files):
@@ -151,6 +180,7 @@ def add_score_parser(sub) -> None:
     add_scoring_options(p)
     p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
+    add_ray_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_score)
 
@@ -161,7 +191,13 @@ def _cmd_score(a: argparse.Namespace) -> int:
     settings = score_settings(a, prompts=a.prompts, prompt_limit=a.prompt_limit,
                               class_word=a.class_word, images=a.images, seed=a.seed,
                               subject=a.subject)
-    board = score(a.run, settings, a.project, on_event=ProgressBar())
+    if a.ray is not None:
+        board = load_distributed().ray_score(a.run, settings, a.project, ProgressBar(),
+                                             a.ray or None, a.ray_groups)
+    elif a.ray_groups is not None:
+        raise OnewordError("--ray-groups: only with --ray")
+    else:
+        board = score(a.run, settings, a.project, on_event=ProgressBar())
     print(f"run {board.run.name} ({board.run.token}), evaluation e{board.evaluation_id}, "
           f"judge {board.judge}, {len(board.prompts)} prompts:")
     print(ranked_table(board))
