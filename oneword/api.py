@@ -23,7 +23,7 @@ from .train import TextualInversionInvariant, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "tiny"
+DEFAULT_MODEL = "world"
 
 
 def token_name(token: str) -> str:
