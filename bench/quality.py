@@ -71,8 +71,7 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    model = load_model(a.model, a.device)
-    oracle = load_oracle(str(model.device))
+    oracle = load_oracle(str(load_model(a.model, a.device).device))
     prompts = evaluate.NOVEL_PROMPTS[:a.prompts]
     seeds = list(range(a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
@@ -80,6 +79,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         for subject_id in a.subjects.split(","):
             start = time.time()
+            model = load_model(a.model, a.device)  # fresh: one placeholder token per model
             words, photos, token = learn_subject(model, subject_id, a.steps, 0, Path(work), a.lr)
             learned_s = time.time() - start
             table[subject_id] = score_subject(model, oracle, subject_id, words, token, photos,
