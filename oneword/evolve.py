@@ -219,17 +219,22 @@ def render(run_ref: str, settings: ScoreSettings, project: str | Path | None = N
     return evaluation
 
 
-def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event) -> None:
+def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event,
+                  scorer=score) -> None:
     with Store.open(project) as store:
         scored = bool(latest_scores(store, run))
     if not scored:
         on_event(Message(f"scoring {run.name}"))
-        score(run.name, scoring, project, on_event)
+        scorer(run.name, scoring, project, on_event)
 
 
 def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None = None,
-           project: str | Path | None = None, on_event: EventSink = ignore) -> list[RunRecord]:
+           project: str | Path | None = None, on_event: EventSink = ignore,
+           scorer=score) -> list[RunRecord]:
     """G generations from `run_ref`; returns the new runs (one per generation).
+
+    scorer(run, settings, project, on_event) scores a generation: `scoring.score`, or
+    `distributed.ray_score` to draw and judge on Ray workers.
 
     Automatic fitness: each generation is scored with `scoring` (the start run too, if it has
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
@@ -245,16 +250,16 @@ def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None
     if automatic and scoring is None:
         raise OnewordError("automatic fitness needs scoring settings")
     if automatic:
-        ensure_scored(start, scoring, project, on_event)
+        ensure_scored(start, scoring, project, on_event, scorer)
     spread = vocabulary_spread_of(start.model)
     if settings.strategy == "cma":
-        return _evolve_cma(start, settings, scoring, project, on_event, spread)
+        return _evolve_cma(start, settings, scoring, project, on_event, spread, scorer)
     runs, current = [], start
     for g in range(1, settings.generations + 1):
         current = breed(current.name, settings, g, project, spread)
         on_event(Message(f"generation {g}: {current.name}"))
         if automatic:
-            score(current.name, scoring, project, on_event)
+            scorer(current.name, scoring, project, on_event)
         elif scoring is not None:
             render(current.name, scoring, project, on_event)
         runs.append(current)
@@ -262,7 +267,7 @@ def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None
 
 
 def _evolve_cma(start: RunRecord, settings: EvolveSettings, scoring: ScoreSettings, project,
-                on_event: EventSink, spread: float) -> list[RunRecord]:
+                on_event: EventSink, spread: float, scorer=score) -> list[RunRecord]:
     """CMA-ES from the fittest candidate of `start`, step size mutation × vocabulary spread."""
     import warnings
     with warnings.catch_warnings():  # cma warns when matplotlib (its plots) is missing
@@ -287,7 +292,7 @@ def _evolve_cma(start: RunRecord, settings: EvolveSettings, scoring: ScoreSettin
                 "strategy": "cma", "sigma": float(es.sigma), "seed": settings.seed}
         run = record_children(project, current, children, "evolve", info, settings.seed, 0.0)
         on_event(Message(f"generation {g}: {run.name} (CMA-ES, sigma {es.sigma:.4g})"))
-        score(run.name, scoring, project, on_event)
+        scorer(run.name, scoring, project, on_event)
         with Store.open(project) as store:
             current = load_population(store, run)
             values, _ = fitness_of(store, run, current.candidates, settings.fitness)

@@ -166,6 +166,16 @@ def test_cli_sweep_and_score_on_ray_match_plain_scores(capsys, cluster, tmp_path
         for cand in store.candidates(1):
             assert len(store.images(cand.id, e1)) == 2  # recorded once, by the driver
     assert (project / "runs" / "r1-c" / "scores" / "e1" / "report.html").exists()
+    # evolve --ray: the children of each generation are drawn and judged on the workers
+    evolving = ["evolve", "r1", "--generations", "1", "--population", "3", "--images", "2",
+                "--steps", "2", *judges, "--project", project, "--ray", "--ray-groups", "2"]
+    assert main([str(a) for a in evolving]) == 0
+    assert "generation 1: r2" in capsys.readouterr().out
+    with Store.open(project) as store:
+        (evaluation,) = store.evaluations(2)
+        kids = store.candidates(2)
+        assert len(kids) == 3 and set(store.scores(evaluation["id"])) == {k.id for k in kids}
+        assert all(len(store.images(k.id, evaluation["id"])) == 2 for k in kids)
 
 
 def fail_group0_at_step3(group: int, step: int, folder: Path) -> None:

@@ -12,7 +12,8 @@ from ..errors import OnewordError
 from ..search import CROSSOVERS, MIX_METHODS, SELECTIONS
 from .core import add_model_options, add_project_option
 from .progress import ProgressBar
-from .sweep import _floats, add_scoring_options, score_settings
+from .sweep import (_floats, add_ray_options, add_scoring_options, load_distributed,
+                    score_settings)
 
 
 def register(sub) -> None:
@@ -256,7 +257,20 @@ def add_evolve_parser(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
     add_project_option(p)
+    add_ray_options(p)
     p.set_defaults(func=_cmd_evolve)
+
+
+def _scorer(a: argparse.Namespace):
+    """Plain scoring, or scoring on Ray workers with --ray."""
+    from ..scoring import score
+    if a.ray is None:
+        if a.ray_groups is not None:
+            raise OnewordError("--ray-groups: only with --ray")
+        return score
+    ray_score = load_distributed().ray_score
+    return lambda run, settings, project, on_event: ray_score(
+        run, settings, project, on_event, a.ray or None, a.ray_groups)
 
 
 def _cmd_evolve(a: argparse.Namespace) -> int:
@@ -269,7 +283,7 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
     scoring = None if a.no_render else score_settings(
         a, prompts=a.prompts, prompt_limit=a.prompt_limit, class_word=a.class_word,
         images=a.images, seed=a.image_seed, subject=a.subject)
-    runs = evolve(a.run, settings, scoring, a.project, on_event=ProgressBar())
+    runs = evolve(a.run, settings, scoring, a.project, ProgressBar(), _scorer(a))
     for run in runs:
         print(f"generation {run.settings['evolve']['generation']}: {run.name} "
               f"({a.population} candidates, fitness {run.settings['evolve']['fitness']}) "
