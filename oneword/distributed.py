@@ -308,11 +308,11 @@ def ray_score(run_ref: str, settings, project: str | Path | None = None,
     """`scoring.score` with groups of candidates drawn and judged on Ray workers; only the
     driver records images, scores and the report in the store, as `score` does."""
     from .scoring import (Scoreboard, _settings_record, make_judge, prompt_job,
-                          rank_candidates, reference_images, write_outputs)
+                          rank_candidates, reference_images, score_inputs, write_outputs)
     from .store import Store
     connect(address)
     with Store.open(project) as store:
-        run, cands, embeddings, class_word = _score_inputs(store, run_ref, settings)
+        run, cands, embeddings, class_word = score_inputs(store, run_ref, settings)
         job = prompt_job(settings, run.model, embeddings[0].token, class_word)
         evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
         folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
@@ -332,21 +332,6 @@ def ray_score(run_ref: str, settings, project: str | Path | None = None,
         board = Scoreboard(run, evaluation, folder, rows, judge.reference_scores(),
                            list(dict.fromkeys(job.drawn)), judge.name)
         return write_outputs(store, board)
-
-
-def _score_inputs(store, run_ref: str, settings):
-    """The run, its candidates and embeddings, and the class word (as `score` reads them)."""
-    from .scoring import candidate_embedding
-    run = store.find_run(run_ref)
-    cands = store.candidates(run.id)
-    if not cands:
-        raise OnewordError(f"run {run.name}: has no candidates yet; finish it first "
-                           "(rerun its command with --resume)")
-    embeddings = [candidate_embedding(store, run, c) for c in cands]
-    class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
-    if not class_word:
-        raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
-    return run, cands, embeddings, class_word
 
 
 def _score_groups(plan: list[Group], inputs, where, on_event: EventSink):

@@ -94,19 +94,25 @@ class PromptJob:
     templates: tuple[str, ...]
 
 
+def score_inputs(store, run_ref: str, settings: ScoreSettings):
+    """The run, its candidates and their embeddings, and the class word to compare with."""
+    run = store.find_run(run_ref)
+    candidates = store.candidates(run.id)
+    if not candidates:
+        raise OnewordError(f"run {run.name}: has no candidates yet; finish it first "
+                           "(rerun its command with --resume)")
+    embeddings = [candidate_embedding(store, run, c) for c in candidates]
+    class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
+    if not class_word:
+        raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
+    return run, candidates, embeddings, class_word
+
+
 def score(run_ref: str, settings: ScoreSettings = ScoreSettings(),
           project: str | Path | None = None, on_event: EventSink = ignore) -> Scoreboard:
     """Draw and score every candidate of a run; record images and scores in the store."""
     with Store.open(project) as store:
-        run = store.find_run(run_ref)
-        candidates = store.candidates(run.id)
-        if not candidates:
-            raise OnewordError(f"run {run.name}: has no candidates yet; finish it first "
-                               "(rerun its command with --resume)")
-        embeddings = [candidate_embedding(store, run, c) for c in candidates]
-        class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
-        if not class_word:
-            raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
+        run, candidates, embeddings, class_word = score_inputs(store, run_ref, settings)
         job = prompt_job(settings, run.model, embeddings[0].token, class_word)
         evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
         folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
