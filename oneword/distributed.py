@@ -307,31 +307,21 @@ def ray_score(run_ref: str, settings, project: str | Path | None = None,
               groups: int | None = None):
     """`scoring.score` with groups of candidates drawn and judged on Ray workers; only the
     driver records images, scores and the report in the store, as `score` does."""
-    from .scoring import (Scoreboard, _settings_record, make_judge, prompt_job,
-                          rank_candidates, reference_images, score_inputs, write_outputs)
+    from .scoring import open_evaluation, record_ranking, score_inputs
     from .store import Store
     connect(address)
     with Store.open(project) as store:
         run, cands, embeddings, class_word = score_inputs(store, run_ref, settings)
-        job = prompt_job(settings, run.model, embeddings[0].token, class_word)
-        evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
-        folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
-        store.set_evaluation_folder(evaluation, folder)
-        judge = make_judge(settings, run.model, class_word)
-        judge.prepare(reference_images(run.photos), job.judged)
+        job, evaluation, folder, judge = open_evaluation(store, run, settings, class_word,
+                                                         embeddings[0].token)
         plan = plan_groups(len(cands), groups or default_group_count(len(cands)), folder)
         raw, sheets, image_rows = _score_groups(
             plan, (run, cands, embeddings, job, settings, class_word), (evaluation, folder),
             on_event)
         for evaluation_id, cand_id, rows in image_rows:
             store.add_images(evaluation_id, cand_id, rows)
-        rows = rank_candidates(cands, raw, settings.fidelity_weight, sheets)
-        for row in rows:
-            store.add_scores(evaluation, row.candidate.id,
-                             {**row.metrics, "pareto": float(row.pareto), "rank": row.rank})
-        board = Scoreboard(run, evaluation, folder, rows, judge.reference_scores(),
-                           list(dict.fromkeys(job.drawn)), judge.name)
-        return write_outputs(store, board)
+        return record_ranking(store, (run, evaluation, folder), cands, (raw, sheets),
+                              settings, judge, job)
 
 
 def _score_groups(plan: list[Group], inputs, where, on_event: EventSink):

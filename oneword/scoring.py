@@ -113,22 +113,38 @@ def score(run_ref: str, settings: ScoreSettings = ScoreSettings(),
     """Draw and score every candidate of a run; record images and scores in the store."""
     with Store.open(project) as store:
         run, candidates, embeddings, class_word = score_inputs(store, run_ref, settings)
-        job = prompt_job(settings, run.model, embeddings[0].token, class_word)
-        evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
-        folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
-        store.set_evaluation_folder(evaluation, folder)
-        judge = make_judge(settings, run.model, class_word)
-        judge.prepare(reference_images(run.photos), job.judged)
+        job, evaluation, folder, judge = open_evaluation(store, run, settings, class_word,
+                                                         embeddings[0].token)
         model = load_model(run.model, settings.device, settings.dtype)
         raw, sheets = _draw_and_measure(store, model, candidates, embeddings, job, settings,
                                         judge, (evaluation, folder), on_event)
-        rows = rank_candidates(candidates, raw, settings.fidelity_weight, sheets)
-        for row in rows:
-            store.add_scores(evaluation, row.candidate.id,
-                             {**row.metrics, "pareto": float(row.pareto), "rank": row.rank})
-        board = Scoreboard(run, evaluation, folder, rows, judge.reference_scores(),
-                           list(dict.fromkeys(job.drawn)), judge.name)
-        return write_outputs(store, board)
+        return record_ranking(store, (run, evaluation, folder), candidates, (raw, sheets),
+                              settings, judge, job)
+
+
+def open_evaluation(store: Store, run, settings: ScoreSettings, class_word: str, token: str):
+    """A new evaluation of `run`: its prompts, its id and folder, and the prepared judge."""
+    job = prompt_job(settings, run.model, token, class_word)
+    evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
+    folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
+    store.set_evaluation_folder(evaluation, folder)
+    judge = make_judge(settings, run.model, class_word)
+    judge.prepare(reference_images(run.photos), job.judged)
+    return job, evaluation, folder, judge
+
+
+def record_ranking(store: Store, where, candidates, measured, settings: ScoreSettings, judge,
+                   job) -> Scoreboard:
+    """Rank the measured candidates, record their scores and write the report."""
+    run, evaluation, folder = where
+    raw, sheets = measured
+    rows = rank_candidates(candidates, raw, settings.fidelity_weight, sheets)
+    for row in rows:
+        store.add_scores(evaluation, row.candidate.id,
+                         {**row.metrics, "pareto": float(row.pareto), "rank": row.rank})
+    board = Scoreboard(run, evaluation, folder, rows, judge.reference_scores(),
+                       list(dict.fromkeys(job.drawn)), judge.name)
+    return write_outputs(store, board)
 
 
 def write_outputs(store: Store, board: Scoreboard) -> Scoreboard:
