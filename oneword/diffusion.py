@@ -37,6 +37,15 @@ def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
+def weighted_per_sample_mse(prediction: torch.Tensor, target: torch.Tensor,
+                            weights: torch.Tensor) -> torch.Tensor:
+    """Squared error per sample [B], averaged with per-pixel `weights` [B,1,h,w] (>= 0,
+    broadcast over channels) normalised per sample, so uniform weights give `per_sample_mse`."""
+    error = (prediction.float() - target.float()).pow(2).mean(dim=1, keepdim=True)
+    weights = weights.float().expand_as(error)
+    return (error * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1e-12)
+
+
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
     """Learning-rate multiplier at optimizer step `step` (0-based): linear warm-up, then constant,
     linear decay or cosine decay (Loshchilov & Hutter 2017, SGDR, without restarts)."""

@@ -35,3 +35,15 @@ def test_initial_rows_from_a_multi_token_word():
     rand = initial_rows(table, [], 2, "random", 0.0, gen)
     mean_norm = table.norm(dim=1).mean()
     torch.testing.assert_close(rand.norm(dim=1), mean_norm.repeat(2))
+
+
+def test_weighted_mse_normalises_its_weights():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    uniform = torch.full((3, 1, 5, 5), 7.0)
+    assert torch.allclose(diffusion.weighted_per_sample_mse(pred, target, uniform),
+                          diffusion.per_sample_mse(pred, target))
+    one_pixel = torch.zeros(3, 1, 5, 5)
+    one_pixel[:, :, 2, 3] = 1.0
+    expected = (pred - target)[:, :, 2, 3].pow(2).mean(1)
+    assert torch.allclose(diffusion.weighted_per_sample_mse(pred, target, one_pixel), expected)

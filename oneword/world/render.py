@@ -490,6 +490,13 @@ def _draws(B, generator, dev):
 
 def render_batch(specs: list[Spec], generator: torch.Generator, device="cpu") -> torch.Tensor:
     """Render specs to a float tensor [B,3,64,64] in [0,1], deterministic given the generator."""
+    return render_with_coverage(specs, generator, device)[0]
+
+
+def render_with_coverage(specs: list[Spec], generator: torch.Generator,
+                         device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`render_batch`'s images [B,3,64,64] and the object's coverage [B,1,64,64] in [0,1]
+    (its alpha before the style is applied), from the same random draws."""
     dev = torch.device(device)
     B = len(specs)
     r, n1, n2, noise = _draws(B, generator, dev)
@@ -507,4 +514,4 @@ def render_batch(specs: list[Spec], generator: torch.Generator, device="cpu") ->
     out = _by_group([s.style for s in specs],
                     lambda i, n: STYLE_FN[n](*(a[i] for a in args), y, x, r[i], noise[i], n1[i], n2[i], dev),
                     torch.empty(B, 3, H, W, device=dev), dev)
-    return out.clamp(0, 1)
+    return out.clamp(0, 1), alpha

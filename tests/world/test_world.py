@@ -4,6 +4,7 @@ from oneword.world import (COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, ST
                            Spec, caption, decoy_spec, describe, parse_prompt, reference_prompt,
                            render_batch, sample_specs, subject_spec, tokenize, vocabulary)
 from oneword.world.captions import CLASS_WORDS
+from oneword.world.render import render_with_coverage
 
 
 def gen(seed=0):
@@ -32,6 +33,18 @@ def test_render_shape_range_dtype():
 def test_determinism():
     assert torch.equal(render(7), render(7))
     assert not torch.equal(render(7), render(8))
+
+
+def test_coverage_marks_the_object_of_the_same_render():
+    specs = [Spec("square", "red", "blue", "solid", "large", pos, "grass", style)
+             for pos in ("left", "right") for style in STYLES]
+    images, coverage = render_with_coverage(specs, gen(3))
+    assert torch.equal(images, render_batch(specs, gen(3)))
+    assert coverage.shape == (6, 1, 64, 64) and 0 <= coverage.min() and coverage.max() <= 1
+    left, right = coverage[:3, 0, 37, 20], coverage[3:, 0, 37, 20]
+    assert (left == 1).all() and (right == 0).all()  # object centre vs the other side
+    assert (coverage[:, 0, 0, 0] == 0).all()  # a corner is scene
+    assert 0.1 < coverage.mean() < 0.4
 
 
 def test_every_attribute_renders():
