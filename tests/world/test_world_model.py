@@ -48,7 +48,7 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
 @pytest.mark.parametrize("bad", [
     dict(minutes=0), dict(minutes=-1.0), dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
     dict(cond_drop=1.0), dict(vae_share=0.0), dict(vae_share=0.97), dict(ema_decay=1.0),
-    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.8), dict(unet_channels=(30, 60)), dict(unet_channels=(64,)),
+    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.9), dict(unet_channels=(30, 60)), dict(unet_channels=(64,)),
     dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
     dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
 ])
