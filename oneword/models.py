@@ -8,6 +8,7 @@ and image generation. Tests swap in tiny pipelines built in code by `build_tiny_
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -569,16 +570,9 @@ def build_clip_tokenizer(words: list[str], vocab_size: int | None = None):
     byte characters, the same with '</w>', learned merges, then start and end tokens.
 
     vocab_size pads the vocabulary with unused tokens (to match a real table's size)."""
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
     byte_chars = list(_bytes_to_unicode().values())
-    bpe = Tokenizer(tok_models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=1_000_000, min_frequency=1, show_progress=False,
-                                  end_of_word_suffix="</w>", initial_alphabet=byte_chars)
-    bpe.train_from_iterator(sorted(set(w.lower() for w in words)), trainer)
-    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" "))
-              for m in json.loads(bpe.to_str())["model"]["merges"]]
+    merges = list(_bpe_merges(tuple(sorted(set(w.lower() for w in words)))))
     vocab: dict[str, int] = {}
     for token in byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]:
         vocab.setdefault(token, len(vocab))
@@ -587,6 +581,46 @@ def build_clip_tokenizer(words: list[str], vocab_size: int | None = None):
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+@functools.lru_cache(maxsize=8)
+def _bpe_merges(words: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """BPE merges (Sennrich et al. 2016) until every piece of every word is one symbol.
+
+    Written out rather than `tokenizers`' BpeTrainer because that breaks ties between equally
+    frequent pairs differently from one process to the next, so the same words gave other token
+    ids each run; here ties go to the smallest pair, so a model built in code is the same
+    everywhere."""
+    from tokenizers import pre_tokenizers
+    split = pre_tokenizers.Whitespace()
+    pieces: dict[tuple[str, ...], int] = {}
+    for word in words:
+        for piece, _ in split.pre_tokenize_str(word):
+            symbols = tuple(piece[:-1]) + (piece[-1] + "</w>",)
+            pieces[symbols] = pieces.get(symbols, 0) + 1
+    merges = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for symbols, n in pieces.items():
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            return tuple(merges)
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        pieces = {_merge(symbols, best): n for symbols, n in pieces.items()}
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(symbols):
+        if symbols[i:i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
 
 
 @dataclass(frozen=True)

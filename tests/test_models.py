@@ -50,3 +50,16 @@ def test_v_prediction_models_train_on_v(tmp_path):
 def test_dtype_option_is_checked(tiny_model_dir):
     with pytest.raises(OnewordError, match="--dtype"):
         load_model(str(tiny_model_dir), dtype="int8")
+
+
+def test_tokenizer_built_in_code_is_the_same_in_every_process():
+    """Golden merges: ties between equally frequent pairs go to the smallest pair (the
+    `tokenizers` trainer broke them differently per process, so token ids changed run to run)."""
+    from oneword.models import _bpe_merges, build_clip_tokenizer
+    assert _bpe_merges(("at", "cat", "cats", "dog")) == (
+        ("a", "t</w>"), ("a", "t"), ("at", "s</w>"), ("c", "at</w>"), ("c", "ats</w>"),
+        ("d", "o"), ("do", "g</w>"))
+    tokenizer = build_clip_tokenizer(["cat", "cats", "at", "dog"])
+    assert [tokenizer.tokenize(w) for w in ("cats", "cat", "dog")] == [
+        ["cats</w>"], ["cat</w>"], ["dog</w>"]]
+    assert tokenizer.get_vocab()["cats</w>"] == 256 * 2 + 4
