@@ -9,7 +9,6 @@ and image generation. Tests swap in tiny pipelines built in code by `build_tiny_
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import warnings
