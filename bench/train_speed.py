@@ -147,6 +147,20 @@ def count_flops(model, latents) -> float:
     return float(counter.get_total_flops())
 
 
+def candidate_rows(model, sizes, latents, label, repeat, flops) -> list[Row]:
+    """Row 3: K candidates x batch 1 for each K in `sizes`; a K that runs out of GPU memory
+    is reported and skipped. `label` formats K into the row's name."""
+    rows = []
+    for size in sizes:
+        try:
+            rows.append(oneword_row(model, config_for(size, 1, 1), latents, label.format(size),
+                                    2, repeat, flops))
+        except torch.cuda.OutOfMemoryError:
+            print(f"# {size} candidates: out of memory", flush=True)
+            torch.cuda.empty_cache()
+    return rows
+
+
 def config_for(candidates: int, batch: int, accum: int, max_batch=None) -> TrainConfig:
     return TrainConfig(token="<t>", init_word="cat", batch_size=batch, grad_accum=accum,
                        steps=10**6, max_batch=max_batch,
@@ -194,13 +208,8 @@ def main_sdxl(a, device) -> int:
     flops = count_flops(model, latents)
     rows = [oneword_row(model, config_for(1, 1, 4), latents, "2. oneword SDXL default (1x4)",
                         2, a.repeat, flops)]
-    for size in [int(x) for x in (a.batches or "4,8,16").split(",")]:
-        try:
-            rows.append(oneword_row(model, config_for(size, 1, 1), latents,
-                                    f"3. oneword SDXL {size} cand. x 1", 2, a.repeat, flops))
-        except torch.cuda.OutOfMemoryError:
-            print(f"# {size} candidates: out of memory", flush=True)
-            torch.cuda.empty_cache()
+    rows += candidate_rows(model, [int(x) for x in (a.batches or "4,8,16").split(",")],
+                           latents, "3. oneword SDXL {} cand. x 1", a.repeat, flops)
     model.speed_up(low_memory=True)
     rows.append(oneword_row(model, config_for(1, 1, 4), latents,
                             "4. oneword SDXL low-memory (1x4)", 2, a.repeat, flops))
@@ -228,13 +237,8 @@ def main(argv=None) -> int:
     rows.append(oneword_row(model, config_for(1, 1, 4), latents, "2. oneword default (1x4)",
                             2, a.repeat, flops_probe))
     batches = a.batches or "32,64,128"
-    for size in [int(x) for x in batches.split(",")]:
-        try:
-            rows.append(oneword_row(model, config_for(size, 1, 1), latents,
-                                    f"3. oneword {size} candidates x 1", 2, a.repeat, flops_probe))
-        except torch.cuda.OutOfMemoryError:
-            print(f"# {size} candidates: out of memory", flush=True)
-            torch.cuda.empty_cache()
+    rows += candidate_rows(model, [int(x) for x in batches.split(",")], latents,
+                           "3. oneword {} candidates x 1", a.repeat, flops_probe)
     extra = generation_rows(model, res, device) if not a.small else {}
     if a.compile:
         model.speed_up(channels_last=True, compile_unet=True)
