@@ -24,7 +24,7 @@ from .train import TrainConfig
 
 @dataclass(frozen=True)
 class DemoConfig:
-    subject: str = "cat"
+    subject: str = "ball"
     out: Path = Path("demo")
     model: str = "world"
     steps: int = 300

@@ -123,3 +123,15 @@ def test_hub_model_offline_is_one_line(capsys, tmp_path, photo_dir, monkeypatch)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     code, _, err = run(capsys, "generate", "a cat", "--model", "nobody/no-such-model")
     assert code == 2 and "--model nobody/no-such-model" in err and "Traceback" not in err
+
+
+def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
+    code, printed, _ = run(capsys, "demo", "--model", "tiny", "--steps", 2,
+                           "--out", tmp_path / "demo")
+    assert code == 0
+    assert "class word" in printed and "learned word" in printed
+    sheet = Image.open(tmp_path / "demo" / "contact_sheet.png")
+    assert sheet.width > 64 and sheet.height > 64
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
+    assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5

@@ -14,7 +14,9 @@ Phase 1 trains the VAE (MSE + a little L1 + a small KL) and sets its scaling fac
 1/std of its latents (as SD's 0.18215). Phase 2 freezes the VAE and trains UNet and text
 encoder jointly on the noise-prediction loss (Ho et al. 2020) with Min-SNR weighting (Hang et al.
 2023), 10% empty captions for classifier-free guidance (Ho & Salimans 2022), AdamW with warm-up
-and cosine decay, gradient clipping, bf16 autocast on CUDA and an EMA of the weights. Both
+and cosine decay, gradient clipping, bf16 autocast on CUDA and an EMA of the weights; with
+`--align-weight` (0.5 by default) also representation alignment to the oracle's features
+(Yu et al. 2024; `FeatureAlignment`), which only steers training and is not saved. Both
 phases run against a wall-clock budget checked every step, so the model is saved in time even
 when the machine is slower than expected. The folder is saved in fp16 and loads with
 `oneword.models.load_model(folder)`; `train_log.json` beside the weights records the run.
@@ -87,6 +89,10 @@ class WorldModelConfig:
     unet_layers: int = 1
     vae_channels: tuple[int, ...] = (32, 64, 128)
     object_weight: float = 3.0  # extra loss weight on the object's pixels (it is small)
+    # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
+    # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
+    # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70).
+    align_weight: float = 0.5
     amp: bool | None = None  # bf16 autocast; None: on CUDA only
     vae_amp: bool | None = None  # bf16 autocast for the VAE; None: as `amp`
     compile: bool = False  # torch.compile the UNet's training forward
@@ -127,7 +133,7 @@ def _validate(c: WorldModelConfig) -> None:
         if not getattr(c, name) > 0:
             _fail(name, getattr(c, name), "must be positive")
     for name in ("weight_decay", "grad_clip", "l1_weight", "kl_weight", "min_snr_gamma",
-                 "object_weight"):
+                 "object_weight", "align_weight"):
         if not getattr(c, name) >= 0:
             _fail(name, getattr(c, name), "must be 0 or more")
     for name in ("vae_share", "reserve_share", "fresh_share"):
@@ -179,7 +185,8 @@ PRESETS: dict[str, dict] = {
     # Seconds: for tests and smoke runs (a tiny architecture, a few steps, no budget).
     "tiny": dict(minutes=None, vae_steps=2, steps=2, batch_size=4, vae_batch_size=4,
                  warmup_steps=1, scale_images=8, text_width=32, text_layers=1,
-                 unet_channels=(32, 64), vae_channels=(8, 8, 16), ema_decay=0.9, log_every=1),
+                 unet_channels=(32, 64), vae_channels=(8, 8, 16), ema_decay=0.9, align_weight=0.0,
+                 log_every=1),
 }
 
 
@@ -527,6 +534,63 @@ def snr_weights(alpha_bar: torch.Tensor, gamma: float, prediction_type: str) -> 
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
+class FeatureAlignment:
+    """Representation alignment (REPA; Yu et al. 2024, "Representation Alignment for
+    Generation: Training Diffusion Transformers Is Easier Than You Think").
+
+    A small projector maps the UNet's hidden states after its first down-sampling (8x8 for
+    16x16 latents, from the noisy input) to a frozen encoder's features of the clean image; the
+    loss is 1 - their cosine similarity, averaged over positions. It only shapes what the UNet
+    learns: the projector is dropped after training and the saved UNet is a plain SD UNet. The
+    encoder here is the world's oracle (the part of REPA that DINOv2 plays); it knows shapes, which
+    the UNet otherwise learns slowly. Its features enter no sampling path.
+    """
+
+    def __init__(self, unet, oracle, device: torch.device, seed: int = 0):
+        self.oracle = oracle.eval().requires_grad_(False)
+        block = unet.down_blocks[1]
+        site = block.attentions[0] if getattr(block, "attentions", None) else block.resnets[0]
+        width = block.resnets[0].out_channels
+        teacher = self.oracle.body[-3].out_channels  # the last conv of the oracle's body
+        with torch.random.fork_rng(devices=[]):  # torch.nn initialises from the global RNG
+            torch.manual_seed(seed)
+            self.projector = torch.nn.Sequential(
+                torch.nn.Conv2d(width, 256, 1), torch.nn.SiLU(), torch.nn.Conv2d(256, 256, 1),
+                torch.nn.SiLU(), torch.nn.Conv2d(256, teacher, 1)).to(device)
+        self.hidden: torch.Tensor | None = None
+        self.handle = site.register_forward_hook(self._keep)
+
+    def _keep(self, _module, _inputs, output) -> None:
+        self.hidden = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+
+    @torch.no_grad()
+    def targets(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        """Oracle features of clean renders [B,3,64,64] in [0,1], at `size` x `size` (fp32)."""
+        features = self.oracle.body(images.float() * 2 - 1)
+        return F.interpolate(features, size=(size, size), mode="nearest")
+
+    def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """1 - cosine similarity of the projected hidden states and the targets [B,C,s,s]."""
+        student = self.projector(self.hidden.float())
+        teacher = F.adaptive_avg_pool2d(targets, student.shape[-2:])
+        return 1 - F.cosine_similarity(student, teacher, dim=1).mean()
+
+    def close(self) -> None:
+        self.handle.remove()
+        self.hidden = None
+
+
+def make_alignment(unet, config: WorldModelConfig, device: torch.device):
+    """The REPA helper when `align_weight` > 0 (needs the oracle's weights), else None."""
+    if not config.align_weight:
+        return None
+    from .oracle import WEIGHTS, load_oracle
+    if not WEIGHTS.exists():
+        raise OnewordError(f"--align-weight {config.align_weight}: needs the oracle at {WEIGHTS}; "
+                           "train it (python -m oneword.world.oracle train) or pass 0")
+    return FeatureAlignment(unet, load_oracle(device), device, seed=config.seed)
+
+
 def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
                device: torch.device, seconds: float) -> tuple[PhaseLog, Ema | None]:
     unet, text_encoder, vae = parts.unet, parts.text_encoder, parts.vae
@@ -543,18 +607,27 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
     forward = torch.compile(unet) if config.compile else unet
 
     vae_amp = use_vae_amp(config, device)
+    align = make_alignment(unet, config, device)
+    if align is not None:
+        params += list(align.projector.parameters())
+        optimizer.add_param_group({"params": list(align.projector.parameters())})
+    channels = 2 * vae.config.latent_channels + 1
 
-    def make(n: int):  # [n, 2c+1, h, w]: posterior mean, std, the object's coverage
+    def make(n: int):  # [n, 2c+1 (+f), h, w]: posterior mean, std, coverage (, REPA targets)
         specs, images = render_images(n, config, gens, device)
         params = encode_latent_params(vae, images[:, :3], vae_amp)
-        coverage = F.adaptive_avg_pool2d(images[:, 3:], params.shape[-2:])
-        return specs, torch.cat([params, coverage], 1)
+        size = params.shape[-1]
+        pieces = [params, F.adaptive_avg_pool2d(images[:, 3:], params.shape[-2:])]
+        if align is not None:
+            pieces.append(align.targets(images[:, :3], size))
+        return specs, torch.cat(pieces, 1)
 
     stream = Stream(make, config.batch_size, config.fresh_share, config.pool_batches,
                     gens.pool)
 
     def step(i: int) -> torch.Tensor:
-        specs, latent_params = stream.next()
+        specs, stored = stream.next()
+        latent_params, targets = stored[:, :channels], stored[:, channels:]
         latents = sample_latents(latent_params[:, :-1], gens.noise) * scale
         ids = tokens(training_captions(specs, config, gens.captions))
         noise = torch.randn(latents.shape, generator=gens.noise, device=device)
@@ -569,6 +642,8 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
         weights = snr_weights(alpha_bar, config.min_snr_gamma, prediction_type)
         pixels = pixel_weights(latent_params[:, -1:], config.object_weight)
         loss = (diffusion.weighted_per_sample_mse(pred, target, pixels) * weights).mean()
+        if align is not None:
+            loss = loss + config.align_weight * align.loss(targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -580,6 +655,8 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
 
     log = run_phase(PhaseLog("unet"), step, optimizer, config.lr, config.steps, seconds,
                     config.batch_size, config, device)
+    if align is not None:
+        align.close()
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
     return log, ema
@@ -709,7 +786,7 @@ def verify(folder: Path, device: str) -> tuple[int, ...]:
 _OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": int,
               "vae_batch_size": int, "lr": float, "vae_lr": float, "vae_share": float,
               "hidden_fraction": float, "member_fraction": float, "fresh_share": float,
-              "object_weight": float,
+              "object_weight": float, "align_weight": float,
               "ema_decay": float, "log_every": int, "seed": int}
 
 

@@ -7,7 +7,7 @@ import torch
 from oneword.api import DEFAULT_MODEL
 from oneword.models import WORLD_MODEL_FOLDER, load_model
 
-SHORT_LEARN_SUBJECT, SHORT_LEARN_STEPS = "cat", 60
+SHORT_LEARN_SUBJECT, SHORT_LEARN_STEPS = "ball", 300
 
 
 def test_world_model_loads_like_a_checkpoint():
@@ -26,12 +26,12 @@ def test_world_model_is_the_default_and_draws_64px():
     assert images.shape == (1, 3, 64, 64) and 0 <= images.min() and images.max() <= 1
 
 
-def test_a_short_learn_draws_closer_to_the_photos_than_the_class_word(tmp_path):
-    """Textual Inversion on the world model: a few dozen steps from the class word give a word
-    whose images the oracle finds closer to the photos than the class word's images.
+def test_a_short_learn_raises_concept_fidelity_over_the_class_word(tmp_path):
+    """Textual Inversion on the world model: the default learn (300 steps) from the class word
+    gives a word whose images the oracle more often finds to be the subject, and finds closer to
+    the photos, than the class word's images (fixed seeds; about 45 s on 2 CPU cores).
 
-    Graded concept similarity, not concept fidelity: the current world model draws the subject's
-    colours but not yet its exact look, so neither word is classified as the subject (issue 3)."""
+    The ball: the subject the committed model draws best (quality bench, issue 3)."""
     from oneword.generate import Sampling, Words, draw
     from oneword.train import TrainConfig, train
     from oneword.world import evaluate
@@ -46,11 +46,13 @@ def test_a_short_learn_draws_closer_to_the_photos_than_the_class_word(tmp_path):
                          lr=5e-3, batch_size=4, grad_accum=1, seed=0, checkpoint_every=steps)
     state = train(model, torch.cat([photos, photos.flip(-1)]) * 2 - 1, config, tmp_path)
     words = Words({"<s>": 1}, state.rows()[0:1])
-    seeds = [0, 1]
+    seeds = [0, 1, 2, 3]
     scores = {}
     for how, phrase in (("learned", "<s>"), ("class", f"a {SUBJECTS_BY_ID[subject].class_word}")):
         batch = [t.format(phrase) for t in evaluate.NOVEL_PROMPTS[:4] for _ in seeds]
         images = draw(model, batch, seeds * 4, words, Sampling(steps=15, cfg=5.0, size=64))
         scores[how] = evaluate.score_images(load_oracle(), images, batch, subject, photos)
-    # measured: 0.719 learned vs 0.674 class word (60 steps, these seeds)
-    assert scores["learned"].concept_similarity > scores["class"].concept_similarity + 0.02
+    # measured: concept fidelity 0.44 learned vs 0.06 class word, similarity 0.869 vs 0.802
+    learned, class_word = scores["learned"], scores["class"]
+    assert learned.concept_fidelity >= class_word.concept_fidelity + 0.25
+    assert learned.concept_similarity > class_word.concept_similarity + 0.03

@@ -48,7 +48,8 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
 @pytest.mark.parametrize("bad", [
     dict(minutes=0), dict(minutes=-1.0), dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
     dict(cond_drop=1.0), dict(vae_share=0.0), dict(vae_share=0.97), dict(ema_decay=1.0),
-    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.9), dict(unet_channels=(30, 60)), dict(unet_channels=(64,)),
+    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.9),
+    dict(unet_channels=(30, 60)), dict(unet_channels=(64,)), dict(align_weight=-0.5),
     dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
     dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
 ])
@@ -133,3 +134,50 @@ def test_templates_call_members_and_subjects_by_their_class_word():
     assert words and words <= {"cat", "dog", "ball", "bird", "cup", "robot", "teddy", "toy"}
     assert object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo")) \
         == "red star"
+
+
+def _alignment_setup(seed: int = 0):
+    from oneword.world.model import FeatureAlignment, build_world_components
+    from oneword.world.oracle import load_oracle
+    from oneword.world.render import render_batch, sample_specs
+    config = preset("tiny")
+    parts = build_world_components(config)
+    align = FeatureAlignment(parts.unet, load_oracle("cpu"), torch.device("cpu"), seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    images = render_batch(sample_specs(4, g), g, torch.device("cpu"))
+    size = config.latent_size
+    latents = torch.randn(4, 4, size, size, generator=g)
+    states = torch.randn(4, 77, config.text_width, generator=g)
+    return parts.unet, align, align.targets(images, size), latents, states
+
+
+def test_feature_alignment_trains_the_unet_towards_the_oracle_and_leaves_no_trace(one_thread):
+    unet, align, targets, latents, states = _alignment_setup()
+    keys = set(unet.state_dict())
+    assert targets.shape == (4, align.projector[-1].out_channels) + latents.shape[-2:]
+    params = list(unet.parameters()) + list(align.projector.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    t = torch.tensor([10, 300, 600, 900])
+    losses = []
+    for _ in range(8):
+        unet(latents, t, encoder_hidden_states=states)
+        loss = align.loss(targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert 0 < losses[-1] < losses[0] - 0.05  # 1 - cosine similarity falls
+    assert all(p.grad is None for p in align.oracle.parameters())  # the teacher is frozen
+    assert unet.conv_in.weight.grad.abs().sum() > 0  # the UNet itself learns from it
+
+    align.close()
+    unet(latents, t, encoder_hidden_states=states)
+    assert align.hidden is None  # the hook is gone
+    assert set(unet.state_dict()) == keys  # the saved UNet is a plain SD UNet
+
+
+def test_feature_alignment_projector_is_the_same_for_the_same_seed():
+    first, second = _alignment_setup(seed=3)[1], _alignment_setup(seed=3)[1]
+    assert torch.equal(first.projector[0].weight, second.projector[0].weight)
+    other = _alignment_setup(seed=4)[1]
+    assert not torch.equal(first.projector[0].weight, other.projector[0].weight)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU figures oneword still lacks, as two prepared device calls (each < 10 minutes).
+#
+#   world: train the world model with the `gpu` preset (5.5 min budget), score it with
+#          bench/world_model_eval.py, and hand the folder back as a tar in <= 15 MB parts;
+#   speed: bench/train_speed.py on SD 1.5 shapes (random weights; ~3 min).
+#
+# On the device machine (repository root; carry `.whl`, the wheels of diffusers, transformers
+# and regex for its Python, see /work/.library/device/README.md):
+#     bash bench/gpu_session.sh world      # then:  bash bench/gpu_session.sh speed
+# Back here, rebuild the model folder from the parts:
+#     cat FILES_AT/world.tar.part-* | tar xf - -C /tmp   # -> /tmp/world/{unet,vae,...}
+set -uo pipefail
+what=${1:?usage: gpu_session.sh world|speed}
+out=${OUT:-/tmp/gpu_session}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+
+case $what in
+world)
+    python3 -m oneword.world.model train --out /tmp/world --device cuda --minutes 5.5 \
+        --seed 0 2>&1 | tee "$out/world_train.log" || exit 1
+    python3 bench/world_model_eval.py /tmp/world --device cuda --n 128 --per-subject 4 \
+        --recon 512 --json "$out/world_eval.json" --sheet "$out/world_sheet.png" 2>&1 \
+        | tee "$out/world_eval.log"
+    tar cf - -C /tmp world | split -b 15m - "$out/world.tar.part-"
+    ;;
+speed)
+    python3 bench/train_speed.py --device cuda --json "$out/speed.json" 2>&1 \
+        | tee "$out/speed.log"
+    ;;
+*)
+    echo "gpu_session.sh: unknown part '$what'; give world or speed" >&2
+    exit 2
+    ;;
+esac
