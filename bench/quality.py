@@ -92,13 +92,22 @@ def main(argv=None) -> int:
     return 0
 
 
+SIMILARITY = "similarity l/c/d"  # graded concept similarity: learned / class / description
+
+
+def similarities(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def print_row(subject_id, row, learn_s, total_s):
     if not hasattr(print_row, "header"):
         print_row.header = True
         print(f"{'subject':9s}" + "".join(f"{k + ' concept':>21s}{k + ' prompt':>20s}"
-                                            for k in KINDS) + f"{'learn s':>9s}{'total s':>9s}")
+                                            for k in KINDS)
+              + f"{SIMILARITY:>18s}{'learn s':>9s}{'total s':>9s}")
     cells = "".join(f"{row[k].concept_fidelity:21.2f}{row[k].prompt_fidelity:20.2f}" for k in KINDS)
-    print(f"{subject_id:9s}{cells}{learn_s:9.0f}{total_s:9.0f}", flush=True)
+    sims = similarities(row[k].concept_similarity for k in KINDS)
+    print(f"{subject_id:9s}{cells}{sims:>18s}{learn_s:9.0f}{total_s:9.0f}", flush=True)
 
 
 def print_summary(table):
@@ -107,7 +116,9 @@ def print_summary(table):
         concept = statistics.median(r[k].concept_fidelity for r in table.values())
         prompt = statistics.median(r[k].prompt_fidelity for r in table.values())
         cells += f"{concept:21.2f}{prompt:20.2f}"
-    print(f"{'median':9s}{cells}")
+    sims = similarities(statistics.median(r[k].concept_similarity for r in table.values())
+                        for k in KINDS)
+    print(f"{'median':9s}{cells}{sims:>18s}")
 
 
 if __name__ == "__main__":
