@@ -14,7 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="offline demo on the built-in world model (CPU, minutes)",
                        description="Learn a hidden subject of the built-in world model from 5 "
                                    "photos and draw it in new scenes, scored by the oracle.")
-    p.add_argument("--subject", default="ball", help="hidden subject to learn (default: ball)")
+    p.add_argument("--subject", default=DemoConfig.subject,
+                   help=f"hidden subject to learn (default: {DemoConfig.subject})")
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
     p.add_argument("--steps", type=int, default=DemoConfig.steps, help="training steps")
     p.add_argument("--seed", type=int, default=0)

@@ -584,11 +584,12 @@ def make_alignment(unet, config: WorldModelConfig, device: torch.device):
     """The REPA helper when `align_weight` > 0 (needs the oracle's weights), else None."""
     if not config.align_weight:
         return None
-    from .oracle import WEIGHTS, load_oracle
-    if not WEIGHTS.exists():
+    oracle = _oracle_or_none(device)
+    if oracle is None:
+        from .oracle import WEIGHTS
         raise OnewordError(f"--align-weight {config.align_weight}: needs the oracle at {WEIGHTS}; "
                            "train it (python -m oneword.world.oracle train) or pass 0")
-    return FeatureAlignment(unet, load_oracle(device), device, seed=config.seed)
+    return FeatureAlignment(unet, oracle, device, seed=config.seed)
 
 
 def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
