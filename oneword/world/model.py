@@ -33,6 +33,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -93,6 +94,9 @@ class WorldModelConfig:
     # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
     # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70).
     align_weight: float = 0.5
+    # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8); block 0 adds the oracle's
+    # finer features, where patterns, second colours and the subjects' marks live.
+    align_blocks: tuple[int, ...] = (1,)
     amp: bool | None = None  # bf16 autocast; None: on CUDA only
     vae_amp: bool | None = None  # bf16 autocast for the VAE; None: as `amp`
     compile: bool = False  # torch.compile the UNet's training forward
@@ -154,6 +158,10 @@ def _validate(c: WorldModelConfig) -> None:
     if c.minutes is None and c.steps >= 1_000_000:
         _fail("minutes", c.minutes, "give a time budget or a step limit")
     _validate_sizes(c)
+    if not c.align_blocks or len(set(c.align_blocks)) != len(c.align_blocks) or any(
+            not 0 <= b < len(c.unet_channels) for b in c.align_blocks):
+        _fail("align_blocks", c.align_blocks,
+              f"give distinct down blocks from 0 to {len(c.unet_channels) - 1}")
 
 
 def _validate_sizes(c: WorldModelConfig) -> None:
@@ -181,7 +189,7 @@ PRESETS: dict[str, dict] = {
     # AMX/AVX512-BF16 (it slows the UNet's small convolutions, so the UNet stays fp32).
     "cpu": dict(minutes=100.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
                 warmup_steps=100, fresh_share=0.25, pool_batches=32, scale_images=256,
-                vae_amp=True, log_every=20),
+                vae_amp=True, align_blocks=(0, 1), log_every=20),
     # Seconds: for tests and smoke runs (a tiny architecture, a few steps, no budget).
     "tiny": dict(minutes=None, vae_steps=2, steps=2, batch_size=4, vae_batch_size=4,
                  warmup_steps=1, scale_images=8, text_width=32, text_layers=1,
@@ -538,46 +546,78 @@ class FeatureAlignment:
     """Representation alignment (REPA; Yu et al. 2024, "Representation Alignment for
     Generation: Training Diffusion Transformers Is Easier Than You Think").
 
-    A small projector maps the UNet's hidden states after its first down-sampling (8x8 for
-    16x16 latents, from the noisy input) to a frozen encoder's features of the clean image; the
-    loss is 1 - their cosine similarity, averaged over positions. It only shapes what the UNet
-    learns: the projector is dropped after training and the saved UNet is a plain SD UNet. The
-    encoder here is the world's oracle (the part of REPA that DINOv2 plays); it knows shapes, which
-    the UNet otherwise learns slowly. Its features enter no sampling path.
+    For each UNet down block in `blocks`, a small projector maps the block's hidden states (from
+    the noisy input; for 16x16 latents block 0 works at 16x16, block 1 at 8x8) to a frozen
+    encoder's features of the clean image at the same resolution (its last convolution there);
+    the loss is 1 - their cosine similarity, averaged over positions and blocks. It only shapes
+    what the UNet learns: the projectors are dropped after training and the saved UNet is a plain
+    SD UNet. The encoder here is the world's oracle (the part of REPA that DINOv2 plays); it
+    knows shapes, which the UNet otherwise learns slowly. Its features enter no sampling path.
     """
 
-    def __init__(self, unet, oracle, device: torch.device, seed: int = 0):
+    def __init__(self, unet, oracle, device: torch.device, seed: int = 0,
+                 blocks: tuple[int, ...] = (1,), latent_size: int = 16):
         self.oracle = oracle.eval().requires_grad_(False)
-        block = unet.down_blocks[1]
-        site = block.attentions[0] if getattr(block, "attentions", None) else block.resnets[0]
-        width = block.resnets[0].out_channels
-        teacher = self.oracle.body[-3].out_channels  # the last conv of the oracle's body
+        self.blocks = tuple(blocks)
+        self.teacher = {b: _last_conv_at(self.oracle.body, latent_size // 2 ** b) for b in blocks}
+        self.hidden: dict[int, torch.Tensor] = {}
+        self.handles, projectors = [], []
         with torch.random.fork_rng(devices=[]):  # torch.nn initialises from the global RNG
             torch.manual_seed(seed)
-            self.projector = torch.nn.Sequential(
-                torch.nn.Conv2d(width, 256, 1), torch.nn.SiLU(), torch.nn.Conv2d(256, 256, 1),
-                torch.nn.SiLU(), torch.nn.Conv2d(256, teacher, 1)).to(device)
-        self.hidden: torch.Tensor | None = None
-        self.handle = site.register_forward_hook(self._keep)
+            for b in self.blocks:
+                block = unet.down_blocks[b]
+                site = block.attentions[0] if getattr(block, "attentions", None) else block.resnets[0]
+                self.handles.append(site.register_forward_hook(partial(self._keep, b)))
+                projectors.append(torch.nn.Sequential(
+                    torch.nn.Conv2d(block.resnets[0].out_channels, 256, 1), torch.nn.SiLU(),
+                    torch.nn.Conv2d(256, 256, 1), torch.nn.SiLU(),
+                    torch.nn.Conv2d(256, self.teacher[b][1], 1)))
+        self.projectors = torch.nn.ModuleList(projectors).to(device)
 
-    def _keep(self, _module, _inputs, output) -> None:
-        self.hidden = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+    def _keep(self, block: int, _module, _inputs, output) -> None:
+        self.hidden[block] = (output[0] if isinstance(output, tuple)
+                              else getattr(output, "sample", output))
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, size: int) -> torch.Tensor:
-        """Oracle features of clean renders [B,3,64,64] in [0,1], at `size` x `size` (fp32)."""
-        features = self.oracle.body(images.float() * 2 - 1)
-        return F.interpolate(features, size=(size, size), mode="nearest")
+        """Oracle features of clean renders [B,3,64,64] in [0,1] for every block, each at
+        `size` x `size`, concatenated along channels (fp32)."""
+        wanted = {layer: b for b, (layer, _) in self.teacher.items()}
+        x, found = images.float() * 2 - 1, {}
+        for i, layer in enumerate(self.oracle.body[:max(wanted) + 1]):
+            x = layer(x)
+            if i in wanted:
+                found[wanted[i]] = F.interpolate(x, size=(size, size), mode="nearest")
+        return torch.cat([found[b] for b in self.blocks], 1)
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
-        """1 - cosine similarity of the projected hidden states and the targets [B,C,s,s]."""
-        student = self.projector(self.hidden.float())
-        teacher = F.adaptive_avg_pool2d(targets, student.shape[-2:])
-        return 1 - F.cosine_similarity(student, teacher, dim=1).mean()
+        """1 - cosine similarity of the projected hidden states and the targets, averaged."""
+        teachers = targets.split([self.teacher[b][1] for b in self.blocks], dim=1)
+        losses = []
+        for b, projector, teacher in zip(self.blocks, self.projectors, teachers):
+            student = projector(self.hidden[b].float())
+            teacher = F.adaptive_avg_pool2d(teacher, student.shape[-2:])
+            losses.append(1 - F.cosine_similarity(student, teacher, dim=1).mean())
+        return torch.stack(losses).mean()
 
     def close(self) -> None:
-        self.handle.remove()
-        self.hidden = None
+        for handle in self.handles:
+            handle.remove()
+        self.hidden = {}
+
+
+def _last_conv_at(body: torch.nn.Sequential, size: int) -> tuple[int, int]:
+    """(index, channels) of the last convolution in `body` with a `size` x `size` output for a
+    64 px input."""
+    x, found = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=next(body.parameters()).device), None
+    with torch.no_grad():
+        for i, layer in enumerate(body):
+            x = layer(x)
+            if isinstance(layer, torch.nn.Conv2d) and x.shape[-1] == size:
+                found = (i, x.shape[1])
+    if found is None:
+        raise OnewordError(f"--align-blocks: the oracle has no {size}x{size} features to align to")
+    return found
 
 
 def make_alignment(unet, config: WorldModelConfig, device: torch.device):
@@ -589,7 +629,8 @@ def make_alignment(unet, config: WorldModelConfig, device: torch.device):
         from .oracle import WEIGHTS
         raise OnewordError(f"--align-weight {config.align_weight}: needs the oracle at {WEIGHTS}; "
                            "train it (python -m oneword.world.oracle train) or pass 0")
-    return FeatureAlignment(unet, oracle, device, seed=config.seed)
+    return FeatureAlignment(unet, oracle, device, seed=config.seed, blocks=config.align_blocks,
+                            latent_size=config.latent_size)
 
 
 def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
@@ -610,8 +651,8 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
     vae_amp = use_vae_amp(config, device)
     align = make_alignment(unet, config, device)
     if align is not None:
-        params += list(align.projector.parameters())
-        optimizer.add_param_group({"params": list(align.projector.parameters())})
+        params += list(align.projectors.parameters())
+        optimizer.add_param_group({"params": list(align.projectors.parameters())})
     channels = 2 * vae.config.latent_channels + 1
 
     def make(n: int):  # [n, 2c+1 (+f), h, w]: posterior mean, std, coverage (, REPA targets)
@@ -784,10 +825,17 @@ def verify(folder: Path, device: str) -> tuple[int, ...]:
 
 
 # -- command line --------------------------------------------------------------------------
+def _blocks(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give block numbers like 0,1") from None
+
+
 _OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": int,
               "vae_batch_size": int, "lr": float, "vae_lr": float, "vae_share": float,
               "hidden_fraction": float, "member_fraction": float, "fresh_share": float,
-              "object_weight": float, "align_weight": float,
+              "object_weight": float, "align_weight": float, "align_blocks": _blocks,
               "ema_decay": float, "log_every": int, "seed": int}
 
 

@@ -52,6 +52,7 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
     dict(unet_channels=(30, 60)), dict(unet_channels=(64,)), dict(align_weight=-0.5),
     dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
     dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
+    dict(align_blocks=()), dict(align_blocks=(1, 1)), dict(align_blocks=(3,)),
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(OnewordError):
@@ -136,13 +137,14 @@ def test_templates_call_members_and_subjects_by_their_class_word():
         == "red star"
 
 
-def _alignment_setup(seed: int = 0):
+def _alignment_setup(seed: int = 0, blocks=(0, 1)):
     from oneword.world.model import FeatureAlignment, build_world_components
     from oneword.world.oracle import load_oracle
     from oneword.world.render import render_batch, sample_specs
     config = preset("tiny")
     parts = build_world_components(config)
-    align = FeatureAlignment(parts.unet, load_oracle("cpu"), torch.device("cpu"), seed=seed)
+    align = FeatureAlignment(parts.unet, load_oracle("cpu"), torch.device("cpu"), seed=seed,
+                             blocks=blocks, latent_size=config.latent_size)
     g = torch.Generator().manual_seed(seed)
     images = render_batch(sample_specs(4, g), g, torch.device("cpu"))
     size = config.latent_size
@@ -154,8 +156,10 @@ def _alignment_setup(seed: int = 0):
 def test_feature_alignment_trains_the_unet_towards_the_oracle_and_leaves_no_trace(one_thread):
     unet, align, targets, latents, states = _alignment_setup()
     keys = set(unet.state_dict())
-    assert targets.shape == (4, align.projector[-1].out_channels) + latents.shape[-2:]
-    params = list(unet.parameters()) + list(align.projector.parameters())
+    widths = [p[-1].out_channels for p in align.projectors]
+    assert widths == [96, 160]  # the oracle's last 16x16 and 8x8 convolutions
+    assert targets.shape == (4, sum(widths)) + latents.shape[-2:]
+    params = list(unet.parameters()) + list(align.projectors.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-3)
     t = torch.tensor([10, 300, 600, 900])
     losses = []
@@ -172,12 +176,19 @@ def test_feature_alignment_trains_the_unet_towards_the_oracle_and_leaves_no_trac
 
     align.close()
     unet(latents, t, encoder_hidden_states=states)
-    assert align.hidden is None  # the hook is gone
+    assert align.hidden == {}  # the hooks are gone
     assert set(unet.state_dict()) == keys  # the saved UNet is a plain SD UNet
 
 
 def test_feature_alignment_projector_is_the_same_for_the_same_seed():
     first, second = _alignment_setup(seed=3)[1], _alignment_setup(seed=3)[1]
-    assert torch.equal(first.projector[0].weight, second.projector[0].weight)
+    assert torch.equal(first.projectors[1][0].weight, second.projectors[1][0].weight)
     other = _alignment_setup(seed=4)[1]
-    assert not torch.equal(first.projector[0].weight, other.projector[0].weight)
+    assert not torch.equal(first.projectors[1][0].weight, other.projectors[1][0].weight)
+
+
+def test_feature_alignment_on_one_block_targets_the_oracles_last_8x8_features():
+    _, align, targets, latents, _ = _alignment_setup(blocks=(1,))
+    expected = align.oracle.body[:-2](torch.zeros(1, 3, 64, 64))  # up to its last convolution
+    assert align.teacher == {1: (len(align.oracle.body) - 3, expected.shape[1])}
+    assert targets.shape == (4, expected.shape[1]) + latents.shape[-2:]
