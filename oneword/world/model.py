@@ -94,8 +94,11 @@ class WorldModelConfig:
     # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
     # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70).
     align_weight: float = 0.5
-    # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8); block 0 adds the oracle's
-    # finer features, where patterns, second colours and the subjects' marks live.
+    # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8). Adding block 0 (the oracle's
+    # finer features, where patterns and marks live) did not pay on the cpu preset: a 100-min run
+    # with (0, 1) drew patterns a little better (0.42 vs 0.29) but learned words worse (quality
+    # bench median concept fidelity 0.08 vs 0.15), at ~10% fewer UNet samples per second. That run
+    # shared the cores for its first 20 min (its VAE got 1,834 steps, not 3,346): not conclusive.
     align_blocks: tuple[int, ...] = (1,)
     amp: bool | None = None  # bf16 autocast; None: on CUDA only
     vae_amp: bool | None = None  # bf16 autocast for the VAE; None: as `amp`
@@ -189,7 +192,7 @@ PRESETS: dict[str, dict] = {
     # AMX/AVX512-BF16 (it slows the UNet's small convolutions, so the UNet stays fp32).
     "cpu": dict(minutes=100.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
                 warmup_steps=100, fresh_share=0.25, pool_batches=32, scale_images=256,
-                vae_amp=True, align_blocks=(0, 1), log_every=20),
+                vae_amp=True, log_every=20),
     # Seconds: for tests and smoke runs (a tiny architecture, a few steps, no budget).
     "tiny": dict(minutes=None, vae_steps=2, steps=2, batch_size=4, vae_batch_size=4,
                  warmup_steps=1, scale_images=8, text_width=32, text_layers=1,
