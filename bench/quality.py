@@ -8,9 +8,8 @@ and score every image with the oracle.
     python bench/quality.py                       # 8 subjects, 12 prompts x 4 seeds
     python bench/quality.py --subjects cat,dog --prompts 4 --seeds 2 --steps 100
 
-Words are learned for 300 steps (the demo's setting), not `oneword learn`'s 3000 (made for SD
-at 512 px): on this 64 px model longer runs overfit the 5 photos (ball, 40 images each: concept
-fidelity 0.13 after 150 steps, 0.35 after 300, 0.10 after 600 and after 3000).
+Words are learned for `oneword learn`'s default steps on the world model (300; see
+`oneword.api.WORLD_STEPS` for why not SD's 3000).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from oneword import api
 from oneword.generate import Sampling, Words, draw
 from oneword.models import load_model
 from oneword.train import TrainConfig, train
@@ -64,7 +64,7 @@ def parse(argv):
     p.add_argument("--subjects", default=",".join(SUBJECT_IDS))
     p.add_argument("--prompts", type=int, default=len(evaluate.NOVEL_PROMPTS))
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=api.default_steps("world"))
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .api import ModelChoice, learn
+from .api import WORLD_STEPS, ModelChoice, learn
 from .embeddings import load_embeddings
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
@@ -27,7 +27,7 @@ class DemoConfig:
     subject: str = "ball"
     out: Path = Path("demo")
     model: str = "world"
-    steps: int = 300
+    steps: int = WORLD_STEPS
     seed: int = 0
     seeds_per_prompt: int = 2
     prompts: int = 6

@@ -135,3 +135,15 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     page = (tmp_path / "demo" / "index.html").read_text()
     assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
+
+
+@pytest.mark.parametrize("extra, steps", [
+    ([], 300), (["--model", "tiny"], 3000), (["--model", "tiny", "--steps", "7"], 7),
+])
+def test_learn_steps_default_to_what_the_model_needs(extra, steps, tmp_path):
+    from oneword.cli import build_parser
+    from oneword.cli.core import training_config
+    for command in ("learn", "sweep"):
+        args = build_parser().parse_args([command, str(tmp_path), "--token", "<x>", "--init", "cat",
+                                          *extra])
+        assert training_config(args).steps == steps  # the 64 px world model overfits sooner

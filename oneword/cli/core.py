@@ -52,7 +52,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", dest="init_word", help="a word for what the photos show, e.g. cat")
     p.add_argument("--vectors", type=int, default=1, help="vectors for the token (default 1)")
     p.add_argument("--mode", choices=MODES, default="object", help="object or style captions")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {api.DEFAULT_STEPS}; "
+                   f"{api.WORLD_STEPS} on the built-in world model, which overfits sooner)")
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--warmup-steps", type=int, default=0)
@@ -70,7 +71,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
     """The TrainConfig of the options added by `add_training_options`, plus `settings`."""
     return TrainConfig(
-        token=a.token, init_word=a.init_word, vectors=a.vectors, mode=a.mode, steps=a.steps,
+        token=a.token, init_word=a.init_word, vectors=a.vectors, mode=a.mode,
+        steps=api.default_steps(a.model) if a.steps is None else a.steps,
         lr=a.lr, lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, batch_size=a.batch_size, grad_accum=a.grad_accum,
         resolution=a.resolution, crop=a.crop, crops_per_photo=a.crops_per_photo, flip=a.flip,
