@@ -64,7 +64,7 @@ def parse(argv):
     p.add_argument("--subjects", default=",".join(SUBJECT_IDS))
     p.add_argument("--prompts", type=int, default=len(evaluate.NOVEL_PROMPTS))
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=api.default_steps("world"))
+    p.add_argument("--steps", type=int, default=api.WORLD_STEPS)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
