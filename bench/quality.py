@@ -8,8 +8,8 @@ and score every image with the oracle.
     python bench/quality.py                       # 8 subjects, 12 prompts x 4 seeds
     python bench/quality.py --subjects cat,dog --prompts 4 --seeds 2 --steps 100
 
-Words are learned for `oneword learn`'s default steps on the world model (300; see
-`oneword.api.WORLD_STEPS` for why not SD's 3000).
+Words are learned for `oneword learn`'s default steps for the model (300 on the world model:
+its folder's oneword.json says so; see `oneword.world.model.LEARN_STEPS` for why not SD's 3000).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def parse(argv):
     p.add_argument("--subjects", default=",".join(SUBJECT_IDS))
     p.add_argument("--prompts", type=int, default=len(evaluate.NOVEL_PROMPTS))
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=api.WORLD_STEPS)
+    p.add_argument("--steps", type=int, help="default: the model's (`oneword learn`'s default)")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         for subject_id in a.subjects.split(","):
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            words, photos, token = learn_subject(model, subject_id, a.steps, 0, Path(work), a.lr)
+            steps = a.steps or api.default_steps(a.model)
+            words, photos, token = learn_subject(model, subject_id, steps, 0, Path(work), a.lr)
             learned_s = time.time() - start
             table[subject_id] = score_subject(model, oracle, subject_id, words, token, photos,
                                               prompts, seeds, sampling)

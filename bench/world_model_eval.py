@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oneword.generate import Sampling, contact_sheet, draw, to_pil  # noqa: E402
-from oneword.models import load_model  # noqa: E402
+from oneword.models import SCHEDULERS, load_model  # noqa: E402
 from oneword.world.captions import caption  # noqa: E402
 from oneword.world.metrics import predict_indices  # noqa: E402
 from oneword.world.model import reconstruction_check  # noqa: E402
@@ -107,7 +107,7 @@ def evaluate(args) -> dict:
     oracle = load_oracle(device, args.oracle)
     model = load_model(args.model, args.device)
     g = torch.Generator().manual_seed(args.seed)
-    sampling = Sampling(steps=args.steps, cfg=args.cfg, scheduler="ddim", size=64)
+    sampling = Sampling(steps=args.steps, cfg=args.cfg, scheduler=args.scheduler, size=64)
     o_prompts, o_specs = ordinary_prompts(args.n, g)
     s_prompts, s_specs = subject_prompts(args.per_subject, g)
     prompts, specs = o_prompts + s_prompts, o_specs + s_specs
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-subject", type=int, default=2, help="class-word prompts per subject")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--scheduler", default="ddim", choices=SCHEDULERS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--recon", type=int, default=128, help="renders for the VAE check (0: skip)")

@@ -16,7 +16,7 @@ from .embeddings import (LearnedEmbedding, check_width, layout_metadata, load_em
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .files import atomic_write_text
 from .generate import Sampling, Words, contact_sheet, draw, register_words, save_png
-from .models import load_model
+from .models import load_model, model_settings
 from .prompts import PREVIEW_PROMPTS, placeholder_names
 from .store import recording
 from .train import TextualInversionInvariant, TrainConfig, train
@@ -24,16 +24,12 @@ from .train import TextualInversionInvariant, TrainConfig, train
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "world"
-# Learning steps when none are given. SD at 512 px wants thousands; the 64 px world model
-# overfits its 5 photos after a few hundred (ball, concept fidelity over 40 images: 0.13 after
-# 150 steps, 0.35 after 300, 0.10 after 600 and after 3000).
-DEFAULT_STEPS = 3000
-WORLD_STEPS = 300
+DEFAULT_STEPS = 3000  # SD at 512 px; a model folder may say otherwise (its oneword.json)
 
 
 def default_steps(model: str) -> int:
     """Learning steps for `model` (a --model value) when the user gives none."""
-    return WORLD_STEPS if model == "world" else DEFAULT_STEPS
+    return model_settings(model).get("learn_steps", DEFAULT_STEPS)
 
 
 def token_name(token: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .api import WORLD_STEPS, ModelChoice, learn
+from .api import ModelChoice, default_steps, learn
 from .embeddings import load_embeddings
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
@@ -27,7 +27,7 @@ class DemoConfig:
     subject: str = "ball"
     out: Path = Path("demo")
     model: str = "world"
-    steps: int = WORLD_STEPS
+    steps: int | None = None  # None: the model's default (its folder's oneword.json)
     seed: int = 0
     seeds_per_prompt: int = 2
     prompts: int = 6
@@ -39,7 +39,7 @@ class DemoConfig:
             raise OnewordError(f"--subject {self.subject}: choose one of "
                                f"{', '.join(sorted(SUBJECTS_BY_ID))}")
         for name in ("steps", "seeds_per_prompt", "prompts"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OnewordError(f"--{name.replace('_', '-')}: must be 1 or more")
 
 
@@ -62,9 +62,10 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         save_png(photo, photo_dir / f"photo{i}.png", {"subject": subject.id})
     on_event(Message(f"learning {token} from 5 photos of the hidden '{subject.id}' "
                      f"(init word: {subject.class_word})"))
-    train_config = TrainConfig(token=token, init_word=subject.class_word, steps=config.steps,
+    steps = config.steps or default_steps(config.model)
+    train_config = TrainConfig(token=token, init_word=subject.class_word, steps=steps,
                                lr=5e-3, batch_size=4, grad_accum=1, seed=config.seed,
-                               checkpoint_every=max(50, config.steps // 4))
+                               checkpoint_every=max(50, steps // 4))
     files = learn([str(photo_dir)], train_config, ModelChoice(config.model),
                   config.out / "run", on_event=on_event)
     on_event(Message("drawing the subject in new scenes and styles"))

@@ -9,6 +9,7 @@ and image generation. Tests swap in tiny pipelines built in code by `build_tiny_
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import warnings
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import OnewordError
+from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
 WORLD_MODEL_FOLDER = Path(__file__).parent / "world" / "weights" / "model"
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Beside model_index.json: oneword's defaults for that model, e.g. {"learn_steps": 300}.
+SETTINGS_FILE = "oneword.json"
 
 
 def _quiet_imports():
@@ -438,6 +442,31 @@ def resolve_model(model: str) -> tuple[str, str]:
         raise OnewordError(
             f"--model {model}: not a pipeline folder, .safetensors/.ckpt file or hub id")
     return "hub", model
+
+
+def model_settings(model: str) -> dict:
+    """oneword's defaults for `model` (a --model value) from its folder's `oneword.json`;
+    {} for models without one (checkpoint files, hub ids, folders that do not carry it)."""
+    if model in BUILTIN_MODELS and model != "world":
+        return {}
+    folder = WORLD_MODEL_FOLDER if model == "world" else Path(model).expanduser()
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise OnewordError(f"{path}: not readable as JSON ({e}); fix it or delete it") from None
+    steps = settings.get("learn_steps") if isinstance(settings, dict) else None
+    if not isinstance(settings, dict) or not (steps is None or isinstance(steps, int) and steps >= 1):
+        raise OnewordError(f"{path}: give an object whose learn_steps is a whole number, 1 or "
+                           "more; fix it or delete it")
+    return settings
+
+
+def write_model_settings(folder: str | Path, settings: dict) -> Path:
+    """Write `oneword.json` into a pipeline folder (atomically)."""
+    return atomic_write_text(Path(folder) / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
 
 
 def load_model(model: str = "tiny", device: str | None = None,

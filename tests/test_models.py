@@ -63,3 +63,18 @@ def test_tokenizer_built_in_code_is_the_same_in_every_process():
     assert [tokenizer.tokenize(w) for w in ("cats", "cat", "dog")] == [
         ["cats</w>"], ["cat</w>"], ["dog</w>"]]
     assert tokenizer.get_vocab()["cats</w>"] == 256 * 2 + 4
+
+
+def test_a_model_folder_can_carry_its_learning_length(tmp_path):
+    from oneword.api import DEFAULT_STEPS, default_steps
+    from oneword.models import SETTINGS_FILE, write_model_settings
+    folder = tmp_path / "copy-of-a-model"
+    folder.mkdir()
+    assert default_steps(str(folder)) == DEFAULT_STEPS  # no oneword.json: SD's default
+    write_model_settings(folder, {"learn_steps": 120})
+    assert default_steps(str(folder)) == 120
+    assert default_steps("world") == 300 and default_steps("tiny") == DEFAULT_STEPS
+    for bad in ('{"learn_steps": 0}', '{"learn_steps": "many"}', "[1]", "{not json"):
+        (folder / SETTINGS_FILE).write_text(bad)
+        with pytest.raises(OnewordError, match=SETTINGS_FILE):
+            default_steps(str(folder))

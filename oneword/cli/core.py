@@ -52,8 +52,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", dest="init_word", help="a word for what the photos show, e.g. cat")
     p.add_argument("--vectors", type=int, default=1, help="vectors for the token (default 1)")
     p.add_argument("--mode", choices=MODES, default="object", help="object or style captions")
-    p.add_argument("--steps", type=int, help=f"optimizer steps (default {api.DEFAULT_STEPS}; "
-                   f"{api.WORLD_STEPS} on the built-in world model, which overfits sooner)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {api.DEFAULT_STEPS}, or "
+                   "what the model folder's oneword.json says: 300 on the world model, "
+                   "which overfits sooner)")
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--warmup-steps", type=int, default=0)

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--subject", default=DemoConfig.subject,
                    help=f"hidden subject to learn (default: {DemoConfig.subject})")
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
-    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="training steps")
+    p.add_argument("--steps", type=int, default=DemoConfig.steps,
+                   help="training steps (default: the model's, 300 on the world model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="world", help="model (default: the built-in world model)")
     p.set_defaults(func=_cmd_demo)

@@ -10,8 +10,9 @@ import torch
 
 from oneword.errors import OnewordError
 from oneword.generate import Sampling, draw
+from oneword.api import default_steps
 from oneword.models import load_model
-from oneword.world.model import (LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
+from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
                                  config_from_args, lr_multiplier, preset, run_phase,
                                  train_world_model)
 
@@ -36,6 +37,7 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
     assert log["config"]["steps"] == 2 and log["device"] == "cpu"
     assert all(v < 15 for v in log["files_mb"].values())
 
+    assert default_steps(str(folder)) == LEARN_STEPS  # the folder carries its learning length
     model = load_model(str(folder), "cpu")
     assert model.native_resolution == 64
     assert float(model.pipe.vae.config.scaling_factor) == pytest.approx(log["scaling_factor"])
