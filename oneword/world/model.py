@@ -567,6 +567,9 @@ class FeatureAlignment:
         self.oracle = oracle.eval().requires_grad_(False)
         self.blocks = tuple(blocks)
         self.teacher = {b: _last_conv_at(self.oracle.body, latent_size // 2 ** b) for b in blocks}
+        if any(width % 4 ** b for b, (_, width) in self.teacher.items()):
+            raise OnewordError(f"--align-blocks {blocks}: the oracle's widths do not fold onto "
+                               "the latent grid")
         self.hidden: dict[int, torch.Tensor] = {}
         self.handles, projectors = [], []
         with torch.random.fork_rng(devices=[]):  # torch.nn initialises from the global RNG
@@ -587,23 +590,25 @@ class FeatureAlignment:
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, size: int) -> torch.Tensor:
-        """Oracle features of clean renders [B,3,64,64] in [0,1] for every block, each at
-        `size` x `size`, concatenated along channels (fp32)."""
+        """Oracle features of clean renders [B,3,64,64] in [0,1] for every block, concatenated
+        along channels on the latents' `size` x `size` grid (fp32), so they are pooled with the
+        latents: block b's [C, size/2^b, size/2^b] features are folded depth-to-space into
+        [C/4^b, size, size] (`loss` unfolds them; no copy, no interpolation)."""
         wanted = {layer: b for b, (layer, _) in self.teacher.items()}
         x, found = images.float() * 2 - 1, {}
         for i, layer in enumerate(self.oracle.body[:max(wanted) + 1]):
             x = layer(x)
             if i in wanted:
-                found[wanted[i]] = F.interpolate(x, size=(size, size), mode="nearest")
+                found[wanted[i]] = F.pixel_shuffle(x, size // x.shape[-1])
         return torch.cat([found[b] for b in self.blocks], 1)
 
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         """1 - cosine similarity of the projected hidden states and the targets, averaged."""
-        teachers = targets.split([self.teacher[b][1] for b in self.blocks], dim=1)
+        teachers = targets.split([self.teacher[b][1] // 4 ** b for b in self.blocks], dim=1)
         losses = []
         for b, projector, teacher in zip(self.blocks, self.projectors, teachers):
             student = projector(self.hidden[b].float())
-            teacher = F.adaptive_avg_pool2d(teacher, student.shape[-2:])
+            teacher = F.pixel_unshuffle(teacher, 2 ** b)
             losses.append(1 - F.cosine_similarity(student, teacher, dim=1).mean())
         return torch.stack(losses).mean()
 

@@ -7,10 +7,11 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from oneword.api import default_steps
 from oneword.errors import OnewordError
 from oneword.generate import Sampling, draw
-from oneword.api import default_steps
 from oneword.models import load_model
 from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
                                  config_from_args, lr_multiplier, preset, run_phase,
@@ -152,15 +153,15 @@ def _alignment_setup(seed: int = 0, blocks=(0, 1)):
     size = config.latent_size
     latents = torch.randn(4, 4, size, size, generator=g)
     states = torch.randn(4, 77, config.text_width, generator=g)
-    return parts.unet, align, align.targets(images, size), latents, states
+    return parts.unet, align, align.targets(images, size), latents, states, images
 
 
 def test_feature_alignment_trains_the_unet_towards_the_oracle_and_leaves_no_trace(one_thread):
-    unet, align, targets, latents, states = _alignment_setup()
+    unet, align, targets, latents, states, _ = _alignment_setup()
     keys = set(unet.state_dict())
     widths = [p[-1].out_channels for p in align.projectors]
     assert widths == [96, 160]  # the oracle's last 16x16 and 8x8 convolutions
-    assert targets.shape == (4, sum(widths)) + latents.shape[-2:]
+    assert targets.shape == (4, 96 + 160 // 4) + latents.shape[-2:]  # 8x8 folded onto 16x16
     params = list(unet.parameters()) + list(align.projectors.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-3)
     t = torch.tensor([10, 300, 600, 900])
@@ -190,7 +191,8 @@ def test_feature_alignment_projector_is_the_same_for_the_same_seed():
 
 
 def test_feature_alignment_on_one_block_targets_the_oracles_last_8x8_features():
-    _, align, targets, latents, _ = _alignment_setup(blocks=(1,))
-    expected = align.oracle.body[:-2](torch.zeros(1, 3, 64, 64))  # up to its last convolution
+    _, align, targets, latents, _, images = _alignment_setup(blocks=(1,))
+    expected = align.oracle.body[:-2](images * 2 - 1)  # up to its last convolution
     assert align.teacher == {1: (len(align.oracle.body) - 3, expected.shape[1])}
-    assert targets.shape == (4, expected.shape[1]) + latents.shape[-2:]
+    assert targets.shape == (4, expected.shape[1] // 4) + latents.shape[-2:]
+    torch.testing.assert_close(F.pixel_unshuffle(targets, 2), expected)  # exactly its features
