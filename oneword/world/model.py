@@ -96,7 +96,10 @@ class WorldModelConfig:
     object_weight: float = 3.0  # extra loss weight on the object's pixels (it is small)
     # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
     # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
-    # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70).
+    # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70). At 1.0
+    # (a 100-min run alone on the cpu preset) named prompts improved (shape 0.77 vs 0.70, pattern
+    # 0.42 vs 0.29) but learned words did not (quality bench median 0.03 vs 0.15; class words
+    # 0.20 vs 0.05), so the committed model and the default stay at 0.5.
     align_weight: float = 0.5
     # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8). Adding block 0 (the oracle's
     # finer features, where patterns and marks live) did not pay on the cpu preset: a 100-min run
