@@ -80,11 +80,11 @@ def main(argv=None) -> int:
     seeds = list(range(a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
     table = {}
+    steps = api.default_steps(a.model) if a.steps is None else a.steps
     with tempfile.TemporaryDirectory() as work:
         for subject_id in a.subjects.split(","):
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            steps = a.steps or api.default_steps(a.model)
             words, photos, token = learn_subject(model, subject_id, steps, 0, Path(work), a.lr)
             learned_s = time.time() - start
             table[subject_id] = score_subject(model, oracle, subject_id, words, token, photos,

@@ -457,8 +457,8 @@ def model_settings(model: str) -> dict:
         settings = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise OnewordError(f"{path}: not readable as JSON ({e}); fix it or delete it") from None
-    steps = settings.get("learn_steps") if isinstance(settings, dict) else None
-    if not isinstance(settings, dict) or not (steps is None or isinstance(steps, int) and steps >= 1):
+    steps = settings.get("learn_steps", 1) if isinstance(settings, dict) else None
+    if not isinstance(steps, int) or steps < 1:
         raise OnewordError(f"{path}: give an object whose learn_steps is a whole number, 1 or "
                            "more; fix it or delete it")
     return settings
