@@ -8,7 +8,9 @@ Prompts come from the world's caption grammar with their specs:
   * `--per-subject` class-word prompts per hidden subject ("a photo of a cat in the snow"),
     scored per class word as the share drawn as any hidden subject of that class (and their
     scene and style). Class words also name class members in training (any colours), so this
-    share is expected near the training share of hidden subjects among them, not 100%.
+    share is expected near the training share of hidden subjects among them, not 100%. Also:
+    the share drawn with the subject's shape, colours and pattern, and of those the share the
+    oracle calls the subject (it has the subject's mark), the ceiling for a learned word.
 Reference rows: the oracle on true renders of the same specs (its own ceiling), and on VAE
 reconstructions of fresh renders (the ceiling the VAE leaves). Target for the trained model:
 >= 90% of samples show the prompted shape, colour, scene and style.
@@ -87,6 +89,13 @@ def subject_scores(pred, specs) -> dict[str, float]:
     out["mean"] = ok.float().mean().item()
     for k in ("scene", "style"):
         out[k] = hits(pred, specs, k).float().mean().item()
+    # A hidden subject differs from a class member of the same attributes only by its mark:
+    # the share of look-alikes the oracle calls the subject is what a learned word can reach.
+    alike = torch.stack([hits(pred, specs, k) for k in ("shape", "color", "color2", "pattern")])
+    alike = alike.all(0)
+    out["subject's attributes"] = alike.float().mean().item()
+    out["  of those, marked"] = ((hits(pred, specs, "subject") & alike).sum()
+                                 / alike.sum().clamp_min(1)).item()
     return out
 
 

@@ -94,6 +94,10 @@ class WorldModelConfig:
     unet_layers: int = 1
     vae_channels: tuple[int, ...] = (32, 64, 128)
     object_weight: float = 3.0  # extra loss weight on the object's pixels (it is small)
+    # Extra loss weight on the pixels of the pattern's second colour and of a hidden subject's
+    # mark, the details that decide a subject but cover ~1% of an image.
+    pattern_weight: float = 0.0
+    mark_weight: float = 0.0
     # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
     # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
     # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70). At 1.0
@@ -147,7 +151,7 @@ def _validate(c: WorldModelConfig) -> None:
         if not getattr(c, name) > 0:
             _fail(name, getattr(c, name), "must be positive")
     for name in ("weight_decay", "grad_clip", "l1_weight", "kl_weight", "min_snr_gamma",
-                 "object_weight", "align_weight"):
+                 "object_weight", "align_weight", "pattern_weight", "mark_weight"):
         if not getattr(c, name) >= 0:
             _fail(name, getattr(c, name), "must be 0 or more")
     for name in ("vae_share", "reserve_share", "fresh_share"):
@@ -459,19 +463,22 @@ def run_phase(log: PhaseLog, step_fn: Callable[[int], torch.Tensor], optimizer, 
 
 def render_images(n: int, config: WorldModelConfig, gens: Generators,
                   device: torch.device) -> tuple[list[Spec], torch.Tensor]:
-    """Specs and renders [n,4,64,64]: RGB in [0,1], then the object's coverage."""
+    """Specs and renders [n,4,64,64]: RGB in [0,1], then the pixels' loss weights."""
     specs = sample_specs(n, gens.specs, hidden_fraction=config.hidden_fraction,
                          member_fraction=config.member_fraction)
     images, coverage = render_with_coverage(specs, gens.render, device)
-    return specs, torch.cat([images, coverage], 1)
+    return specs, torch.cat([images, pixel_weights(coverage, config)], 1)
 
 
-def pixel_weights(coverage: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Loss weights [B,1,h,w]: 1 on the scene, 1 + object_weight on the object."""
-    return 1 + object_weight * coverage
+def pixel_weights(coverage: torch.Tensor, config: WorldModelConfig) -> torch.Tensor:
+    """Loss weights [B,1,h,w] from `render_with_coverage`'s coverage [B,3,h,w]: 1 on the
+    scene, more on the object, its pattern and a hidden subject's mark."""
+    extra = torch.tensor([config.object_weight, config.pattern_weight, config.mark_weight],
+                         device=coverage.device).view(1, 3, 1, 1)
+    return 1 + (coverage * extra).sum(1, keepdim=True)
 
 
-def vae_loss(vae, images: torch.Tensor, coverage: torch.Tensor, config: WorldModelConfig,
+def vae_loss(vae, images: torch.Tensor, weights: torch.Tensor, config: WorldModelConfig,
              generator: torch.Generator) -> torch.Tensor:
     """Object-weighted MSE + l1_weight * L1 on pixels in [-1, 1], + kl_weight * KL (summed
     per sample)."""
@@ -482,7 +489,6 @@ def vae_loss(vae, images: torch.Tensor, coverage: torch.Tensor, config: WorldMod
     rec = vae.decode(z).sample.float()
     mean, logvar = dist.mean.float(), dist.logvar.float()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean()
-    weights = pixel_weights(coverage, config.object_weight)
     mse = diffusion.weighted_per_sample_mse(rec, x, weights).mean()
     return mse + config.l1_weight * F.l1_loss(rec, x) + config.kl_weight * kl
 
@@ -670,7 +676,7 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
         optimizer.add_param_group({"params": list(align.projectors.parameters())})
     channels = 2 * vae.config.latent_channels + 1
 
-    def make(n: int):  # [n, 2c+1 (+f), h, w]: posterior mean, std, coverage (, REPA targets)
+    def make(n: int):  # [n, 2c+1 (+f), h, w]: posterior mean, std, loss weights (, REPA)
         specs, images = render_images(n, config, gens, device)
         params = encode_latent_params(vae, images[:, :3], vae_amp)
         size = params.shape[-1]
@@ -697,7 +703,7 @@ def train_unet(parts: Components, config: WorldModelConfig, gens: Generators,
             pred = forward(noisy, t, encoder_hidden_states=states).sample
         target = diffusion.prediction_target(prediction_type, latents, noise, alpha_bar)
         weights = snr_weights(alpha_bar, config.min_snr_gamma, prediction_type)
-        pixels = pixel_weights(latent_params[:, -1:], config.object_weight)
+        pixels = latent_params[:, -1:]
         loss = (diffusion.weighted_per_sample_mse(pred, target, pixels) * weights).mean()
         if align is not None:
             loss = loss + config.align_weight * align.loss(targets)
@@ -851,7 +857,8 @@ def _blocks(text: str) -> tuple[int, ...]:
 _OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": int,
               "vae_batch_size": int, "lr": float, "vae_lr": float, "vae_share": float,
               "hidden_fraction": float, "member_fraction": float, "fresh_share": float,
-              "object_weight": float, "align_weight": float, "align_blocks": _blocks,
+              "object_weight": float, "pattern_weight": float, "mark_weight": float,
+              "align_weight": float, "align_blocks": _blocks,
               "ema_decay": float, "log_every": int, "seed": int}
 
 

@@ -398,7 +398,8 @@ def _rgb(names, dev):
 
 
 def _object_layer(specs, r, cx, cy, R, y, x, dev):
-    """Returns colour (B,3,H,W), alpha (B,1,H,W), local u, v and body sdf (B,1,H,W)."""
+    """Returns colour (B,3,H,W), alpha (B,1,H,W), local u, v, body sdf (B,1,H,W) and the
+    coverage (B,2,H,W) of the pattern's second colour and of the mark."""
     B = len(specs)
     u = ((x - cx) / R).expand(B, 1, H, W).squeeze(1)
     v = ((y - cy) / R).expand(B, 1, H, W).squeeze(1)
@@ -410,6 +411,8 @@ def _object_layer(specs, r, cx, cy, R, y, x, dev):
     alpha = (0.5 - d * Rs).clamp(0, 1)
     pm = pm * (-1.0 - d * Rs).clamp(0, 1)  # body-coloured rim: the pattern is painted inside it
     col = _lerp(_rgb([s.color for s in specs], dev), _rgb([s.color2 for s in specs], dev), pm.unsqueeze(1))
+    details = torch.zeros(B, 2, H, W, device=dev)
+    details[:, 0] = pm * torch.tensor([s.pattern != "solid" for s in specs], device=dev).view(-1, 1, 1)
     marked = [i for i, s in enumerate(specs) if s.subject is not None]
     if marked:
         subj = [SUBJECTS_BY_ID[specs[i].subject] for i in marked]
@@ -419,7 +422,9 @@ def _object_layer(specs, r, cx, cy, R, y, x, dev):
         ma = (0.5 - md * Rs[it]).clamp(0, 1).unsqueeze(1)
         col[it] = _lerp(col[it], _rgb([s.mark_color for s in subj], dev), ma)
         alpha[it] = torch.maximum(alpha[it], ma.squeeze(1))
-    return col, alpha.unsqueeze(1), u.unsqueeze(1), v.unsqueeze(1), d.unsqueeze(1)
+        details[it, 1:] = ma
+        details[it, :1] *= 1 - ma
+    return col, alpha.unsqueeze(1), u.unsqueeze(1), v.unsqueeze(1), d.unsqueeze(1), details
 
 
 def _luma(img):
@@ -495,8 +500,9 @@ def render_batch(specs: list[Spec], generator: torch.Generator, device="cpu") ->
 
 def render_with_coverage(specs: list[Spec], generator: torch.Generator,
                          device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """`render_batch`'s images [B,3,64,64] and the object's coverage [B,1,64,64] in [0,1]
-    (its alpha before the style is applied), from the same random draws."""
+    """`render_batch`'s images [B,3,64,64] and the coverage [B,3,64,64] in [0,1] (before the
+    style is applied) of the object, of its pattern's second colour (0 for solid objects) and
+    of a hidden subject's mark, from the same random draws."""
     dev = torch.device(device)
     B = len(specs)
     r, n1, n2, noise = _draws(B, generator, dev)
@@ -509,9 +515,9 @@ def render_with_coverage(specs: list[Spec], generator: torch.Generator,
     scene = _by_group([s.scene for s in specs],
                       lambda i, n: SCENE_FN[n](y, x, r[i], n1[i], n2[i], hz[i], dev),
                       torch.empty(B, 3, H, W, device=dev), dev)
-    col, alpha, u, v, d = _object_layer(specs, r, cx, cy, R, y, x, dev)
+    col, alpha, u, v, d, details = _object_layer(specs, r, cx, cy, R, y, x, dev)
     args = (scene, col, alpha, u, v, d, R, cx, cy)
     out = _by_group([s.style for s in specs],
                     lambda i, n: STYLE_FN[n](*(a[i] for a in args), y, x, r[i], noise[i], n1[i], n2[i], dev),
                     torch.empty(B, 3, H, W, device=dev), dev)
-    return out.clamp(0, 1), alpha
+    return out.clamp(0, 1), torch.cat([alpha, details], 1)

@@ -40,11 +40,23 @@ def test_coverage_marks_the_object_of_the_same_render():
              for pos in ("left", "right") for style in STYLES]
     images, coverage = render_with_coverage(specs, gen(3))
     assert torch.equal(images, render_batch(specs, gen(3)))
-    assert coverage.shape == (6, 1, 64, 64) and 0 <= coverage.min() and coverage.max() <= 1
+    assert coverage.shape == (6, 3, 64, 64) and 0 <= coverage.min() and coverage.max() <= 1
+    assert (coverage[:, 1:] == 0).all()  # solid, no mark
     left, right = coverage[:3, 0, 37, 20], coverage[3:, 0, 37, 20]
     assert (left == 1).all() and (right == 0).all()  # object centre vs the other side
     assert (coverage[:, 0, 0, 0] == 0).all()  # a corner is scene
-    assert 0.1 < coverage.mean() < 0.4
+    assert 0.1 < coverage[:, 0].mean() < 0.4
+
+
+def test_coverage_marks_the_pattern_and_a_subjects_mark():
+    plain = Spec("circle", "red", "white", "stripes", "large", "center", "grass", "photo")
+    ball = subject_spec("ball", "grass", "photo", gen(1))
+    _, coverage = render_with_coverage([plain, ball], gen(4))
+    stripes, mark = coverage[:, 1], coverage[:, 2]
+    assert 0.2 < stripes[0].sum() / coverage[0, 0].sum() < 0.8  # about half the body
+    assert (mark[0] == 0).all() and mark[1].sum() > 10
+    assert (stripes[1][mark[1] == 1] == 0).all()  # the mark paints over the stripes
+    assert ((coverage[:, 1:] <= coverage[:, :1] + 1e-6)).all()  # details lie on the object
 
 
 def test_every_attribute_renders():

@@ -14,7 +14,7 @@ from oneword.errors import OnewordError
 from oneword.generate import Sampling, draw
 from oneword.models import load_model
 from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
-                                 config_from_args, lr_multiplier, preset, run_phase,
+                                 config_from_args, lr_multiplier, pixel_weights, preset, run_phase,
                                  train_world_model)
 
 
@@ -56,10 +56,21 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
     dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
     dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
     dict(align_blocks=()), dict(align_blocks=(1, 1)), dict(align_blocks=(3,)),
+    dict(mark_weight=-1.0), dict(pattern_weight=-0.1),
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(OnewordError):
         WorldModelConfig(**bad)
+
+
+def test_pixel_weights_add_up_object_pattern_and_mark():
+    coverage = torch.zeros(1, 3, 2, 2)
+    coverage[0, 0] = torch.tensor([[0.0, 1.0], [1.0, 1.0]])  # object
+    coverage[0, 1, 1, 0] = 1.0  # the pattern's second colour
+    coverage[0, 2, 1, 1] = 0.5  # half a mark
+    config = WorldModelConfig(object_weight=3.0, pattern_weight=2.0, mark_weight=10.0)
+    expected = torch.tensor([[1.0, 4.0], [6.0, 9.0]])
+    assert torch.equal(pixel_weights(coverage, config)[0, 0], expected)
 
 
 def test_presets_are_valid_and_fit_the_size_limits():
