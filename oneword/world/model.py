@@ -95,7 +95,11 @@ class WorldModelConfig:
     vae_channels: tuple[int, ...] = (32, 64, 128)
     object_weight: float = 3.0  # extra loss weight on the object's pixels (it is small)
     # Extra loss weight on the pixels of the pattern's second colour and of a hidden subject's
-    # mark, the details that decide a subject but cover ~1% of an image.
+    # mark, the details that decide a subject but cover ~1% of an image. A 95-min cpu-preset
+    # run with 3 and 12 drew them far better (class-word look-alikes of a subject carrying its
+    # mark: 0.69-0.82 vs 0-0.37; patterns 0.42 vs 0.29; shape 0.80 vs 0.70), but the weighted
+    # loss favours marked images, so class words drew the subject 2-7x as often (quality bench
+    # class-word median ~0.25 vs 0.05) while learned words did not gain: not the default.
     pattern_weight: float = 0.0
     mark_weight: float = 0.0
     # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
