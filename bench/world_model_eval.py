@@ -91,8 +91,8 @@ def subject_scores(pred, specs) -> dict[str, float]:
         out[k] = hits(pred, specs, k).float().mean().item()
     # A hidden subject differs from a class member of the same attributes only by its mark:
     # the share of look-alikes the oracle calls the subject is what a learned word can reach.
-    alike = torch.stack([hits(pred, specs, k) for k in ("shape", "color", "color2", "pattern")])
-    alike = alike.all(0)
+    alike = torch.stack([hits(pred, specs, k)
+                         for k in ("shape", "color", "color2", "pattern")]).all(0)
     out["subject's attributes"] = alike.float().mean().item()
     out["  of those, marked"] = ((hits(pred, specs, "subject") & alike).sum()
                                  / alike.sum().clamp_min(1)).item()

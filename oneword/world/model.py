@@ -99,7 +99,7 @@ class WorldModelConfig:
     # run with 3 and 12 drew them far better (class-word look-alikes of a subject carrying its
     # mark: 0.69-0.82 vs 0-0.37; patterns 0.42 vs 0.29; shape 0.80 vs 0.70), but the weighted
     # loss favours marked images, so class words drew the subject 2-7x as often (quality bench
-    # class-word median ~0.25 vs 0.05) while learned words did not gain: not the default.
+    # class-word median 0.28 vs 0.05) while learned words did not gain: not the default.
     pattern_weight: float = 0.0
     mark_weight: float = 0.0
     # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
@@ -484,8 +484,8 @@ def pixel_weights(coverage: torch.Tensor, config: WorldModelConfig) -> torch.Ten
 
 def vae_loss(vae, images: torch.Tensor, weights: torch.Tensor, config: WorldModelConfig,
              generator: torch.Generator) -> torch.Tensor:
-    """Object-weighted MSE + l1_weight * L1 on pixels in [-1, 1], + kl_weight * KL (summed
-    per sample)."""
+    """MSE weighted by `weights` [B,1,64,64] (from `pixel_weights`) + l1_weight * L1 on pixels
+    in [-1, 1], + kl_weight * KL (summed per sample)."""
     x = images * 2 - 1
     dist = vae.encode(x).latent_dist
     z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator,

@@ -412,7 +412,7 @@ def _object_layer(specs, r, cx, cy, R, y, x, dev):
     pm = pm * (-1.0 - d * Rs).clamp(0, 1)  # body-coloured rim: the pattern is painted inside it
     col = _lerp(_rgb([s.color for s in specs], dev), _rgb([s.color2 for s in specs], dev), pm.unsqueeze(1))
     details = torch.zeros(B, 2, H, W, device=dev)
-    details[:, 0] = pm * torch.tensor([s.pattern != "solid" for s in specs], device=dev).view(-1, 1, 1)
+    details[:, 0] = pm  # zero for solid objects
     marked = [i for i, s in enumerate(specs) if s.subject is not None]
     if marked:
         subj = [SUBJECTS_BY_ID[specs[i].subject] for i in marked]
