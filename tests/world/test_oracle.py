@@ -6,7 +6,7 @@ from oneword.world import SCENES, STYLES, SUBJECT_IDS, Spec, decoy_spec, render_
 from oneword.world.captions import parse_prompt
 from oneword.world.metrics import (attribute_accuracy, concept_fidelity, concept_similarity,
                                    prompt_fidelity)
-from oneword.world.oracle import HEADS, FEAT_DIM, evaluate, labels, load_oracle
+from oneword.world.oracle import HEADS, FEAT_DIM, evaluate, labels, load_oracle, train_oracle
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,17 @@ def test_labels_match_heads():
     assert {k: HEADS[k][v.item()] for k, v in lab.items()} == {
         "shape": "star", "color": "red", "color2": "white", "pattern": "stripes",
         "scene": "snow", "style": "painting", "subject": "none"}
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_leaves_global_rng_alone():
+    start = load_oracle()
+    before = {k: v.detach().clone() for k, v in start.named_parameters()}
+    rng = torch.get_rng_state()
+    with torch.enable_grad():
+        tuned = train_oracle(steps=2, batch_size=4, generator=torch.Generator().manual_seed(0),
+                             lr=1e-4, log_every=0, init=start)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not tuned.training
+    after = dict(tuned.named_parameters())
+    moved = [(after[k] - v).abs().max().item() for k, v in before.items()]
+    assert 0 < max(moved) < 0.05  # a small step away from the start, not a fresh network
