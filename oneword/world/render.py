@@ -205,7 +205,7 @@ def _sd_blob(u, v, r):
     # Tried in stop 15, not kept: a peanut blob (0.80 + 0.22 cos 2phi), marks 1.25x larger and a
     # thicker cross, with the oracle fine-tuned and the model retrained (cpu preset, 96 min).
     # Shapes stayed at 0.70 (the model draws every round shape lumpy); look-alikes under a class
-    # word carried the mark 0.70 of the time (0.33 here), but learned words fell to 0.05.
+    # word carried the mark 0.70 of the time (0 to 0.37 here), but learned words fell to 0.05.
     phi = torch.atan2(v, u)
     a, b = r[:, 10, None, None] * 2 * math.pi, r[:, 11, None, None] * 2 * math.pi
     rad = 0.82 + 0.09 * torch.sin(3 * phi + a) + 0.06 * torch.sin(2 * phi + b)
