@@ -128,9 +128,11 @@ def train_oracle(steps=3000, batch_size=64, generator=None, device="cpu", lr=3e-
     (a fine-tune after a change to the world costs a fraction of training from scratch)."""
     generator = generator or torch.Generator().manual_seed(0)
     if init is None:
-        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator,
-                                            device=generator.device)))
-    model = (init or Oracle()).train().to(device, memory_format=torch.channels_last)
+        seed = int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]):  # the same initial weights, global RNG untouched
+            torch.manual_seed(seed)
+            init = Oracle()
+    model = init.train().to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     t0 = time.time()

@@ -98,6 +98,16 @@ def test_labels_match_heads():
         "scene": "snow", "style": "painting", "subject": "none"}
 
 
+def test_a_fresh_oracle_is_seeded_by_its_generator_not_the_global_rng():
+    rng = torch.get_rng_state()
+    with torch.enable_grad():
+        a, b, c = (train_oracle(steps=1, batch_size=2, generator=torch.Generator().manual_seed(s),
+                                log_every=0) for s in (3, 3, 4))
+    assert torch.equal(torch.get_rng_state(), rng)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    assert torch.equal(flat(a), flat(b)) and not torch.equal(flat(a), flat(c))
+
+
 def test_fine_tuning_starts_from_the_given_weights_and_leaves_global_rng_alone():
     start = load_oracle()
     before = {k: v.detach().clone() for k, v in start.named_parameters()}
