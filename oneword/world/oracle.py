@@ -124,8 +124,9 @@ def loss_fn(logits, targets):
 
 def train_oracle(steps=3000, batch_size=64, generator=None, device="cpu", lr=3e-3, log_every=100,
                  init: Oracle | None = None):
-    """Train an oracle on freshly rendered batches with true labels; from ``init`` when given
-    (a fine-tune after a change to the world costs a fraction of training from scratch)."""
+    """Train an oracle on freshly rendered batches with true labels; from ``init`` when given,
+    which is trained in place and returned (a fine-tune after a change to the world costs a
+    fraction of training from scratch)."""
     generator = generator or torch.Generator().manual_seed(0)
     if init is None:
         seed = int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device))
