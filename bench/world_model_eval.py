@@ -130,6 +130,7 @@ def evaluate(args) -> dict:
     split = lambda p, a, b: {k: v[a:b] for k, v in p.items()}  # noqa: E731
     result = {
         "model": args.model, "device": str(device), "prompts": len(prompts),
+        "subject_prompts": len(s_prompts),
         "sampling": vars(sampling), "draw_seconds": round(seconds, 1),
         "ordinary": attribute_scores(split(pred, 0, n), o_specs),
         "ordinary_real": attribute_scores(split(real, 0, n), o_specs),
@@ -156,8 +157,9 @@ def report(result: dict) -> None:
     print(f"world model eval: {result['model']} on {result['device']}: {result['prompts']} "
           f"prompts, {s['steps']} DDIM steps, cfg {s['cfg']}, drawn in {result['draw_seconds']}s")
     print_table("ordinary objects", result["ordinary"], result["ordinary_real"])
-    print_table("hidden subjects (class word)", result["subjects"], result["subjects_real"])
-    if result.get("trained_class_word_subject_share") is not None:
+    if result["subject_prompts"]:
+        print_table("hidden subjects (class word)", result["subjects"], result["subjects_real"])
+    if result["subject_prompts"] and result.get("trained_class_word_subject_share") is not None:
         print(f"  (in training, {result['trained_class_word_subject_share']:.0%} of the images "
               "captioned by a class word show the hidden subject; the rest are class members)")
     if "vae_reconstruction" in result:

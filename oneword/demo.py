@@ -24,7 +24,7 @@ from .train import TrainConfig
 
 @dataclass(frozen=True)
 class DemoConfig:
-    subject: str = "ball"
+    subject: str = "robot"
     out: Path = Path("demo")
     model: str = "world"
     steps: int | None = None  # None: the model's default (its folder's oneword.json)

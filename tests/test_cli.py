@@ -133,7 +133,7 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     sheet = Image.open(tmp_path / "demo" / "contact_sheet.png")
     assert sheet.width > 64 and sheet.height > 64
     page = (tmp_path / "demo" / "index.html").read_text()
-    assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
+    assert "<my-robot>" in page or "&lt;my-robot&gt;" in page
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
 
 

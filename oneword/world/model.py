@@ -8,7 +8,7 @@ members of the class (same shape, any colours); Textual Inversion must be able t
 subjects back. This model is oneword's default model and its quality bench.
 
     python -m oneword.world.model train --out DIR --device cuda --minutes 6 --seed 0
-    python -m oneword.world.model train --out DIR --preset cpu --threads 2  # 100 min, 2 cores
+    python -m oneword.world.model train --out DIR --preset cpu --threads 2  # 110 min, 2 cores
 
 Phase 1 trains the VAE (MSE + a little L1 + a small KL) and sets its scaling factor to
 1/std of its latents (as SD's 0.18215). Phase 2 freezes the VAE and trains UNet and text
@@ -205,7 +205,7 @@ PRESETS: dict[str, dict] = {
     # The object covers ~5-25% of an image: weighting its pixels 4x makes both phases learn
     # shapes, colours and patterns sooner. bf16 autocast doubles the VAE's speed on CPUs with
     # AMX/AVX512-BF16 (it slows the UNet's small convolutions, so the UNet stays fp32).
-    "cpu": dict(minutes=100.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
+    "cpu": dict(minutes=110.0, batch_size=32, vae_batch_size=16, lr=4e-4, vae_lr=1e-3,
                 warmup_steps=100, fresh_share=0.25, pool_batches=32, scale_images=256,
                 vae_amp=True, log_every=20),
     # Seconds: for tests and smoke runs (a tiny architecture, a few steps, no budget).

@@ -6,7 +6,8 @@ from oneword.world import SCENES, STYLES, SUBJECT_IDS, Spec, decoy_spec, render_
 from oneword.world.captions import parse_prompt
 from oneword.world.metrics import (attribute_accuracy, concept_fidelity, concept_similarity,
                                    prompt_fidelity)
-from oneword.world.oracle import HEADS, FEAT_DIM, evaluate, labels, load_oracle, train_oracle
+from oneword.world.oracle import (HEADS, FEAT_DIM, adopt_weights, evaluate, labels, load_oracle,
+                                  new_oracle, save_oracle, train_oracle)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,17 @@ def test_fine_tuning_starts_from_the_given_weights_and_leaves_global_rng_alone()
     after = dict(tuned.named_parameters())
     moved = [(after[k] - v).abs().max().item() for k, v in before.items()]
     assert 0 < max(moved) < 0.05  # a small step away from the start, not a fresh network
+
+
+def test_fine_tuning_after_a_label_change_keeps_every_other_weight(tmp_path):
+    old = new_oracle(torch.Generator().manual_seed(1))
+    old.heads["shape"] = torch.nn.Linear(FEAT_DIM, len(HEADS["shape"]) + 1)  # one shape more
+    save_oracle(old, tmp_path / "old.safetensors", half=False)
+    fresh = new_oracle(torch.Generator().manual_seed(2))
+    fresh_shape_head = fresh.heads["shape"].weight.detach().clone()
+    assert adopt_weights(fresh, tmp_path / "old.safetensors") == ["shape"]
+    assert torch.equal(fresh.heads["shape"].weight, fresh_shape_head)
+    kept = dict(old.state_dict())
+    for k, v in fresh.state_dict().items():
+        if not k.startswith("heads.shape."):
+            assert torch.equal(v, kept[k]), k

@@ -151,8 +151,8 @@ def test_describe_and_reference_prompt():
         assert set(reference_prompt(s).split()) <= set(vocabulary())
     s = Spec("star", "red", "white", "stripes", "small", "left", "snow", "painting")
     assert reference_prompt(s) == "a painting of a red white striped star in the snow"
-    s = Spec("blob", "orange", "orange", "solid", "small", "left", "night", "sketch")
-    assert reference_prompt(s) == "a sketch of an orange blob at night"
+    s = Spec("heart", "orange", "orange", "solid", "small", "left", "night", "sketch")
+    assert reference_prompt(s) == "a sketch of an orange heart at night"
 
 
 def test_parse_prompt_examples():
