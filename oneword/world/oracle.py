@@ -144,7 +144,8 @@ def adopt_weights(model: Oracle, path) -> list[str]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     changed = sorted({k.split(".")[1] for k, v in state.items()
                       if k.startswith("heads.") and k in own and v.shape != own[k].shape})
-    keep = {k: v for k, v in state.items() if not k.startswith(tuple(f"heads.{h}." for h in changed))}
+    fresh = tuple(f"heads.{h}." for h in changed)
+    keep = {k: v for k, v in state.items() if not k.startswith(fresh)}
     model.load_state_dict({**own, **keep})
     return changed
 
