@@ -157,11 +157,12 @@ def report(result: dict) -> None:
     print(f"world model eval: {result['model']} on {result['device']}: {result['prompts']} "
           f"prompts, {s['steps']} DDIM steps, cfg {s['cfg']}, drawn in {result['draw_seconds']}s")
     print_table("ordinary objects", result["ordinary"], result["ordinary_real"])
+    share = result.get("trained_class_word_subject_share")
     if result["subject_prompts"]:
         print_table("hidden subjects (class word)", result["subjects"], result["subjects_real"])
-    if result["subject_prompts"] and result.get("trained_class_word_subject_share") is not None:
-        print(f"  (in training, {result['trained_class_word_subject_share']:.0%} of the images "
-              "captioned by a class word show the hidden subject; the rest are class members)")
+        if share is not None:
+            print(f"  (in training, {share:.0%} of the images captioned by a class word show the "
+                  "hidden subject; the rest are class members)")
     if "vae_reconstruction" in result:
         r = result["vae_reconstruction"]
         print_table("VAE reconstructions", r["vae"], r["real"], first="recon")

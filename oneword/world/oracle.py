@@ -141,7 +141,7 @@ def adopt_weights(model: Oracle, path) -> list[str]:
     changed size since (a shape taken out of the world): those keep their fresh weights and are
     returned by name, to be learned by fine-tuning."""
     own = model.state_dict()
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = _read_weights(path)
     changed = sorted({k.split(".")[1] for k, v in state.items()
                       if k.startswith("heads.") and k in own and v.shape != own[k].shape})
     fresh = tuple(f"heads.{h}." for h in changed)
@@ -184,11 +184,15 @@ def save_oracle(model, path=WEIGHTS, half=True):
     save_file(sd, str(path))
 
 
+def _read_weights(path) -> dict[str, torch.Tensor]:
+    """Oracle weights from a .safetensors file, floats in fp32 (they are saved in fp16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+
+
 def load_oracle(device="cpu", path=WEIGHTS) -> Oracle:
     """The committed oracle in eval mode (fp32)."""
     model = Oracle()
-    sd = load_file(str(path))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.load_state_dict(_read_weights(path))
     return model.to(device).eval()
 
 
