@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from oneword import api
-from oneword.generate import Sampling, Words, draw
-from oneword.models import load_model
-from oneword.train import TrainConfig, train
+from oneword.core.generate import Sampling, Words, draw
+from oneword.adapters.loading import load_model
+from oneword.core.train import TrainConfig, train
 from oneword.world import evaluate
 from oneword.world.oracle import load_oracle
 from oneword.world.render import SUBJECT_IDS, SUBJECTS_BY_ID

@@ -37,14 +37,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sweep_world import subject_photo_folder, timing_model  # noqa: E402
 
 from oneword.api import ModelChoice  # noqa: E402
-from oneword.evolve import EvolveSettings, evolve, latest_scores, metric_sum, mix_candidates  # noqa: E402
-from oneword.generate import Sampling, Words, draw, register_words  # noqa: E402
-from oneword.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,  # noqa: E402
-                             reference_images, score)
-from oneword.search import MIX_METHODS, Breeding  # noqa: E402
-from oneword.store import Store  # noqa: E402
-from oneword.sweep import CandidatePlan, sweep  # noqa: E402
-from oneword.train import TrainConfig  # noqa: E402
+from oneword.experiments.evolve import (EvolveSettings, evolve, latest_scores, metric_sum,
+                                        mix_candidates)
+from oneword.core.generate import Sampling, Words, draw, register_words
+from oneword.experiments.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,
+                                         reference_images, score)
+from oneword.experiments.embedding_ops import MIX_METHODS, Breeding
+from oneword.experiments.store import Store
+from oneword.experiments.sweep import CandidatePlan, sweep
+from oneword.core.train import TrainConfig
 
 FITNESS = "concept_fidelity+prompt_fidelity"
 HELD_OUT_SEED = 10_000
@@ -102,7 +103,7 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
     t0 = time.time()
     score(seeds_run, image_settings(a, 0, subject), project)
     timings["select_s"] = time.time() - t0
-    from oneword.models import load_model
+    from oneword.adapters.loading import load_model
     model = load_model(model_name, a.device)
     held = HeldOut(model, a, subject, class_word, photos, config.token, config.vectors)
     with Store.open(project) as store:

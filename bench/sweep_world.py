@@ -32,13 +32,14 @@ from pathlib import Path
 
 import torch
 
-from oneword import evaluate as ev
+from oneword.experiments import score_math as ev
 from oneword.api import ModelChoice
-from oneword.generate import Sampling, save_png
-from oneword.models import load_model, save_components
-from oneword.scoring import ScoreSettings, score
-from oneword.sweep import CandidatePlan, sweep
-from oneword.train import Candidate, TrainConfig, train
+from oneword.core.generate import Sampling, save_png
+from oneword.adapters.loading import load_model
+from oneword.adapters.tiny import save_components
+from oneword.experiments.scoring import ScoreSettings, score
+from oneword.experiments.sweep import CandidatePlan, sweep
+from oneword.core.train import Candidate, TrainConfig, train
 
 
 # -- quality -------------------------------------------------------------------------------------

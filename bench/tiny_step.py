@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from oneword.models import load_model
-from oneword.train import (PhotoLatents, TrainConfig, caption_token_ids, encode_photos,
-                           optimizer_step, start_state)
+from oneword.adapters.loading import load_model
+from oneword.core.train import (PhotoLatents, TrainConfig, caption_token_ids, encode_photos,
+                                optimizer_step, start_state)
 
 
 def main(argv=None) -> int:

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from oneword import diffusion
-from oneword.generate import Sampling, draw
-from oneword.models import (TinySDXLShapes, TinyShapes, build_components,
-                            build_sd15_components, build_sdxl_base_components,
-                            build_sdxl_components, model_from_components,
-                            sdxl_model_from_parts)
-from oneword.prompts import template_words
-from oneword.train import Candidate, PhotoLatents, TrainConfig, caption_token_ids, \
+from oneword.core import diffusion
+from oneword.core.generate import Sampling, draw
+from oneword.adapters.tiny import (TinySDXLShapes, TinyShapes, build_components,
+                                   build_sdxl_components)
+from bench.full_size import build_sd15_components, build_sdxl_base_components
+from oneword.adapters.loading import model_from_components, sdxl_model_from_parts
+from oneword.core.prompts import template_words
+from oneword.core.train import Candidate, PhotoLatents, TrainConfig, caption_token_ids, \
     optimizer_step, start_state
 
 PEAK_TFLOPS = 800.0  # measured bf16 matrix rate of an H100/H200 here (see the issue)

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import torch
 
-from . import data
-from .embeddings import (LearnedEmbedding, check_width, layout_metadata, load_embeddings,
-                         write_embedding_files)
+from .core import data
+from .core.embeddings import (LearnedEmbedding, check_width, layout_metadata, load_embeddings,
+                              write_embedding_files)
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .files import atomic_write_text
-from .generate import Sampling, Words, contact_sheet, draw, register_words, save_png
-from .models import load_model, model_settings
-from .prompts import PREVIEW_PROMPTS, placeholder_names
-from .store import recording
-from .train import TextualInversionInvariant, TrainConfig, train
+from .core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
+from .adapters.loading import load_model, model_settings
+from .core.prompts import PREVIEW_PROMPTS, placeholder_names
+from .experiments.store import recording
+from .core.train import TextualInversionInvariant, TrainConfig, train
+from .core.interface import TextToImage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelCho
           on_event: EventSink = ignore, project: str | Path | None = None) -> dict[str, Path]:
     """Learn `config.token` from the photos; returns the embedding files written.
 
-    The run is recorded in the experiment store of `project` (see oneword.store)."""
+    The run is recorded in the experiment store of `project` (see oneword.experiments.store)."""
     images, skipped = data.load_photos(photos)
     for line in skipped:
         on_event(Message(line))
@@ -106,7 +107,7 @@ def _write_run_info(run_dir: Path, config: TrainConfig, choice: ModelChoice,
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
 
-def _previewer(model, config: TrainConfig, preview: PreviewSettings, run_dir: Path,
+def _previewer(model: TextToImage, config: TrainConfig, preview: PreviewSettings, run_dir: Path,
                on_event: EventSink):
     """A callback that draws the preview prompts with fixed seeds for every candidate."""
     if not config.preview_every:
@@ -155,7 +156,7 @@ def generate(prompt: str, embeddings: list[str], choice: ModelChoice = ModelChoi
     return paths
 
 
-def _load_words(model, paths: list[str]) -> list[LearnedEmbedding]:
+def _load_words(model: TextToImage, paths: list[str]) -> list[LearnedEmbedding]:
     learned = []
     for path in paths:
         for emb in load_embeddings(path):

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from .api import ModelChoice, default_steps, learn
-from .embeddings import load_embeddings
+from .core.embeddings import load_embeddings
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
 from .files import atomic_write_text
-from .generate import Sampling, contact_sheet, draw, register_words, save_png
-from .train import TrainConfig
+from .core.generate import Sampling, contact_sheet, draw, register_words, save_png
+from .core.train import TrainConfig
 
 
 @dataclass(frozen=True)

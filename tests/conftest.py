@@ -17,7 +17,7 @@ torch.set_num_threads(int(os.environ.get("ONEWORD_TEST_THREADS", "1")))
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion pipeline folder (random weights), saved like a real one."""
-    from oneword.models import build_tiny_pipeline
+    from oneword.adapters.tiny import build_tiny_pipeline
     return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
@@ -49,7 +49,7 @@ def photo_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_evaluators(tmp_path_factory) -> dict[str, Path]:
     """Tiny CLIP and DINO evaluator folders (random weights), saved like real ones."""
-    from oneword.models import build_tiny_clip_evaluator, build_tiny_dino_evaluator
+    from oneword.adapters.tiny import build_tiny_clip_model, build_tiny_dino_model
     root = tmp_path_factory.mktemp("evaluators")
-    return {"clip": build_tiny_clip_evaluator(root / "clip", seed=0),
-            "dino": build_tiny_dino_evaluator(root / "dino", seed=0)}
+    return {"clip": build_tiny_clip_model(root / "clip", seed=0),
+            "dino": build_tiny_dino_model(root / "dino", seed=0)}

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from oneword.cli import main
-from oneword.embeddings import LearnedEmbedding, load_embeddings, save_embedding
+from oneword.core.embeddings import LearnedEmbedding, load_embeddings, save_embedding
 
 
 def run(capsys, *argv):

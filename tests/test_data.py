@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image, features
 
-from oneword.data import find_photos, load_photos, photo_batch, photo_crops, read_photo
+from oneword.core.data import find_photos, load_photos, photo_batch, photo_crops, read_photo
 from oneword.errors import OnewordError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -91,7 +91,7 @@ def test_grayscale_cmyk_and_16_bit_become_correct_rgb(tmp_path):
 
 
 def test_32_bit_gray_in_8_bit_range_is_kept(tmp_path):
-    from oneword.data import to_rgb
+    from oneword.core.data import to_rgb
     assert to_rgb(Image.new("I", (2, 2), 200)).getpixel((0, 0)) == (200, 200, 200)
     assert to_rgb(Image.new("F", (2, 2), 0.5)).getpixel((0, 0)) == (128, 128, 128)
 

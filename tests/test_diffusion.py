@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from oneword import diffusion
-from oneword.vectors import initial_rows
+from oneword.core import diffusion
+from oneword.core.vectors import initial_rows
 
 
 def test_add_noise_and_velocity_golden():

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from oneword.api import ModelChoice
-from oneword.embeddings import load_embeddings
+from oneword.core.embeddings import load_embeddings
 from oneword.errors import OnewordError
 from oneword.events import Finished, Started, Stepped
-from oneword.store import Store
-from oneword.sweep import sweep
-from oneword.train import Candidate, TrainConfig
+from oneword.experiments.store import Store
+from oneword.experiments.sweep import sweep
+from oneword.core.train import Candidate, TrainConfig
 
 CANDIDATES = (Candidate(1), Candidate(2, init="random", lr=3e-2), Candidate(3, jitter=0.5))
 
@@ -63,7 +63,7 @@ def kill_once(group: int, step: int, folder: Path) -> None:
 
 def test_ray_groups_learn_what_a_plain_sweep_learns(cluster, tmp_path, tiny_model_dir,
                                                    photo_dir):
-    from oneword.distributed import ray_sweep
+    from oneword.experiments.ray_cluster import ray_sweep
     choice = ModelChoice(str(tiny_model_dir))
     plain = sweep([str(photo_dir)], config(), choice, out=tmp_path / "plain")
     events = []
@@ -91,7 +91,7 @@ def test_ray_groups_learn_what_a_plain_sweep_learns(cluster, tmp_path, tiny_mode
 
 def test_killed_worker_reruns_its_group_from_its_checkpoint(cluster, tmp_path, tiny_model_dir,
                                                            photo_dir):
-    from oneword.distributed import ray_sweep
+    from oneword.experiments.ray_cluster import ray_sweep
     choice = ModelChoice(str(tiny_model_dir))
     cfg = config(candidates=CANDIDATES[:2], steps=4)
     spread = ray_sweep([str(photo_dir)], cfg, choice, out=tmp_path / "ray", groups=2,
@@ -126,7 +126,7 @@ def test_without_ray_nothing_imports_ray_and_ray_missing_is_one_line(tmp_path, p
     code = f"""
 import sys
 from oneword.cli import main
-import oneword.sweep, oneword.scoring, oneword.evolve, oneword.cli.sweep
+import oneword.experiments.sweep, oneword.experiments.scoring, oneword.experiments.evolve, oneword.cli.sweep
 assert 'ray' not in sys.modules, 'ray imported'
 assert main(["score", "r1", "--ray-groups", "2"]) == 2
 sys.modules['ray'] = None  # as if Ray were not installed
@@ -184,7 +184,7 @@ def fail_group0_at_step3(group: int, step: int, folder: Path) -> None:
 
 
 def test_failed_ray_sweep_resumes_every_group(cluster, tmp_path, tiny_model_dir, photo_dir):
-    from oneword.distributed import ray_sweep
+    from oneword.experiments.ray_cluster import ray_sweep
     choice = ModelChoice(str(tiny_model_dir))
     cfg = config(candidates=CANDIDATES[:2])
     with pytest.raises(OnewordError, match="group g00 failed"):

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from oneword.embeddings import (LearnedEmbedding, check_width, load_embeddings, save_embedding,
-                                write_embedding_files)
+from oneword.core.embeddings import (LearnedEmbedding, check_width, load_embeddings, save_embedding,
+                                     write_embedding_files)
 from oneword.errors import OnewordError
-from oneword.prompts import placeholder_names
+from oneword.core.prompts import placeholder_names
 
 META = {"init_word": "cat", "model": "tiny", "steps": "120", "seed": "7"}
 
@@ -157,7 +157,7 @@ def test_width_mismatch_names_both_widths_and_families():
 # -- diffusers loads every file we write ---------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from oneword.models import build_tiny_pipeline
+    from oneword.adapters.tiny import build_tiny_pipeline
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny", seed=0)
 
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from oneword import evaluate
+from oneword.experiments import score_math as evaluate
 from oneword.errors import OnewordError
-from oneword.models import ImagePreprocess, load_clip_evaluator, load_dino_evaluator
+from oneword.adapters.feature_models import ImagePreprocess, load_clip_model, load_dino_model
 
 
 def test_cosine_fidelity_is_the_mean_over_references():
@@ -68,8 +68,8 @@ def test_preprocess_resizes_the_short_side_and_center_crops():
 
 
 def test_tiny_evaluators_load_like_real_ones(tiny_evaluators):
-    clip = load_clip_evaluator(str(tiny_evaluators["clip"]))
-    dino = load_dino_evaluator(str(tiny_evaluators["dino"]))
+    clip = load_clip_model(str(tiny_evaluators["clip"]))
+    dino = load_dino_model(str(tiny_evaluators["dino"]))
     images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0))
     for evaluator in (clip, dino):
         feats = evaluator.image_features(images)
@@ -85,10 +85,10 @@ def test_tiny_evaluators_load_like_real_ones(tiny_evaluators):
 
 def test_a_missing_evaluator_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(OnewordError, match="--clip-model ./nowhere: no such folder"):
-        load_clip_evaluator("./nowhere")
+        load_clip_model("./nowhere")
     import huggingface_hub.constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(OnewordError, match="--dino-model nobody/no-such-dino: could not load"):
-        load_dino_evaluator("nobody/no-such-dino")
+        load_dino_model("nobody/no-such-dino")

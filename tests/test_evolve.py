@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from oneword.cli import main
-from oneword.embeddings import load_embeddings
-from oneword.evolve import metric_sum, rating_of
-from oneword.store import Store
+from oneword.core.embeddings import load_embeddings
+from oneword.experiments.evolve import metric_sum, rating_of
+from oneword.experiments.store import Store
 
 
 def run(capsys, *argv):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from oneword.errors import OnewordError
-from oneword.models import TinyShapes, build_tiny_pipeline, load_model, resolve_model
-from oneword.train import TrainConfig, train
+from oneword.adapters.tiny import TinyShapes, build_tiny_pipeline
+from oneword.adapters.loading import load_model, resolve_model
+from oneword.core.train import TrainConfig, train
 
 
 def test_builtin_tiny_model_loads_through_from_pretrained(monkeypatch, tmp_path):
@@ -55,8 +56,8 @@ def test_dtype_option_is_checked(tiny_model_dir):
 def test_tokenizer_built_in_code_is_the_same_in_every_process():
     """Golden merges: ties between equally frequent pairs go to the smallest pair (the
     `tokenizers` trainer broke them differently per process, so token ids changed run to run)."""
-    from oneword.models import _bpe_merges, build_clip_tokenizer
-    assert _bpe_merges(("at", "cat", "cats", "dog")) == (
+    from oneword.adapters.tokenizer import bpe_merges, build_clip_tokenizer
+    assert bpe_merges(("at", "cat", "cats", "dog")) == (
         ("a", "t</w>"), ("a", "t"), ("at", "s</w>"), ("c", "at</w>"), ("c", "ats</w>"),
         ("d", "o"), ("do", "g</w>"))
     tokenizer = build_clip_tokenizer(["cat", "cats", "at", "dog"])
@@ -67,7 +68,7 @@ def test_tokenizer_built_in_code_is_the_same_in_every_process():
 
 def test_a_model_folder_can_carry_its_learning_length(tmp_path):
     from oneword.api import DEFAULT_STEPS, default_steps
-    from oneword.models import SETTINGS_FILE, write_model_settings
+    from oneword.adapters.loading import SETTINGS_FILE, write_model_settings
     folder = tmp_path / "copy-of-a-model"
     folder.mkdir()
     assert default_steps(str(folder)) == DEFAULT_STEPS  # no oneword.json: SD's default

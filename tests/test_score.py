@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from oneword import dreambench
+from oneword.experiments import dreambench
 from oneword.cli import main
-from oneword.report import scatter_plot
-from oneword.scoring import ScoreSettings, prompt_job
-from oneword.store import Store
+from oneword.experiments.report import scatter_plot
+from oneword.experiments.scoring import ScoreSettings, prompt_job
+from oneword.experiments.store import Store
 
 
 def run(capsys, *argv):
@@ -148,7 +148,7 @@ def test_bench_dreambench_on_a_tiny_subject(capsys, tmp_path, tiny_model_dir, ti
 
 
 def test_the_oracle_judges_the_world_model(monkeypatch):
-    from oneword.scoring import OracleJudge, make_judge
+    from oneword.experiments.scoring import OracleJudge, make_judge
     from oneword.world import metrics, oracle, render
     monkeypatch.setattr(oracle, "load_oracle", lambda device="cpu": oracle.Oracle().eval())
     judge = make_judge(ScoreSettings(), "world", "cat")  # auto: the oracle on the world model

@@ -8,18 +8,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from oneword.cli import main
-from oneword.embeddings import (LearnedEmbedding, check_width, layout_metadata, load_embeddings,
-                                save_embedding, write_embedding_files)
+from oneword.core.embeddings import (LearnedEmbedding, check_width, layout_metadata,
+                                     load_embeddings, save_embedding, write_embedding_files)
 from oneword.errors import OnewordError
-from oneword.models import SDXLModel, load_model, single_file_is_sdxl
-from oneword.prompts import placeholder_names
+from oneword.adapters.pipelines import SDXLModel
+from oneword.adapters.loading import load_model, single_file_is_sdxl
+from oneword.core.prompts import placeholder_names
 
 L, G = 32, 48  # the tiny model's clip_l and clip_g widths
 
 
 @pytest.fixture(scope="module")
 def sdxl_dir(tmp_path_factory):
-    from oneword.models import build_tiny_sdxl_pipeline
+    from oneword.adapters.tiny import build_tiny_sdxl_pipeline
     return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("models") / "tiny-sdxl", seed=0)
 
 
@@ -57,7 +58,7 @@ def test_tiny_sdxl_loads_as_a_pair_of_encoders(sdxl):
 
 
 def test_the_built_in_tiny_sdxl_and_the_real_shapes():
-    from oneword.models import build_sdxl_base_components
+    from bench.full_size import build_sdxl_base_components
     model = load_model("tiny-sdxl", "cpu")
     assert model.family == "sdxl" and model.embedding_layout == (L, G)
     parts = build_sdxl_base_components(device="meta")  # SDXL base 1.0's architecture
@@ -67,7 +68,7 @@ def test_the_built_in_tiny_sdxl_and_the_real_shapes():
 
 
 def test_mix_by_layout_keeps_each_halfs_norm():
-    from oneword.search import mix, mix_by_layout
+    from oneword.experiments.embedding_ops import mix, mix_by_layout
     a, b = _pair(2, seed=1).vectors, _pair(2, seed=2).vectors * 3
     out = mix_by_layout([a, b], (L, G), [1, 1], "slerp")
     for half in (slice(0, L), slice(L, L + G)):
@@ -95,7 +96,7 @@ def test_placeholder_rows_feed_both_encoders_and_the_pooled_state(sdxl):
 def test_drawing_matches_diffusers_sdxl_pipeline(sdxl):
     """Without learned words our conditioning is exactly what diffusers' SDXL pipeline
     computes itself (both encoders, pooled embeds, zeroed empty negative, time ids)."""
-    from oneword.generate import Sampling, draw
+    from oneword.core.generate import Sampling, draw
     ours = draw(sdxl, ["a photo of cat"], [3], None, Sampling(steps=3, cfg=5.0))
     sdxl.set_scheduler("ddim")
     theirs = sdxl.pipe(prompt="a photo of cat", num_inference_steps=3, guidance_scale=5.0,
@@ -113,7 +114,7 @@ def test_fp16_sdxl_encodes_photos_with_an_fp32_vae(sdxl_dir):
 
 
 def test_the_loss_trains_both_halves_and_nothing_else(sdxl):
-    from oneword.train import Batch, TextualInversionInvariant, batch_loss
+    from oneword.core.train import Batch, TextualInversionInvariant, batch_loss
     sdxl.add_placeholder_tokens(["<zq-t>"])
     invariant = TextualInversionInvariant(sdxl)
     rows = torch.randn(2, 1, L + G, requires_grad=True)
@@ -130,7 +131,7 @@ def test_the_loss_trains_both_halves_and_nothing_else(sdxl):
 
 
 def test_batched_sdxl_candidates_equal_separate_runs_and_start_per_half(sdxl, tmp_path):
-    from oneword.train import Candidate, TrainConfig, start_state, train
+    from oneword.core.train import Candidate, TrainConfig, start_state, train
     sdxl.add_placeholder_tokens(["<zq-k>"])
     photos = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -302,13 +303,13 @@ def test_sweep_and_score_on_sdxl(capsys, tmp_path, sdxl_dir, photo_dir, tiny_eva
                          "--dino-model", tiny_evaluators["dino"])
     assert code == 0, err
     assert "generation 1: r2" in out
-    from oneword.scoring import candidate_embedding
-    from oneword.store import Store
+    from oneword.experiments.scoring import candidate_embedding
+    from oneword.experiments.store import Store
     with Store.open() as store:
         run2 = store.run(2)
         children = [candidate_embedding(store, run2, c) for c in store.candidates(2)]
     assert [c.layout for c in children] == [(L, G), (L, G)]
-    from oneword.evolve import mix_candidates  # the gallery's mix
+    from oneword.experiments.evolve import mix_candidates
     with Store.open() as store:
         ids = [c.id for c in store.candidates(1)]
     mixed = mix_candidates(ids, [1, 1], "norm-mean")

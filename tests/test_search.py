@@ -1,4 +1,4 @@
-"""The operators of search in embedding space (oneword.search): pure tensor math."""
+"""The operators of search in embedding space (oneword.experiments.embedding_ops): pure tensor math."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from oneword.errors import OnewordError
-from oneword.search import (Breeding, Term, combine, cosine_matrix, crossover, mix, mutate,
-                            nearest_rows, next_generation, norm_percentile, norm_preserving_mean,
-                            parse_expression, select_top_k, select_tournament, slerp,
-                            weighted_mean)
+from oneword.experiments.embedding_ops import (Breeding, Term, combine, cosine_matrix, crossover,
+                                               mix, mutate, nearest_rows, next_generation,
+                                               norm_percentile, norm_preserving_mean,
+                                               parse_expression, select_top_k, select_tournament,
+                                               slerp, weighted_mean)
 
 
 def gen(seed=0):

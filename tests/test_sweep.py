@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from oneword.api import ModelChoice, learn
-from oneword.embeddings import load_embeddings
+from oneword.core.embeddings import load_embeddings
 from oneword.errors import OnewordError
 from oneword.events import Stepped
-from oneword.store import Store
-from oneword.sweep import CandidatePlan, resolve_max_batch, sweep
-from oneword.train import Candidate, TrainConfig
+from oneword.experiments.store import Store
+from oneword.experiments.sweep import CandidatePlan, resolve_max_batch, sweep
+from oneword.core.train import Candidate, TrainConfig
 
 
 def config(**kw) -> TrainConfig:
@@ -95,7 +95,7 @@ def test_killed_sweep_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir,
 
 def test_micro_batches_and_out_of_memory_retries_learn_the_same(tmp_path, tiny_model_dir,
                                                                 photo_dir, monkeypatch):
-    from oneword.models import load_model
+    from oneword.adapters.loading import load_model
     choice = ModelChoice(str(tiny_model_dir))
     cfg = config(steps=2, crop="center", batch_size=2,
                  candidates=(Candidate(1), Candidate(2), Candidate(3)))
@@ -104,7 +104,7 @@ def test_micro_batches_and_out_of_memory_retries_learn_the_same(tmp_path, tiny_m
     assert resolve_max_batch(model, cfg, 4) == 4 and resolve_max_batch(model, cfg, 9) is None
     whole = sweep([str(photo_dir)], cfg, choice, out=tmp_path / "whole", max_batch="all")
 
-    from oneword.models import TextToImageModel
+    from oneword.adapters.pipelines import TextToImageModel
     real = TextToImageModel.predict_noise
     passes = []
 

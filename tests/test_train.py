@@ -7,9 +7,9 @@ import torch
 
 from oneword.errors import OnewordError
 from oneword.events import Stepped
-from oneword.models import load_model
-from oneword.train import (CHECKPOINT_NAME, Candidate, TextualInversionInvariant, TrainConfig,
-                           TrainingDiverged, train)
+from oneword.adapters.loading import load_model
+from oneword.core.train import (CHECKPOINT_NAME, Candidate, TextualInversionInvariant, TrainConfig,
+                                TrainingDiverged, train)
 
 
 @pytest.fixture

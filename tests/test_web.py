@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from oneword.embeddings import load_embeddings
-from oneword.evolve import render
-from oneword.generate import Sampling
-from oneword.scoring import ScoreSettings
-from oneword.search import Breeding
-from oneword.store import Store
+from oneword.core.embeddings import load_embeddings
+from oneword.experiments.evolve import render
+from oneword.core.generate import Sampling
+from oneword.experiments.scoring import ScoreSettings
+from oneword.experiments.embedding_ops import Breeding
+from oneword.experiments.store import Store
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -40,8 +40,8 @@ def template(tmp_path_factory, tiny_model_dir) -> Path:
     from PIL import Image
 
     from oneword.api import ModelChoice
-    from oneword.sweep import sweep
-    from oneword.train import Candidate, TrainConfig
+    from oneword.experiments.sweep import sweep
+    from oneword.core.train import Candidate, TrainConfig
     root = tmp_path_factory.mktemp("gallery")
     (root / "photos").mkdir()
     for i in range(3):

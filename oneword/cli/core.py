@@ -6,12 +6,12 @@ import argparse
 import time
 
 from .. import api
-from ..diffusion import LR_SCHEDULES
+from ..core.diffusion import LR_SCHEDULES
 from ..errors import OnewordError
-from ..generate import Sampling
-from ..models import SCHEDULERS
-from ..prompts import MODES
-from ..train import TrainConfig
+from ..core.generate import Sampling
+from ..adapters.pipelines import SCHEDULERS
+from ..core.prompts import MODES
+from ..core.train import TrainConfig
 from .progress import ProgressBar
 
 

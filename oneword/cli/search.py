@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from .. import api
-from ..embeddings import (FORMATS, LearnedEmbedding, check_width, layout_metadata,
-                          load_embeddings, save_embedding)
+from ..core.embeddings import (FORMATS, LearnedEmbedding, check_width, layout_metadata,
+                               load_embeddings, save_embedding)
 from ..errors import OnewordError
-from ..search import CROSSOVERS, MIX_METHODS, SELECTIONS
+from ..experiments.embedding_ops import CROSSOVERS, MIX_METHODS, SELECTIONS
 from .core import add_model_options, add_project_option
 from .progress import ProgressBar
 from .sweep import (_floats, add_ray_options, add_scoring_options, load_distributed,
@@ -61,13 +61,13 @@ def add_mix_parser(sub) -> None:
 
 
 def _cmd_mix(a: argparse.Namespace) -> int:
-    from ..search import mix_by_layout
+    from ..experiments.embedding_ops import mix_by_layout
     if len(a.embeddings) < 2:
         raise OnewordError("mix: give two or more embedding files")
     inputs = [_load_first(path) for path in a.embeddings]
     layouts = {e.layout for e in inputs}
     if len(layouts) != 1:
-        from ..models import describe_layout
+        from ..core.embeddings import describe_layout
         names = " and ".join(sorted(describe_layout(x) for x in layouts))
         raise OnewordError(f"mix: the files are made for different models ({names}); "
                            "mix embeddings of one model family")
@@ -111,7 +111,7 @@ def add_arith_parser(sub) -> None:
 
 
 def _cmd_arith(a: argparse.Namespace) -> int:
-    from ..search import combine, parse_expression
+    from ..experiments.embedding_ops import combine, parse_expression
     try:
         terms = parse_expression(a.expression)
     except ValueError as exc:
@@ -163,8 +163,8 @@ def add_inspect_parser(sub) -> None:
 
 
 def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbedding]]:
-    from ..scoring import candidate_embedding
-    from ..store import Store
+    from ..experiments.scoring import candidate_embedding
+    from ..experiments.store import Store
     out = []
     for ref in refs:
         if Path(ref).is_file():
@@ -178,8 +178,8 @@ def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbeddin
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from ..models import vocabulary_tokens
-    from ..search import cosine_matrix, nearest_rows, norm_percentile, norm_summary
+    from ..experiments.embedding_ops import (cosine_matrix, nearest_rows, norm_percentile,
+                                             norm_summary)
     if a.top < 1:
         raise OnewordError(f"--top {a.top}: must be 1 or more")
     inputs = _inspect_inputs(a.embeddings, a.project)
@@ -188,7 +188,7 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     name = a.model or inputs[0][1].metadata.get("model") or api.DEFAULT_MODEL
     model = api.ModelChoice(name, a.device or "cpu", a.dtype).load()
     table = model.vocabulary_table.detach().float().cpu()
-    tokens = vocabulary_tokens(model)
+    tokens = model.vocabulary_tokens()
     vocab = norm_summary(table)
     print(f"model {name}: {table.shape[0]} tokens of width {table.shape[1]}; row norms "
           f"mean {vocab['mean']:.4f} ± {vocab['std']:.4f} (5%-95%: {vocab['p5']:.4f}-"
@@ -263,7 +263,7 @@ def add_evolve_parser(sub) -> None:
 
 def _scorer(a: argparse.Namespace):
     """Plain scoring, or scoring on Ray workers with --ray."""
-    from ..scoring import score
+    from ..experiments.scoring import score
     if a.ray is None:
         if a.ray_groups is not None:
             raise OnewordError("--ray-groups: only with --ray")
@@ -274,8 +274,8 @@ def _scorer(a: argparse.Namespace):
 
 
 def _cmd_evolve(a: argparse.Namespace) -> int:
-    from ..evolve import EvolveSettings, evolve
-    from ..search import Breeding
+    from ..experiments.evolve import EvolveSettings, evolve
+    from ..experiments.embedding_ops import Breeding
     breeding = Breeding(a.selection, a.top_k, a.tournament_size, a.crossover, a.blend_alpha,
                         a.mutation, a.elites)
     settings = EvolveSettings(a.generations, a.population, breeding, a.strategy, a.fitness,

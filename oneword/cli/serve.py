@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import OnewordError
-from ..search import CROSSOVERS, SELECTIONS
+from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
 from .core import add_project_option
 from .sweep import add_scoring_options, score_settings
 
@@ -43,7 +43,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     except ImportError as exc:
         raise OnewordError(f"serve: {exc.name} is not installed; pip install -e . again") \
             from None
-    from ..search import Breeding
+    from ..experiments.embedding_ops import Breeding
     if not 0 < a.port < 65536:
         raise OnewordError(f"--port {a.port}: must be 1-65535")
     breeding = Breeding(selection=a.selection, crossover=a.crossover, mutation=a.mutation,

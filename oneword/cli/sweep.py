@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .. import api
 from ..errors import OnewordError
-from ..generate import Sampling
-from ..models import DEFAULT_CLIP_EVALUATOR, DEFAULT_DINO_EVALUATOR, SCHEDULERS
-from ..store import Store
+from ..core.generate import Sampling
+from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
+from ..adapters.pipelines import SCHEDULERS
+from ..experiments.store import Store
 from .core import add_model_options, add_project_option, add_training_options, training_config
 from .progress import ProgressBar
 
@@ -62,7 +63,7 @@ def add_candidate_options(p: argparse.ArgumentParser, default_count: int) -> Non
 
 
 def candidate_plan(a: argparse.Namespace):
-    from ..sweep import CandidatePlan
+    from ..experiments.sweep import CandidatePlan
     return CandidatePlan(count=a.candidates, seed=a.seed, inits=a.inits, jitter=a.jitter,
                          lrs=a.lrs)
 
@@ -85,9 +86,9 @@ def add_sweep_parser(sub) -> None:
 
 
 def load_distributed():
-    """oneword.distributed (and Ray), imported only for --ray."""
+    """oneword.experiments.ray_cluster (and Ray), imported only for --ray."""
     try:
-        from .. import distributed
+        from ..experiments import ray_cluster as distributed
     except ModuleNotFoundError as exc:
         if exc.name != "ray":
             raise
@@ -106,7 +107,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..sweep import sweep
+    from ..experiments.sweep import sweep
     plan = candidate_plan(a)
     config = training_config(a, candidates=plan.candidates())
     choice = api.ModelChoice(a.model, a.device, a.dtype)
@@ -143,16 +144,16 @@ def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps
     p.add_argument("--judge", choices=("auto", "features", "oracle"), default="auto",
                    help="features: CLIP + DINO; oracle: the world model's oracle; auto: the "
                         "oracle on the world model, else features")
-    p.add_argument("--clip-model", type=_model_or_none, default=DEFAULT_CLIP_EVALUATOR,
-                   help=f"CLIP hub id or folder, or none (default {DEFAULT_CLIP_EVALUATOR})")
-    p.add_argument("--dino-model", type=_model_or_none, default=DEFAULT_DINO_EVALUATOR,
-                   help=f"DINO hub id or folder, or none (default {DEFAULT_DINO_EVALUATOR})")
+    p.add_argument("--clip-model", type=_model_or_none, default=DEFAULT_CLIP_MODEL,
+                   help=f"CLIP hub id or folder, or none (default {DEFAULT_CLIP_MODEL})")
+    p.add_argument("--dino-model", type=_model_or_none, default=DEFAULT_DINO_MODEL,
+                   help=f"DINO hub id or folder, or none (default {DEFAULT_DINO_MODEL})")
     p.add_argument("--fidelity-weight", type=float, default=0.5,
                    help="weight of fidelity against prompt-following in the combined score")
 
 
 def score_settings(a: argparse.Namespace, **extra):
-    from ..scoring import ScoreSettings
+    from ..experiments.scoring import ScoreSettings
     if a.size is not None and (a.size < 8 or a.size % 8):
         raise OnewordError(f"--size {a.size}: must be a multiple of 8")
     sampling = Sampling(a.sample_steps, a.cfg, a.scheduler, a.size)
@@ -186,8 +187,8 @@ def add_score_parser(sub) -> None:
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
-    from ..report import ranked_table
-    from ..scoring import score
+    from ..experiments.report import ranked_table
+    from ..experiments.scoring import score
     settings = score_settings(a, prompts=a.prompts, prompt_limit=a.prompt_limit,
                               class_word=a.class_word, images=a.images, seed=a.seed,
                               subject=a.subject)
@@ -254,7 +255,7 @@ def add_show_parser(sub) -> None:
 
 
 def _cmd_show(a: argparse.Namespace) -> int:
-    from ..report import describe_run
+    from ..experiments.report import describe_run
     with Store.open(a.project) as store:
         print(describe_run(store, store.find_run(a.run)))
     return 0
@@ -311,8 +312,8 @@ def add_bench_parser(sub) -> None:
 
 
 def _cmd_dreambench(a: argparse.Namespace) -> int:
-    from ..bench import DreamBenchSettings, run_dreambench, table_markdown
-    from ..train import TrainConfig
+    from ..experiments.dreambench_run import DreamBenchSettings, run_dreambench, table_markdown
+    from ..core.train import TrainConfig
     if not a.data:
         raise OnewordError("--data is missing: give the DreamBench folder (one sub-folder of "
                            "photos per subject), or set ONEWORD_DREAMBENCH")

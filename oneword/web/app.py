@@ -20,10 +20,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from ..errors import OnewordError
-from ..evolve import EvolveSettings, breed, latest_scores, mix_candidates, rating_of, render
-from ..scoring import ScoreSettings
-from ..search import MIX_METHODS, Breeding
-from ..store import Store
+from ..experiments.evolve import (EvolveSettings, breed, latest_scores, mix_candidates, rating_of,
+                                  render)
+from ..experiments.scoring import ScoreSettings
+from ..experiments.embedding_ops import MIX_METHODS, Breeding
+from ..experiments.store import Store
 from .jobs import JobRunner
 
 log = logging.getLogger(__name__)

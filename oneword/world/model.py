@@ -19,7 +19,7 @@ and cosine decay, gradient clipping, bf16 autocast on CUDA and an EMA of the wei
 (Yu et al. 2024; `FeatureAlignment`), which only steers training and is not saved. Both
 phases run against a wall-clock budget checked every step, so the model is saved in time even
 when the machine is slower than expected. The folder is saved in fp16 and loads with
-`oneword.models.load_model(folder)`; `train_log.json` beside the weights records the run.
+`oneword.adapters.loading.load_model(folder)`; `train_log.json` beside the weights records the run.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import diffusion
+from ..core import diffusion
 from ..errors import OnewordError
-from ..models import (TINY_EXTRA_WORDS, Components, TinyShapes, build_components, load_model,
-                      save_components, write_model_settings)
-from ..prompts import OBJECT_TEMPLATES, template_words
+from ..adapters.tokenizer import TINY_EXTRA_WORDS
+from ..adapters.tiny import Components, TinyShapes, build_components, save_components
+from ..adapters.loading import load_model, write_model_settings
+from ..core.prompts import OBJECT_TEMPLATES, template_words
 from .captions import caption, describe, vocabulary
 from .render import SUBJECTS_BY_ID, Spec, render_batch, render_with_coverage, sample_specs
 
@@ -192,7 +193,7 @@ def _validate_sizes(c: WorldModelConfig) -> None:
     for name in ("unet_channels", "vae_channels"):
         if any(ch < 8 or ch % 8 for ch in getattr(c, name)):
             _fail(name, getattr(c, name), "channels must be multiples of 8 (8 norm groups)")
-    heads = max(2, c.text_width // 64)  # as oneword.models.build_components
+    heads = max(2, c.text_width // 64)  # as oneword.adapters.tiny.build_components
     if c.text_width < 16 or c.text_width % heads:
         _fail("text_width", c.text_width, f"must be 16 or more and divisible by {heads}")
 
@@ -841,7 +842,7 @@ def _run_log(config, device, sizes, scale, vae_log, unet_log, files, clock) -> d
 
 def verify(folder: Path, device: str) -> tuple[int, ...]:
     """Load the saved folder as oneword does and draw one image; returns its shape."""
-    from ..generate import Sampling, draw
+    from ..core.generate import Sampling, draw
     model = load_model(str(folder), device)
     image = draw(model, ["a photo of a red star on the beach"], [0], None,
                  Sampling(steps=4, cfg=3.0, scheduler="ddim", size=IMAGE_SIZE))
@@ -890,7 +891,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> WorldModelConfig:
-    from ..models import pick_device
+    from ..adapters.device import pick_device
     device = pick_device(args.device)
     name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
@@ -912,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train_command(args, start: float) -> int:
-    from ..models import pick_device
+    from ..adapters.device import pick_device
     device = pick_device(args.device)
     config = config_from_args(args)
     if args.threads:

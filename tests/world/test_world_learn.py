@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from oneword.api import DEFAULT_MODEL
-from oneword.models import WORLD_MODEL_FOLDER, load_model
+from oneword.adapters.loading import WORLD_MODEL_FOLDER, load_model
 
 SHORT_LEARN_SUBJECT, SHORT_LEARN_STEPS = "robot", 300
 
@@ -32,8 +32,8 @@ def test_a_short_learn_raises_concept_fidelity_over_the_class_word(tmp_path):
     the photos, than the class word's images (fixed seeds; about 45 s on 2 CPU cores).
 
     The robot: the subject the committed model draws best (quality bench, issue 3)."""
-    from oneword.generate import Sampling, Words, draw
-    from oneword.train import TrainConfig, train
+    from oneword.core.generate import Sampling, Words, draw
+    from oneword.core.train import TrainConfig, train
     from oneword.world import evaluate
     from oneword.world.oracle import load_oracle
     from oneword.world.render import SUBJECTS_BY_ID

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from oneword.api import default_steps
 from oneword.errors import OnewordError
-from oneword.generate import Sampling, draw
-from oneword.models import load_model
+from oneword.core.generate import Sampling, draw
+from oneword.adapters.loading import load_model
 from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
                                  config_from_args, lr_multiplier, pixel_weights, preset, run_phase,
                                  train_world_model)
@@ -128,7 +128,7 @@ def test_pool_stream_mixes_fresh_and_kept_examples():
 
 
 def test_caption_ids_match_the_tokenizer():
-    from oneword.models import build_clip_tokenizer
+    from oneword.adapters.tokenizer import build_clip_tokenizer
     from oneword.world import sample_specs
     from oneword.world.model import CaptionTokens, training_captions, world_vocabulary
     tokenizer = build_clip_tokenizer(world_vocabulary())

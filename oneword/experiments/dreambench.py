@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import OnewordError
+from ..errors import OnewordError
 
 OBJECT_PROMPTS = tuple(f"a {{token}} {{class}} {rest}".strip() for rest in (
     "in the jungle", "in the snow", "on the beach", "on a cobblestone street",

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import torch
 
-from . import data, dreambench, evaluate, report
-from .embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
-from .errors import OnewordError
-from .events import EventSink, Progressed, ignore
-from .generate import Sampling, Words, contact_sheet, draw, register_words, save_png
-from .models import DEFAULT_CLIP_EVALUATOR, DEFAULT_DINO_EVALUATOR, load_model, pick_device
+from ..core import data
+from . import dreambench, report, score_math
+from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
+from ..errors import OnewordError
+from ..events import EventSink, Progressed, ignore
+from ..core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
+from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
+from ..adapters.loading import load_model
+from ..adapters.device import pick_device
 from .store import CandidateRecord, RunRecord, Store
+from ..core.interface import TextToImage
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,8 @@ class ScoreSettings:
     seed: int = 0
     sampling: Sampling = field(default_factory=lambda: Sampling(steps=30))
     judge: str = "auto"  # auto: the oracle on the world model, else CLIP + DINO
-    clip_model: str | None = DEFAULT_CLIP_EVALUATOR  # None: no CLIP scores
-    dino_model: str | None = DEFAULT_DINO_EVALUATOR  # None: no DINO score
+    clip_model: str | None = DEFAULT_CLIP_MODEL  # None: no CLIP scores
+    dino_model: str | None = DEFAULT_DINO_MODEL  # None: no DINO score
     subject: str | None = None  # the world oracle's subject id; None: from the class word
     fidelity_weight: float = 0.5
     device: str | None = None
@@ -156,7 +160,7 @@ def write_outputs(store: Store, board: Scoreboard) -> Scoreboard:
     return replace(board, report=page, plot=plot)
 
 
-def _draw_and_measure(store, model, candidates, embeddings, job: PromptJob,
+def _draw_and_measure(store, model: TextToImage, candidates, embeddings, job: PromptJob,
                       settings: ScoreSettings, judge, where, on_event):
     evaluation, folder = where
     for emb in embeddings:
@@ -184,10 +188,10 @@ def rank_candidates(candidates: list[CandidateRecord], raw: list[dict[str, float
     """Combined score, Pareto front and rank of each candidate; best first."""
     names = list(raw[0])
     metrics = {m: torch.tensor([r[m] for r in raw], dtype=torch.float64) for m in names}
-    fidelity, prompt = evaluate.axis_scores(metrics)
-    combined = evaluate.combined_score(fidelity, prompt, fidelity_weight)
-    front = evaluate.pareto_front(fidelity, prompt)
-    order = evaluate.ranking(combined)
+    fidelity, prompt = score_math.axis_scores(metrics)
+    combined = score_math.combined_score(fidelity, prompt, fidelity_weight)
+    front = score_math.pareto_front(fidelity, prompt)
+    order = score_math.ranking(combined)
     rows = []
     for rank, k in enumerate(order, start=1):
         values = {**raw[k], "fidelity": float(fidelity[k]), "prompt": float(prompt[k]),
@@ -224,7 +228,7 @@ def prompt_templates(choice: str, model_name: str, class_word: str) -> tuple[str
     """auto: the world's novel-context prompts on the world model, else DreamBench's
     live-subject prompts for cats and dogs and its object prompts for anything else."""
     if choice == "world" or (choice == "auto" and model_name == "world"):
-        from .world.evaluate import NOVEL_PROMPTS
+        from ..world.evaluate import NOVEL_PROMPTS
         return NOVEL_PROMPTS
     if choice == "auto":
         return dreambench.prompts_for(dreambench.prompt_set_for_class(class_word))
@@ -281,15 +285,15 @@ class FeatureJudge:
         out = {}
         if self.clip is not None:
             feats = self.clip.image_features(images)
-            out["clip_i"] = float(evaluate.cosine_to_references(feats, self.refs["clip_i"]).mean())
-            out["clip_t"] = float(evaluate.paired_cosine(feats, self.texts[prompt_index]).mean())
+            out["clip_i"] = float(score_math.cosine_to_references(feats, self.refs["clip_i"]).mean())
+            out["clip_t"] = float(score_math.paired_cosine(feats, self.texts[prompt_index]).mean())
         if self.dino is not None:
             feats = self.dino.image_features(images)
-            out["dino"] = float(evaluate.cosine_to_references(feats, self.refs["dino"]).mean())
+            out["dino"] = float(score_math.cosine_to_references(feats, self.refs["dino"]).mean())
         return out
 
     def reference_scores(self) -> dict[str, float]:
-        return {m: evaluate.self_similarity(f) for m, f in self.refs.items()}
+        return {m: score_math.self_similarity(f) for m, f in self.refs.items()}
 
 
 class OracleJudge:
@@ -303,13 +307,13 @@ class OracleJudge:
         self.requested: list[dict] = []
 
     def prepare(self, references: torch.Tensor, texts: list[str]) -> None:
-        from .world.captions import parse_prompt
+        from ..world.captions import parse_prompt
         self.refs = references
         self.requested = [{k: v for k, v in parse_prompt(t).items() if k != "subject"}
                           for t in texts]
 
     def measure(self, images: torch.Tensor, prompt_index: torch.Tensor) -> dict[str, float]:
-        from .world import metrics
+        from ..world import metrics
         follow = []
         for p in prompt_index.unique().tolist():
             chosen = images[prompt_index == p]
@@ -322,7 +326,7 @@ class OracleJudge:
         }
 
     def reference_scores(self) -> dict[str, float]:
-        from .world import metrics
+        from ..world import metrics
         return {"concept_fidelity": metrics.concept_fidelity(self.oracle, self.refs,
                                                              self.subject)}
 
@@ -332,16 +336,16 @@ def make_judge(settings: ScoreSettings, model_name: str, class_word: str):
     if kind == "auto":
         kind = "oracle" if model_name == "world" else "features"
     if kind == "oracle":
-        from .world.captions import CLASS_WORDS
-        from .world.oracle import load_oracle
+        from ..world.captions import CLASS_WORDS
+        from ..world.oracle import load_oracle
         subject = settings.subject or CLASS_WORDS.get(class_word.strip())
         if subject is None:
             raise OnewordError(f"--subject is missing: the oracle judges a world subject; "
                                f"give one of {', '.join(sorted(CLASS_WORDS.values()))}")
         return OracleJudge(load_oracle(str(pick_device(settings.device))), subject)
-    from .models import load_clip_evaluator, load_dino_evaluator
-    clip = load_clip_evaluator(settings.clip_model, settings.device) if settings.clip_model \
+    from ..adapters.feature_models import load_clip_model, load_dino_model
+    clip = load_clip_model(settings.clip_model, settings.device) if settings.clip_model \
         else None
-    dino = load_dino_evaluator(settings.dino_model, settings.device) if settings.dino_model \
+    dino = load_dino_model(settings.dino_model, settings.device) if settings.dino_model \
         else None
     return FeatureJudge(clip, dino)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import OnewordError
+from ..errors import OnewordError
 
 MIX_METHODS = ("mean", "norm-mean", "slerp")
 SELECTIONS = ("top-k", "tournament")

@@ -1,7 +1,7 @@
 """Evolution of learned embeddings, recorded in the experiment store.
 
 A generation is a run of kind "evolve": its candidates are children made by the operators of
-`oneword.search` from the candidates of the run before (no training), each recorded with its
+`oneword.experiments.embedding_ops` from the candidates of the run before (no training), each recorded with its
 parents in the store's lineage table. Fitness is a person's ratings or an automatic score
 (`oneword score`); the children are then drawn (and scored, for automatic fitness) so that
 the next generation can be bred. `strategy="cma"` replaces selection, crossover and mutation
@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from .api import token_name
-from .embeddings import LearnedEmbedding, write_embedding_files
-from .errors import OnewordError
-from .events import EventSink, Message, Progressed, ignore
-from .generate import draw, register_words
-from .models import load_model
-from .scoring import (ScoreSettings, candidate_embedding, prompt_job, save_candidate_images,
-                      score)
-from .search import Breeding, Child, mix_by_layout, next_generation
+from ..api import token_name
+from ..core.embeddings import LearnedEmbedding, write_embedding_files
+from ..errors import OnewordError
+from ..events import EventSink, Message, Progressed, ignore
+from ..core.generate import draw, register_words
+from ..adapters.loading import load_model
+from .scoring import ScoreSettings, candidate_embedding, prompt_job, save_candidate_images, score
+from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
 from .store import CandidateRecord, RunRecord, Store, recording
 
 log = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ def record_children(project, parent: Population, children: list[Child], kind: st
 
 def vocabulary_spread_of(model_name: str) -> float:
     """The per-dimension standard deviation of a model's token table."""
-    from .vectors import vocabulary_spread
+    from ..core.vectors import vocabulary_spread
     return vocabulary_spread(load_model(model_name, "cpu").vocabulary_table)[1]
 
 

@@ -25,9 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import OnewordError
-from .files import atomic_write
-from .models import describe_layout
+from ..errors import OnewordError
+from ..files import atomic_write
 
 FORMATS = ("diffusers", "a1111", "a1111-pt", "sdxl")
 FORMAT_VERSION = "1"
@@ -323,3 +322,27 @@ def check_width(emb: LearnedEmbedding, width: int | tuple[int, ...], model_name:
 
 def _widths(layout: tuple[int, ...]) -> str:
     return " + ".join(f"{w}-d" for w in layout)
+
+
+# -- model families: what an embedding width or layout belongs to --------------------------
+def model_family(width: int) -> str:
+    """The model family an embedding width belongs to."""
+    return {768: "sd1", 1024: "sd2", 1280: "sdxl-g"}.get(width, f"custom-{width}")
+
+
+FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x (768-d)", "sd2": "Stable Diffusion 2.x (1024-d)",
+                "sdxl-g": "SDXL OpenCLIP bigG (1280-d)"}
+
+
+def describe_family(width: int) -> str:
+    fam = model_family(width)
+    return FAMILY_NAMES.get(fam, f"a {width}-d text encoder")
+
+
+def describe_layout(layout: tuple[int, ...]) -> str:
+    """The model family of an embedding layout: (768,) one encoder, (768, 1280) SDXL's pair."""
+    if len(layout) == 1:
+        return describe_family(layout[0])
+    name = "SDXL" if tuple(layout) == (768, 1280) else "an SDXL-architecture model"
+    return f"{name} (clip_l {layout[0]} + clip_g {layout[1]})"
+

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import OnewordError
+from ..errors import OnewordError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 CROPS = ("center", "random")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .evaluate import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
-from .files import atomic_write, atomic_write_text
+from .score_math import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
+from ..files import atomic_write, atomic_write_text
 
 PLOT_SIZE = (720, 540)
 _MARGIN = (80, 30, 30, 70)  # left, top, right, bottom

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 
 from . import dreambench
-from .api import ModelChoice
-from .errors import OnewordError
-from .events import EventSink, Message, ignore
-from .files import atomic_write_text
-from .generate import Sampling
+from ..api import ModelChoice
+from ..errors import OnewordError
+from ..events import EventSink, Message, ignore
+from ..files import atomic_write_text
+from ..core.generate import Sampling
 from .scoring import ScoreSettings, score
 from .store import recording
 from .sweep import CandidatePlan, sweep
-from .train import TrainConfig
+from ..core.train import TrainConfig
 
 log = logging.getLogger(__name__)
 

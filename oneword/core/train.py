@@ -20,10 +20,11 @@ import torch
 
 from . import diffusion
 from .vectors import initial_rows_by_layout
-from .errors import OnewordError
-from .files import atomic_write
-from .events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
+from ..errors import OnewordError
+from ..files import atomic_write
+from ..events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
 from .prompts import MODES, templates, token_string
+from .interface import TextToImage
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +164,13 @@ class PhotoLatents:
     std: torch.Tensor
 
 
-def encode_photos(model, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
+def encode_photos(model: TextToImage, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
     """Encode photos [M, 3, R, R] in [-1, 1] once."""
     parts = [model.encode_images(photos[i:i + chunk]) for i in range(0, len(photos), chunk)]
     return PhotoLatents(torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
 
 
-def encode_candidate_photos(model, photos: torch.Tensor | list[torch.Tensor],
+def encode_candidate_photos(model: TextToImage, photos: torch.Tensor | list[torch.Tensor],
                             count: int) -> list[PhotoLatents]:
     """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
     (each candidate's own crops); a tensor given for several candidates is encoded once."""
@@ -184,7 +185,7 @@ def encode_candidate_photos(model, photos: torch.Tensor | list[torch.Tensor],
     return [cache[id(p)] for p in photos]
 
 
-def start_state(model, config: TrainConfig) -> TrainingState:
+def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     """Fresh rows, optimizer and per-candidate generators."""
     init_ids = model.word_token_ids(config.init_word) if config.init_word else []
     if config.init_word and not init_ids:
@@ -245,7 +246,7 @@ def draw_batch(latents: PhotoLatents | list[PhotoLatents], caption_ids: torch.Te
                  noise.to(device), t.to(device))
 
 
-def batch_loss(model, rows: torch.Tensor, batch: Batch, weight: float,
+def batch_loss(model: TextToImage, rows: torch.Tensor, batch: Batch, weight: float,
                max_batch: int | None) -> torch.Tensor:
     """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
     per-sample losses [B] (detached)."""
@@ -266,7 +267,7 @@ def batch_loss(model, rows: torch.Tensor, batch: Batch, weight: float,
     return torch.cat(losses)
 
 
-def optimizer_step(model, state: TrainingState, config: TrainConfig,
+def optimizer_step(model: TextToImage, state: TrainingState, config: TrainConfig,
                    latents: PhotoLatents | list[PhotoLatents],
                    caption_ids: torch.Tensor) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss."""
@@ -291,7 +292,7 @@ def optimizer_step(model, state: TrainingState, config: TrainConfig,
     return loss
 
 
-def caption_token_ids(model, config: TrainConfig) -> torch.Tensor:
+def caption_token_ids(model: TextToImage, config: TrainConfig) -> torch.Tensor:
     """Token ids [num_templates, L] of every training caption, tokenized once."""
     return model.token_ids([t.format(config.token_text) for t in templates(config.mode)])
 
@@ -352,7 +353,7 @@ def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> floa
     return (beta * raw_prev + (1 - beta) * value) / (1 - beta ** step)
 
 
-def train(model, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig, run_dir: Path,
+def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig, run_dir: Path,
           on_event: EventSink = ignore, resume: bool = False,
           on_preview=None) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
@@ -386,7 +387,7 @@ def train(model, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig,
     return state
 
 
-def _run_steps(model, state, config, latents, caption_ids, where, on_event, on_preview):
+def _run_steps(model: TextToImage, state, config, latents, caption_ids, where, on_event, on_preview):
     run_dir, photos_id = where
     ckpt = run_dir / CHECKPOINT_NAME
     last_saved = state.step
@@ -425,23 +426,17 @@ class TextualInversionInvariant:
     the text encoder, UNet and VAE and the tokenizer's original vocabulary.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: TextToImage):
         self._model = model
         self._before = self._fingerprints()
 
     def _fingerprints(self) -> dict[str, str]:
         prints = {}
-        pipe = self._model.pipe
-        for part in ("text_encoder", "text_encoder_2", "unet", "vae"):
-            if getattr(pipe, part, None) is None:
-                continue
-            for name, tensor in getattr(pipe, part).state_dict().items():
-                data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
-                prints[f"{part}.{name}"] = hashlib.sha1(data.numpy().tobytes()).hexdigest()
-        vocab = self._model.tokenizer.get_vocab()
-        base = {k: v for k, v in vocab.items() if v < self._model.embedding.base_size}
+        for name, tensor in self._model.frozen_tensors():
+            data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
+            prints[name] = hashlib.sha1(data.numpy().tobytes()).hexdigest()
         prints["tokenizer.vocabulary"] = hashlib.sha1(
-            json.dumps(base, sort_keys=True).encode()).hexdigest()
+            json.dumps(self._model.base_vocabulary(), sort_keys=True).encode()).hexdigest()
         return prints
 
     def changed(self) -> list[str]:

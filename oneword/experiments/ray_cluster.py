@@ -26,10 +26,10 @@ from typing import Callable
 
 import ray
 
-from .api import ModelChoice
-from .errors import OnewordError
-from .events import EventSink, Finished, Message, Progressed, Started, Stepped, ignore
-from .train import CHECKPOINT_NAME, TrainConfig
+from ..api import ModelChoice
+from ..errors import OnewordError
+from ..events import EventSink, Finished, Message, Progressed, Started, Stepped, ignore
+from ..core.train import CHECKPOINT_NAME, TrainConfig
 
 GROUPS_FOLDER = "groups"
 MAX_RETRIES = 3  # re-runs of a group whose worker died
@@ -103,9 +103,9 @@ def train_group(images, config: TrainConfig, choice: ModelChoice, folder: Path,
                 max_batch, board, group: int, on_step: Callable | None = None):
     """One group on one worker: train (resuming from the group's checkpoint when a previous
     try left one) and return (rows [k, N, d] float32 on CPU, step, layout)."""
-    from .prompts import placeholder_names
+    from ..core.prompts import placeholder_names
     from .sweep import candidate_photos, resolve_max_batch, train_fitting_memory
-    from .train import TextualInversionInvariant
+    from ..core.train import TextualInversionInvariant
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = choice.load()
@@ -154,7 +154,7 @@ def ray_sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = Mode
     groups: how many tasks (default: one per GPU of the cluster, else per CPU).
     on_step(group, step, folder): called in the worker after each step (for tests).
     """
-    from . import data
+    from ..core import data
     from .store import recording
     from .sweep import _sweep_folder
     images, skipped = data.load_photos(photos)
@@ -238,8 +238,8 @@ def _result(ref, group: Group):
 def _write_group(rec, config: TrainConfig, choice: ModelChoice, group: Group, rows, step: int,
                  layout, folders, records) -> dict[int, dict[str, Path]]:
     """The embedding files and store rows of a finished group (idempotent per candidate)."""
-    from .api import token_name
-    from .embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
+    from ..api import token_name
+    from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
     from .sweep import candidate_metadata
     rec.files("checkpoint", [group.folder / CHECKPOINT_NAME])
     out = {}
@@ -286,7 +286,7 @@ def score_group(model_name: str, candidates, embeddings, job, settings, class_wo
                 photos: list[str], where, board, group: int):
     """Draw and judge a group of candidates on one worker (as `score` does); returns
     (raw metrics, contact sheets, image rows) for the driver to record."""
-    from .models import load_model
+    from ..adapters.loading import load_model
     from .scoring import _draw_and_measure, make_judge, reference_images
     judge = make_judge(settings, model_name, class_word)
     judge.prepare(reference_images(photos), job.judged)

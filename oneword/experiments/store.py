@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OnewordError
+from ..errors import OnewordError
 
 log = logging.getLogger(__name__)
 

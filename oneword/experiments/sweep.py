@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
-from . import data
-from .api import ModelChoice, token_name
-from .embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
-from .errors import OnewordError
-from .events import EventSink, Checkpointed, Finished, Message, ignore
-from .prompts import placeholder_names, templates
+from ..core import data
+from ..api import ModelChoice, token_name
+from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
+from ..errors import OnewordError
+from ..events import EventSink, Checkpointed, Finished, Message, ignore
+from ..core.prompts import placeholder_names, templates
 from .store import RunRecorder, Store, recording
-from .train import (Batch, Candidate, OutOfMemory, TextualInversionInvariant, TrainConfig,
-                    batch_loss, train)
+from ..core.train import (Batch, Candidate, OutOfMemory, TextualInversionInvariant, TrainConfig,
+                          batch_loss, train)
+from ..core.interface import TextToImage
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def candidate_metadata(config: TrainConfig, choice: ModelChoice, cand: Candidate
 
 
 # -- memory-aware micro-batching ---------------------------------------------------------
-def resolve_max_batch(model, config: TrainConfig, max_batch: int | str | None) -> int | None:
+def resolve_max_batch(model: TextToImage, config: TrainConfig, max_batch: int | str | None) -> int | None:
     """Samples per forward pass: a number, None (all at once) or 'auto'."""
     total = config.batch_size * len(config.candidate_list)
     if max_batch is None or max_batch == "all":
@@ -192,7 +193,7 @@ def resolve_max_batch(model, config: TrainConfig, max_batch: int | str | None) -
     return None if fit >= total else max(1, fit)
 
 
-def cuda_samples_that_fit(model, config: TrainConfig) -> int:
+def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
     """How many samples a forward+backward pass can hold in the free GPU memory, from the
     peak memory of probe passes with 1 and 2 samples."""
     peaks = []
@@ -212,11 +213,11 @@ def cuda_samples_that_fit(model, config: TrainConfig) -> int:
     return fit
 
 
-def _probe_pass(model, config: TrainConfig, size: int) -> None:
+def _probe_pass(model: TextToImage, config: TrainConfig, size: int) -> None:
     """One forward+backward pass of `size` samples on made-up data (nothing is kept)."""
     resolution = config.resolution or model.native_resolution
     side = resolution // model.vae_factor
-    channels = int(model.pipe.unet.config.in_channels)
+    channels = model.latent_channels
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(size, channels, side, side, generator=gen).to(model.device)
     caption = templates(config.mode)[0].format(config.token_text)
@@ -228,7 +229,7 @@ def _probe_pass(model, config: TrainConfig, size: int) -> None:
     batch_loss(model, rows, batch, 1.0, None)
 
 
-def train_fitting_memory(model, pixels, config: TrainConfig, run_dir: Path,
+def train_fitting_memory(model: TextToImage, pixels, config: TrainConfig, run_dir: Path,
                          on_event: EventSink, resume: bool):
     """`train`, halving the samples per pass after running out of memory and going on from
     the last checkpoint (micro-batching does not change what is learned)."""

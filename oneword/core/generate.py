@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from .files import atomic_write
+from ..files import atomic_write
 from .prompts import expand_tokens, placeholder_names
+from .interface import TextToImage
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Words:
     rows: torch.Tensor
 
 
-def register_words(model, embeddings) -> Words:
+def register_words(model: TextToImage, embeddings) -> Words:
     """Add each learned embedding's token(s) to the model's tokenizer; one row per vector."""
     tokens, rows = {}, []
     for emb in embeddings:
@@ -35,7 +36,7 @@ def register_words(model, embeddings) -> Words:
     return Words(tokens, stacked.unsqueeze(0).to(model.device))
 
 
-def text_states(model, prompts: list[str], words: Words | None) -> torch.Tensor:
+def text_states(model: TextToImage, prompts: list[str], words: Words | None) -> torch.Tensor:
     """Hidden states [B, L, d] of prompts whose learned tokens read the learned rows."""
     if words is not None:
         prompts = [expand_tokens(p, words.tokens) for p in prompts]
@@ -53,7 +54,7 @@ class Sampling:
     size: int | None = None  # None: the model's native resolution
 
 
-def draw(model, prompts: list[str], seeds: list[int], words: Words | None,
+def draw(model: TextToImage, prompts: list[str], seeds: list[int], words: Words | None,
          sampling: Sampling, negative: str = "", batch: int = 8) -> torch.Tensor:
     """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i])."""
     model.set_scheduler(sampling.scheduler)

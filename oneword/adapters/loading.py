@@ -1,0 +1,181 @@
+"""Finding and loading checkpoints: hub ids, diffusers folders, single files, built-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import OnewordError
+from ..files import atomic_write_text
+from .device import pick_device, pick_dtype
+from .pipelines import TextToImageModel, SDXLModel, wrap_pipeline
+from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline
+
+BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
+WORLD_MODEL_FOLDER = Path(__file__).parent.parent / "world" / "weights" / "model"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Beside model_index.json: oneword's defaults for that model, e.g. {"learn_steps": 300}.
+SETTINGS_FILE = "oneword.json"
+DEFAULT_MODEL = "world"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which checkpoint to load, and where and how to run it."""
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    dtype: str | None = None
+
+    def load(self) -> TextToImageModel:
+        return load_model(self.model, self.device, self.dtype)
+
+
+def builtin_model_folder(name: str) -> Path:
+    root = Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
+    return root / "models" / name
+
+
+def builtin_model_folder(name: str) -> Path:
+    root = Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
+    return root / "models" / name
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
+    if model == "world":
+        if not (WORLD_MODEL_FOLDER / "model_index.json").exists():
+            raise OnewordError("--model world: the world model's weights are not in this "
+                               "installation; train them with `python -m oneword.world.model "
+                               "train --out oneword/world/weights/model`")
+        return "folder", str(WORLD_MODEL_FOLDER)
+    if model in BUILTIN_MODELS:
+        folder = builtin_model_folder(model)
+        if not (folder / "model_index.json").exists():
+            builder = build_tiny_sdxl_pipeline if model == "tiny-sdxl" else build_tiny_pipeline
+            builder(folder, seed=0)
+        return "folder", str(folder)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise OnewordError(
+                f"--model {model}: this folder is not a diffusers pipeline (no model_index.json); "
+                "give a pipeline folder, a .safetensors/.ckpt checkpoint or a hub id")
+        return "folder", str(path)
+    if path.suffix in SINGLE_FILE_SUFFIXES:
+        if not path.is_file():
+            raise OnewordError(f"--model {model}: no such checkpoint file")
+        return "file", str(path)
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise OnewordError(
+            f"--model {model}: not a pipeline folder, .safetensors/.ckpt file or hub id")
+    return "hub", model
+
+
+def model_settings(model: str) -> dict:
+    """oneword's defaults for `model` (a --model value) from its folder's `oneword.json`;
+    {} for models without one (checkpoint files, hub ids, folders that do not carry it)."""
+    if model in BUILTIN_MODELS and model != "world":
+        return {}
+    folder = WORLD_MODEL_FOLDER if model == "world" else Path(model).expanduser()
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise OnewordError(f"{path}: not readable as JSON ({e}); fix it or delete it") from None
+    steps = settings.get("learn_steps", 1) if isinstance(settings, dict) else None
+    if not isinstance(steps, int) or steps < 1:
+        raise OnewordError(f"{path}: give an object whose learn_steps is a whole number, 1 or "
+                           "more; fix it or delete it")
+    return settings
+
+
+def write_model_settings(folder: str | Path, settings: dict) -> Path:
+    """Write `oneword.json` into a pipeline folder (atomically)."""
+    return atomic_write_text(Path(folder) / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+
+
+def load_model(model: str = "tiny", device: str | None = None,
+               dtype: str | None = None) -> TextToImageModel:
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline and freeze it."""
+    kind, location = resolve_model(model)
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = _load_pipe(kind, location, model, dt)
+    return wrap_pipeline(pipe, model, dev, dt)
+
+
+def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
+    import diffusers
+    import transformers
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        if kind == "file" and single_file_is_sdxl(location):
+            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(location, dtype=dtype)
+        elif kind == "file":
+            pipe = diffusers.StableDiffusionPipeline.from_single_file(
+                location, dtype=dtype, safety_checker=None)
+        else:
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                location, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    except OnewordError:
+        raise
+    except Exception as exc:  # diffusers raises many kinds; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+    parts = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
+    if hasattr(pipe, "text_encoder_2"):
+        parts += ["tokenizer_2", "text_encoder_2"]
+    for part in parts:
+        if getattr(pipe, part, None) is None:
+            raise OnewordError(f"--model {model}: the pipeline has no {part}; give a Stable "
+                               "Diffusion 1.x/2.x or SDXL base text-to-image pipeline")
+    return pipe
+
+
+def single_file_is_sdxl(path: str) -> bool:
+    """True if a single-file checkpoint holds SDXL's second text encoder (OpenCLIP bigG)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                keys = list(f.keys())
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            keys = list(data.get("state_dict", data)) if isinstance(data, dict) else []
+    except Exception:  # an unreadable file is reported by the loader itself
+        return False
+    return any(k.startswith("conditioner.embedders.1.") for k in keys)
+
+
+
+def sdxl_model_from_parts(parts: dict, name: str, device: str | None = None,
+                          dtype: str | None = None) -> "SDXLModel":
+    """An SDXLModel over parts held in memory (benchmarks; no save and reload)."""
+    import diffusers
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
+    pipe.to(dtype=dt)
+    return wrap_pipeline(pipe, name, dev, dt)
+
+
+def model_from_components(parts: Components, name: str, device: str | None = None,
+                          dtype: str | None = None) -> TextToImageModel:
+    """A TextToImageModel over parts held in memory (benchmarks; no save and reload)."""
+    import diffusers
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+        unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.to(dtype=dt)
+    return wrap_pipeline(pipe, name, dev, dt)
+
