@@ -10,44 +10,28 @@ from pathlib import Path
 
 import torch
 
-from .core import data
-from .core.embeddings import (LearnedEmbedding, check_width, layout_metadata, load_embeddings,
-                              write_embedding_files)
-from .events import EventSink, Finished, Message, Previewed, ignore
-from .files import atomic_write_text
+from .adapters.loading import DEFAULT_MODEL, ModelChoice, model_settings
+from .core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from .core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
-from .adapters.loading import load_model, model_settings
-from .core.prompts import PREVIEW_PROMPTS, placeholder_names
-from .experiments.store import recording
-from .core.train import TextualInversionInvariant, TrainConfig, train
 from .core.interface import TextToImage
+from .core.prompts import PREVIEW_PROMPTS
+from .core.train import TrainConfig
+from .errors import OnewordError
+from .events import EventSink, Finished, Message, Previewed, ignore
+from .experiments.sweep import read_photos, record_run, train_and_write
+from .files import atomic_write_text, file_stem
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_STEPS", "ModelChoice", "PreviewSettings", "default_steps",
+           "generate", "learn"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "world"
 DEFAULT_STEPS = 3000  # SD at 512 px; a model folder may say otherwise (its oneword.json)
 
 
 def default_steps(model: str) -> int:
     """Learning steps for `model` (a --model value) when the user gives none."""
     return model_settings(model).get("learn_steps", DEFAULT_STEPS)
-
-
-def token_name(token: str) -> str:
-    """A file-name stem for a token: '<my-cat>' → 'my-cat'."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", token).strip("-.")
-    return stem or "embedding"
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which checkpoint to load, and where and how to run it."""
-    model: str = DEFAULT_MODEL
-    device: str | None = None
-    dtype: str | None = None
-
-    def load(self):
-        return load_model(self.model, self.device, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -63,40 +47,22 @@ def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelCho
           on_event: EventSink = ignore, project: str | Path | None = None) -> dict[str, Path]:
     """Learn `config.token` from the photos; returns the embedding files written.
 
-    The run is recorded in the experiment store of `project` (see oneword.experiments.store)."""
-    images, skipped = data.load_photos(photos)
-    for line in skipped:
-        on_event(Message(line))
-    run_dir = Path(out) if out else Path("runs") / token_name(config.token)
-    model = choice.load()
-    resolution = config.resolution or model.native_resolution
-    crops = torch.Generator().manual_seed(config.candidate_list[0].seed)
-    pixels = data.photo_batch(images, resolution, config.crop, config.crops_per_photo,
-                              config.flip, crops)
-    model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
-    invariant = TextualInversionInvariant(model)
+    A sweep of one candidate whose files go to the run folder itself; the run is recorded in
+    the experiment store of `project` (see oneword.experiments.store)."""
+    if len(config.candidate_list) > 1:
+        raise OnewordError("learn trains one candidate; sweep trains several")
+    images = read_photos(photos, on_event)
+    run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     _write_run_info(run_dir, config, choice, photos)
-    previewer = _previewer(model, config, preview, run_dir, on_event)
-    settings = {"config": json.loads(config.to_json()), "model": choice.model}
-    with recording(project, "learn", run_dir.absolute(), choice.model, config.token, settings,
-                   [str(p) for p in photos], resume) as rec:
-        state = train(model, pixels, config, run_dir, on_event, resume, previewer)
-        invariant.check()
-        embedding = LearnedEmbedding(token=config.token, vectors=state.rows()[0].float().cpu(),
-                                     metadata={**_metadata(config, choice, state.step),
-                                               **layout_metadata(model.embedding_layout)})
-        files = write_embedding_files(embedding, run_dir, token_name(config.token))
-        (candidate,) = rec.add_candidates(config.candidate_list[:1], config.lr, [run_dir])
-        rec.files("embedding", files.values(), candidate)
-        rec.step(state.step)
-    on_event(Finished(state.step, files))
-    return files
 
+    def previewer(model: TextToImage):
+        return _previewer(model, config, preview, run_dir, on_event)
 
-def _metadata(config: TrainConfig, choice: ModelChoice, step: int) -> dict[str, str]:
-    return {"token": config.token, "init_word": config.init_word or "", "model": choice.model,
-            "steps": str(step), "seed": str(config.seed), "vectors": str(config.vectors),
-            "mode": config.mode, "trainer": "oneword"}
+    with record_run(project, "learn", run_dir.absolute(), photos, config, choice, resume) as rec:
+        written = train_and_write(rec, images, config, choice, [run_dir], on_event, resume,
+                                  config.max_batch, previewer)
+        on_event(Finished(written.step, written.files[0]))
+    return written.files[0]
 
 
 def _write_run_info(run_dir: Path, config: TrainConfig, choice: ModelChoice,

@@ -39,11 +39,6 @@ def builtin_model_folder(name: str) -> Path:
     return root / "models" / name
 
 
-def builtin_model_folder(name: str) -> Path:
-    root = Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
-    return root / "models" / name
-
-
 def resolve_model(model: str) -> tuple[str, str]:
     """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
     if model == "world":

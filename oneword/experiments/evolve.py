@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..api import token_name
 from ..core.embeddings import LearnedEmbedding, write_embedding_files
 from ..errors import OnewordError
+from ..files import file_stem
 from ..events import EventSink, Message, Progressed, ignore
 from ..core.generate import draw, register_words
 from ..adapters.loading import load_model
@@ -140,7 +140,7 @@ def record_children(project, parent: Population, children: list[Child], kind: st
                     "parents": ",".join(f"r{p.run_id}/{p.name}" for p in parents)}
             meta.pop("path", None)
             emb = LearnedEmbedding(run.token, child.vectors.float().cpu(), meta)
-            written = write_embedding_files(emb, cand.folder, token_name(run.token))
+            written = write_embedding_files(emb, cand.folder, file_stem(run.token, "embedding"))
             rec.files("embedding", written.values(), cand)
         run_id = rec.run.id
     with Store.open(project) as store:
@@ -233,7 +233,7 @@ def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None
     """G generations from `run_ref`; returns the new runs (one per generation).
 
     scorer(run, settings, project, on_event) scores a generation: `scoring.score`, or
-    `distributed.ray_score` to draw and judge on Ray workers.
+    `ray_cluster.ray_score` to draw and judge on Ray workers.
 
     Automatic fitness: each generation is scored with `scoring` (the start run too, if it has
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person

@@ -17,19 +17,24 @@ candidate, keyed by (run, candidate index): a re-run group never adds rows.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import ray
 
-from ..api import ModelChoice
+from ..adapters.loading import ModelChoice, load_model
+from ..core.train import CHECKPOINT_NAME, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Finished, Message, Progressed, Started, Stepped, ignore
-from ..core.train import CHECKPOINT_NAME, TrainConfig
+from .scoring import (Evaluation, Measured, PromptJob, Scoreboard, ScoreInputs, ScoreSettings,
+                      draw_and_measure, make_judge, open_evaluation, record_ranking,
+                      reference_images, score_inputs)
+from .store import Store
+from .sweep import (SweepResult, TrainedRows, candidate_folders, first_file, read_photos,
+                    record_run, run_folder, train_candidates, write_candidates)
 
 GROUPS_FOLDER = "groups"
 MAX_RETRIES = 3  # re-runs of a group whose worker died
@@ -84,35 +89,35 @@ def group_config(config: TrainConfig, group: Group) -> TrainConfig:
     return replace(config, candidates=tuple(cands[k] for k in group.indices))
 
 
+class GroupProgress(NamedTuple):
+    """What a group last reported: its step, its loss (NaN: none) and learning rate; for a
+    scoring group, step counts the candidates drawn."""
+    step: int
+    loss: float
+    lr: float
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ProgressBoard:
     """Where the group tasks report their steps and losses; the driver reads it. It only
     informs the display: if it dies, Ray restarts it and the driver keeps what it saw."""
 
     def __init__(self):
-        self.steps: dict[int, tuple[int, float, float]] = {}
+        self.steps: dict[int, GroupProgress] = {}
 
     def report(self, group: int, step: int, loss: float, lr: float) -> None:
-        self.steps[group] = (step, loss, lr)
+        self.steps[group] = GroupProgress(step, loss, lr)
 
-    def read(self) -> dict[int, tuple[int, float, float]]:
+    def read(self) -> dict[int, GroupProgress]:
         return dict(self.steps)
 
 
 def train_group(images, config: TrainConfig, choice: ModelChoice, folder: Path,
-                max_batch, board, group: int, on_step: Callable | None = None):
-    """One group on one worker: train (resuming from the group's checkpoint when a previous
-    try left one) and return (rows [k, N, d] float32 on CPU, step, layout)."""
-    from ..core.prompts import placeholder_names
-    from .sweep import candidate_photos, resolve_max_batch, train_fitting_memory
-    from ..core.train import TextualInversionInvariant
+                max_batch, board, group: int, on_step: Callable | None = None) -> TrainedRows:
+    """One group on one worker: the pipeline's `train_candidates` in the group's folder,
+    resuming from its checkpoint when a previous try left one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = choice.load()
-    pixels = candidate_photos(images, config, config.resolution or model.native_resolution)
-    model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
-    invariant = TextualInversionInvariant(model)
-    chunk = resolve_max_batch(model, config, max_batch)
 
     def sink(event) -> None:
         if isinstance(event, Stepped):
@@ -121,14 +126,12 @@ def train_group(images, config: TrainConfig, choice: ModelChoice, folder: Path,
                 on_step(group, event.step, folder)
 
     resume = (folder / CHECKPOINT_NAME).exists()
-    state = train_fitting_memory(model, pixels, replace(config, max_batch=chunk), folder,
-                                 sink, resume)
-    invariant.check()
-    board.report.remote(group, state.step, float("nan"), 0.0)
-    return state.rows().float().cpu(), state.step, tuple(model.embedding_layout)
+    trained = train_candidates(images, config, choice, folder, sink, resume, max_batch)
+    board.report.remote(group, trained.step, float("nan"), 0.0)
+    return trained
 
 
-def read_board(board) -> dict[int, tuple[int, float, float]]:
+def read_board(board) -> dict[int, GroupProgress]:
     try:
         return ray.get(board.read.remote(), timeout=30)
     except (ray.exceptions.RayError, TimeoutError):
@@ -147,30 +150,23 @@ def ray_sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = Mode
               project: str | Path | None = None, out: str | Path | None = None,
               resume: bool = False, max_batch: int | str | None = "auto",
               on_event: EventSink = ignore, address: str | None = None,
-              groups: int | None = None, on_step: Callable | None = None):
+              groups: int | None = None, on_step: Callable | None = None) -> SweepResult:
     """`sweep.sweep` with the candidates' groups spread over a Ray cluster; the same run,
     candidates and files in the store, and the same events for a progress display.
 
     groups: how many tasks (default: one per GPU of the cluster, else per CPU).
     on_step(group, step, folder): called in the worker after each step (for tests).
     """
-    from ..core import data
-    from .store import recording
-    from .sweep import _sweep_folder
-    images, skipped = data.load_photos(photos)
-    for line in skipped:
-        on_event(Message(line))
-    folder = _sweep_folder(project, config.token, out, resume)
+    images = read_photos(photos, on_event)
+    folder = run_folder(project, config.token, out, resume)
     if folder is not None and not resume and (folder / GROUPS_FOLDER).exists():
         raise OnewordError(f"{folder}: this run folder already has group checkpoints; pass "
                            "--resume to continue it or choose another --out")
     connect(address)
     count = len(config.candidate_list)
     groups = groups or _existing_groups(folder, resume) or default_group_count(count)
-    settings = {"config": json.loads(config.to_json()), "model": choice.model,
-                "max_batch": max_batch, "ray": {"groups": groups}}
-    with recording(project, "sweep", folder, choice.model, config.token, settings,
-                   [str(p) for p in photos], resume) as rec:
+    with record_run(project, "sweep", folder, photos, config, choice, resume,
+                    max_batch=max_batch, ray={"groups": groups}) as rec:
         plan = plan_groups(count, groups, rec.run.folder)
         return _drive(rec, images, config, choice, plan, max_batch, on_event, on_step)
 
@@ -184,11 +180,10 @@ def _existing_groups(folder: Path | None, resume: bool) -> int:
 
 
 def _drive(rec, images, config: TrainConfig, choice: ModelChoice, plan: list[Group],
-           max_batch, on_event: EventSink, on_step):
-    from .sweep import SweepResult
+           max_batch, on_event: EventSink, on_step) -> SweepResult:
     run_dir = rec.run.folder
     count = len(config.candidate_list)
-    folders = [run_dir / "candidates" / f"c{k:02d}" for k in range(count)]
+    folders = candidate_folders(rec, count)
     records = rec.add_candidates(config.candidate_list, config.lr, folders)
     on_event(Message(f"run r{rec.run.id}: {count} candidates in {len(plan)} Ray tasks, "
                      f"in {run_dir}"))
@@ -202,24 +197,25 @@ def _drive(rec, images, config: TrainConfig, choice: ModelChoice, plan: list[Gro
     on_event(Started(config.steps * len(plan), 0, count,
                      config.batch_size * config.grad_accum * count))
     files: dict[int, dict[str, Path]] = {}
-    seen: dict[int, tuple[int, float, float]] = {}  # per group: the furthest step reported
+    seen: dict[int, GroupProgress] = {}  # per group: the furthest step reported
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
             finished = {}
             for ref in done:
                 group = pending.pop(ref)
-                rows, step, layout = _result(ref, group)
-                files.update(_write_group(rec, config, choice, group, rows, step, layout,
-                                          folders, records))
-                finished[group.number] = (step, float("nan"), 0.0)
-            _report(board, seen, finished, rec, (config.steps, len(plan)), on_event)
+                trained = _result(ref, group)
+                rec.files("checkpoint", [group.folder / CHECKPOINT_NAME])
+                files.update(write_candidates(rec, config, choice.model, trained,
+                                              group.indices, folders, records))
+                finished[group.number] = GroupProgress(trained.step, float("nan"), 0.0)
+            _report(board, seen, finished, rec, config.steps, len(plan), on_event)
     finally:
         for ref in pending:  # a failed or interrupted driver leaves no task running
             ray.cancel(ref, force=True)
         ray.kill(board)
     ordered = [files[k] for k in range(count)]
-    on_event(Finished(config.steps, {"candidates": [next(iter(f.values())) for f in ordered]}))
+    on_event(Finished(config.steps, {"candidates": [first_file(f) for f in ordered]}))
     return SweepResult(rec.run.id, run_dir, ordered)
 
 
@@ -235,121 +231,96 @@ def _result(ref, group: Group):
                            f"{str(exc).splitlines()[0]}; run again with --resume") from None
 
 
-def _write_group(rec, config: TrainConfig, choice: ModelChoice, group: Group, rows, step: int,
-                 layout, folders, records) -> dict[int, dict[str, Path]]:
-    """The embedding files and store rows of a finished group (idempotent per candidate)."""
-    from ..api import token_name
-    from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
-    from .sweep import candidate_metadata
-    rec.files("checkpoint", [group.folder / CHECKPOINT_NAME])
-    out = {}
-    for row, k in zip(rows, group.indices):
-        cand = config.candidate_list[k]
-        emb = LearnedEmbedding(config.token, row,
-                               {**candidate_metadata(config, choice, cand, k, rec.run.id, step),
-                                **layout_metadata(layout)})
-        written = write_embedding_files(emb, folders[k], token_name(config.token))
-        rec.files("embedding", written.values(), records[k])
-        out[k] = written
-    return out
-
-
-def _report(board, seen: dict, finished: dict, rec, size: tuple[int, int],
-            on_event: EventSink) -> None:
+def _report(board, seen: dict[int, GroupProgress], finished: dict[int, GroupProgress], rec,
+            steps: int, groups: int, on_event: EventSink) -> None:
     """Merge the groups' reported progress (a re-run group never goes backwards here) and the
     finished groups' final steps; emit it as one Stepped over all groups' steps."""
-    for group, (step, loss, lr) in {**read_board(board), **finished}.items():
-        if group not in seen or step >= seen[group][0]:
-            seen[group] = (step, loss if loss == loss else seen.get(group, (0, loss))[1], lr)
+    for group, news in {**read_board(board), **finished}.items():
+        if group not in seen or news.step >= seen[group].step:
+            kept_loss = seen[group].loss if group in seen else news.loss
+            seen[group] = news if not math.isnan(news.loss) else news._replace(loss=kept_loss)
     if not seen:
         return
-    steps, groups = size
-    losses = [loss for _, loss, _ in seen.values() if loss == loss]
+    losses = [p.loss for p in seen.values() if not math.isnan(p.loss)]
     loss = sum(losses) / len(losses) if losses else float("nan")
-    lr = max(r for _, _, r in seen.values())
-    on_event(Stepped(sum(s for s, _, _ in seen.values()), steps * groups, loss, loss, lr))
-    rec.step(min(s for s, _, _ in seen.values()) if len(seen) == groups else 0)
+    lr = max(p.lr for p in seen.values())
+    on_event(Stepped(sum(p.step for p in seen.values()), steps * groups, loss, loss, lr))
+    rec.step(min(p.step for p in seen.values()) if len(seen) == groups else 0)
 
 
 # -- score -------------------------------------------------------------------------------------
-class _ImageRows:
-    """Stands in for the store in a scoring worker: keeps the image rows for the driver."""
+@dataclass(frozen=True)
+class ScoreTask:
+    """What a scoring worker draws and judges: a group of a run's candidates."""
+    model_name: str
+    candidates: list
+    embeddings: list
+    job: PromptJob
+    settings: ScoreSettings
+    class_word: str
+    photos: list[str]
+    folder: Path  # the evaluation's folder
 
-    def __init__(self):
-        self.rows: list[tuple] = []
 
-    def add_images(self, evaluation, candidate_id, rows) -> None:
-        self.rows.append((evaluation, candidate_id, list(rows)))
-
-
-def score_group(model_name: str, candidates, embeddings, job, settings, class_word: str,
-                photos: list[str], where, board, group: int):
-    """Draw and judge a group of candidates on one worker (as `score` does); returns
-    (raw metrics, contact sheets, image rows) for the driver to record."""
-    from ..adapters.loading import load_model
-    from .scoring import _draw_and_measure, make_judge, reference_images
-    judge = make_judge(settings, model_name, class_word)
-    judge.prepare(reference_images(photos), job.judged)
-    model = load_model(model_name, settings.device, settings.dtype)
-    images = _ImageRows()
+def score_group(task: ScoreTask, board, group: int) -> Measured:
+    """Draw and judge a group of candidates on one worker, as `score` does; the driver records
+    what it returns."""
+    judge = make_judge(task.settings, task.model_name, task.class_word)
+    judge.prepare(reference_images(task.photos), task.job.judged)
+    model = load_model(task.model_name, task.settings.device, task.settings.dtype)
 
     def sink(event) -> None:
         if getattr(event, "what", None) == "scoring":
             board.report.remote(group, event.done, float("nan"), 0.0)
 
-    raw, sheets = _draw_and_measure(images, model, candidates, embeddings, job, settings, judge,
-                                    where, sink)
-    return raw, sheets, images.rows
+    return draw_and_measure(model, task.candidates, task.embeddings, task.job, task.settings,
+                            judge, task.folder, sink)
 
 
-def ray_score(run_ref: str, settings, project: str | Path | None = None,
+def ray_score(run_ref: str, settings: ScoreSettings, project: str | Path | None = None,
               on_event: EventSink = ignore, address: str | None = None,
-              groups: int | None = None):
+              groups: int | None = None) -> Scoreboard:
     """`scoring.score` with groups of candidates drawn and judged on Ray workers; only the
     driver records images, scores and the report in the store, as `score` does."""
-    from .scoring import open_evaluation, record_ranking, score_inputs
-    from .store import Store
     connect(address)
     with Store.open(project) as store:
-        run, cands, embeddings, class_word = score_inputs(store, run_ref, settings)
-        job, evaluation, folder, judge = open_evaluation(store, run, settings, class_word,
-                                                         embeddings[0].token)
-        plan = plan_groups(len(cands), groups or default_group_count(len(cands)), folder)
-        raw, sheets, image_rows = _score_groups(
-            plan, (run, cands, embeddings, job, settings, class_word), (evaluation, folder),
-            on_event)
-        for evaluation_id, cand_id, rows in image_rows:
-            store.add_images(evaluation_id, cand_id, rows)
-        return record_ranking(store, (run, evaluation, folder), cands, (raw, sheets),
-                              settings, judge, job)
+        inputs = score_inputs(store, run_ref, settings)
+        evaluation = open_evaluation(store, inputs, settings)
+        count = len(inputs.candidates)
+        plan = plan_groups(count, groups or default_group_count(count), evaluation.folder)
+        measured = _score_groups(plan, inputs, evaluation, settings, on_event)
+        return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
-def _score_groups(plan: list[Group], inputs, where, on_event: EventSink):
-    """Run the scoring groups; (raw metrics, sheets) in candidate order, and image rows."""
-    run, cands, embeddings, job, settings, class_word = inputs
+def _score_groups(plan: list[Group], inputs: ScoreInputs, evaluation: Evaluation,
+                  settings: ScoreSettings, on_event: EventSink) -> Measured:
+    """Run the scoring groups; what they measured, in candidate order."""
     board = ProgressBoard.remote()
     remote = ray.remote(score_group).options(**task_options())
-    pending = {remote.remote(run.model, [cands[k] for k in g.indices],
-                             [embeddings[k] for k in g.indices], job, settings, class_word,
-                             run.photos, where, board, g.number): g for g in plan}
-    raw, sheets, image_rows = [None] * len(cands), [None] * len(cands), []
-    on_event(Progressed(0, len(cands), "scoring"))
+
+    def task(g: Group) -> ScoreTask:
+        return ScoreTask(inputs.run.model, [inputs.candidates[k] for k in g.indices],
+                         [inputs.embeddings[k] for k in g.indices], evaluation.job, settings,
+                         inputs.class_word, inputs.run.photos, evaluation.folder)
+
+    pending = {remote.remote(task(g), board, g.number): g for g in plan}
+    count = len(inputs.candidates)
+    by_group: dict[int, Measured] = {}
+    on_event(Progressed(0, count, "scoring"))
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
             for ref in done:
                 group = pending.pop(ref)
-                group_raw, group_sheets, rows = _result(ref, group)
-                for k, r, sh in zip(group.indices, group_raw, group_sheets):
-                    raw[k], sheets[k] = r, sh
-                image_rows.extend(rows)
+                by_group[group.number] = _result(ref, group)
             counts = read_board(board)
-            drawn = sum(len(plan[g].indices) if g not in [p.number for p in pending.values()]
-                        else counts.get(g, (0,))[0] for g in range(len(plan)))
-            on_event(Progressed(min(drawn, len(cands) - 1) if pending else len(cands),
-                                len(cands), "scoring"))
+            drawn = sum(len(g.indices) if g.number in by_group
+                        else counts.get(g.number, GroupProgress(0, 0.0, 0.0)).step for g in plan)
+            on_event(Progressed(min(drawn, count - 1) if pending else count, count, "scoring"))
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.kill(board)
-    return raw, sheets, image_rows
+    parts = [by_group[g.number] for g in plan]  # groups are contiguous and in order
+    return Measured([r for m in parts for r in m.raw], [s for m in parts for s in m.sheets],
+                    [i for m in parts for i in m.images])

@@ -98,7 +98,41 @@ class PromptJob:
     templates: tuple[str, ...]
 
 
-def score_inputs(store, run_ref: str, settings: ScoreSettings):
+@dataclass(frozen=True)
+class ScoreInputs:
+    """A run to score: its candidates, their embeddings and the class word to compare with."""
+    run: RunRecord
+    candidates: list[CandidateRecord]
+    embeddings: list[LearnedEmbedding]
+    class_word: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a run in the store: what is drawn, where, and the prepared judge."""
+    run: RunRecord
+    id: int
+    folder: Path
+    job: PromptJob
+    judge: object  # FeatureJudge or OracleJudge
+
+
+@dataclass(frozen=True)
+class CandidateImages:
+    """Image rows (prompt, seed, file) drawn for one candidate, for the store."""
+    candidate_id: int
+    rows: list[tuple[str, int, Path]]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per candidate, in order: its raw metrics, its contact sheet and its images."""
+    raw: list[dict[str, float]]
+    sheets: list[Path]
+    images: list[CandidateImages]
+
+
+def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreInputs:
     """The run, its candidates and their embeddings, and the class word to compare with."""
     run = store.find_run(run_ref)
     candidates = store.candidates(run.id)
@@ -109,45 +143,47 @@ def score_inputs(store, run_ref: str, settings: ScoreSettings):
     class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
     if not class_word:
         raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
-    return run, candidates, embeddings, class_word
+    return ScoreInputs(run, candidates, embeddings, class_word)
 
 
 def score(run_ref: str, settings: ScoreSettings = ScoreSettings(),
           project: str | Path | None = None, on_event: EventSink = ignore) -> Scoreboard:
     """Draw and score every candidate of a run; record images and scores in the store."""
     with Store.open(project) as store:
-        run, candidates, embeddings, class_word = score_inputs(store, run_ref, settings)
-        job, evaluation, folder, judge = open_evaluation(store, run, settings, class_word,
-                                                         embeddings[0].token)
-        model = load_model(run.model, settings.device, settings.dtype)
-        raw, sheets = _draw_and_measure(store, model, candidates, embeddings, job, settings,
-                                        judge, (evaluation, folder), on_event)
-        return record_ranking(store, (run, evaluation, folder), candidates, (raw, sheets),
-                              settings, judge, job)
+        inputs = score_inputs(store, run_ref, settings)
+        evaluation = open_evaluation(store, inputs, settings)
+        model = load_model(inputs.run.model, settings.device, settings.dtype)
+        measured = draw_and_measure(model, inputs.candidates, inputs.embeddings,
+                                    evaluation.job, settings, evaluation.judge,
+                                    evaluation.folder, on_event)
+        return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
-def open_evaluation(store: Store, run, settings: ScoreSettings, class_word: str, token: str):
-    """A new evaluation of `run`: its prompts, its id and folder, and the prepared judge."""
-    job = prompt_job(settings, run.model, token, class_word)
-    evaluation = store.add_evaluation(run.id, _settings_record(settings, class_word))
+def open_evaluation(store: Store, inputs: ScoreInputs, settings: ScoreSettings) -> Evaluation:
+    """A new evaluation of the run: its prompts, its id and folder, and the prepared judge."""
+    run = inputs.run
+    job = prompt_job(settings, run.model, inputs.embeddings[0].token, inputs.class_word)
+    evaluation = store.add_evaluation(run.id, _settings_record(settings, inputs.class_word))
     folder = (run.folder or store.runs_folder / run.name) / "scores" / f"e{evaluation}"
     store.set_evaluation_folder(evaluation, folder)
-    judge = make_judge(settings, run.model, class_word)
+    judge = make_judge(settings, run.model, inputs.class_word)
     judge.prepare(reference_images(run.photos), job.judged)
-    return job, evaluation, folder, judge
+    return Evaluation(run, evaluation, folder, job, judge)
 
 
-def record_ranking(store: Store, where, candidates, measured, settings: ScoreSettings, judge,
-                   job) -> Scoreboard:
-    """Rank the measured candidates, record their scores and write the report."""
-    run, evaluation, folder = where
-    raw, sheets = measured
-    rows = rank_candidates(candidates, raw, settings.fidelity_weight, sheets)
+def record_ranking(store: Store, evaluation: Evaluation, candidates: list[CandidateRecord],
+                   measured: Measured, settings: ScoreSettings) -> Scoreboard:
+    """Record the measured candidates' images, rank them, record their scores and write the
+    report."""
+    for drawn in measured.images:
+        store.add_images(evaluation.id, drawn.candidate_id, drawn.rows)
+    rows = rank_candidates(candidates, measured.raw, settings.fidelity_weight, measured.sheets)
     for row in rows:
-        store.add_scores(evaluation, row.candidate.id,
+        store.add_scores(evaluation.id, row.candidate.id,
                          {**row.metrics, "pareto": float(row.pareto), "rank": row.rank})
-    board = Scoreboard(run, evaluation, folder, rows, judge.reference_scores(),
-                       list(dict.fromkeys(job.drawn)), judge.name)
+    board = Scoreboard(evaluation.run, evaluation.id, evaluation.folder, rows,
+                       evaluation.judge.reference_scores(),
+                       list(dict.fromkeys(evaluation.job.drawn)), evaluation.judge.name)
     return write_outputs(store, board)
 
 
@@ -160,27 +196,29 @@ def write_outputs(store: Store, board: Scoreboard) -> Scoreboard:
     return replace(board, report=page, plot=plot)
 
 
-def _draw_and_measure(store, model: TextToImage, candidates, embeddings, job: PromptJob,
-                      settings: ScoreSettings, judge, where, on_event):
-    evaluation, folder = where
+def draw_and_measure(model: TextToImage, candidates: list[CandidateRecord],
+                     embeddings: list[LearnedEmbedding], job: PromptJob,
+                     settings: ScoreSettings, judge, folder: Path,
+                     on_event: EventSink = ignore) -> Measured:
+    """Draw every candidate's images into `folder` and judge them (the store is not touched:
+    a Ray worker runs this too)."""
     for emb in embeddings:
         check_width(emb, model.embedding_layout, model.name, emb.metadata.get("path", ""))
     words = register_words(model, [embeddings[0]])
-    raw, sheets = [], []
+    raw, sheets, drawn = [], [], []
     on_event(Progressed(0, len(candidates), "scoring"))
     for k, (cand, emb) in enumerate(zip(candidates, embeddings)):
         rows = emb.vectors.float()[None].to(model.device)
         images = draw(model, job.drawn, job.seeds, Words(words.tokens, rows), settings.sampling)
         paths = save_candidate_images(images, job, folder / cand.name, settings, model.name)
-        store.add_images(evaluation, cand.id, [(p, s, f) for p, s, f in
-                                               zip(job.drawn, job.seeds, paths)])
+        drawn.append(CandidateImages(cand.id, list(zip(job.drawn, job.seeds, paths))))
         sheet = contact_sheet(images, columns=min(len(images), 8))
         sheets.append(save_png(sheet, folder / f"{cand.name}.png",
                                {"candidate": cand.name, "prompts": job.drawn,
                                 "seeds": job.seeds}))
         raw.append(judge.measure(images, job.prompt_index))
         on_event(Progressed(k + 1, len(candidates), "scoring"))
-    return raw, sheets
+    return Measured(raw, sheets, drawn)
 
 
 def rank_candidates(candidates: list[CandidateRecord], raw: list[dict[str, float]],

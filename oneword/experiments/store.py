@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OnewordError
+from ..files import file_stem
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +482,7 @@ def recording(project: str | Path | None, kind: str, folder: Path | None, model:
         else:
             store.update_run(run.id, status="running", note="", settings=settings)
         if run.folder is None:
-            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{_slug(token)}")
+            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{file_stem(token, 'run')}")
         recorder = RunRecorder(store, store.run(run.id))
         try:
             yield recorder
@@ -500,7 +500,3 @@ def _resumed_run(store: Store, kind: str, folder: Path) -> RunRecord | None:
     row = store.conn.execute("SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
                              (stored, kind)).fetchone()
     return store._run_record(row) if row else None
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "run"

@@ -1,0 +1,93 @@
+"""Memory-aware micro-batching: how many samples one forward pass may hold, and training that
+halves it after running out of memory (micro-batching never changes what is learned)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..core.interface import TextToImage
+from ..core.prompts import templates
+from ..core.train import Batch, OutOfMemory, TrainConfig, TrainingState, batch_loss, train
+from ..errors import OnewordError
+from ..events import EventSink, Message
+
+log = logging.getLogger(__name__)
+
+CPU_MAX_BATCH = 8  # samples per forward pass on CPU/MPS when --max-batch is auto
+MEMORY_SHARE = 0.8  # of the free GPU memory that auto micro-batching may plan to use
+
+
+def resolve_max_batch(model: TextToImage, config: TrainConfig, max_batch: int | str | None) -> int | None:
+    """Samples per forward pass: a number, None (all at once) or 'auto'."""
+    total = config.batch_size * len(config.candidate_list)
+    if max_batch is None or max_batch == "all":
+        return None
+    if max_batch != "auto":
+        value = int(max_batch)
+        if value < 1:
+            raise OnewordError(f"--max-batch {max_batch}: must be 1 or more, or auto")
+        return None if value >= total else value
+    if model.device.type != "cuda":
+        return None if total <= CPU_MAX_BATCH else CPU_MAX_BATCH
+    fit = cuda_samples_that_fit(model, config)
+    return None if fit >= total else max(1, fit)
+
+
+def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
+    """How many samples a forward+backward pass can hold in the free GPU memory, from the
+    peak memory of probe passes with 1 and 2 samples."""
+    peaks = []
+    for size in (1, 2):
+        torch.cuda.synchronize(model.device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(model.device)
+        torch.cuda.reset_peak_memory_stats(model.device)
+        _probe_pass(model, config, size)
+        peaks.append(torch.cuda.max_memory_allocated(model.device) - base)
+    per_sample = max(peaks[1] - peaks[0], 1)
+    fixed = max(peaks[0] - per_sample, 0)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    fit = int((MEMORY_SHARE * free - fixed) // per_sample)
+    log.info("micro-batching: %.0f MiB per sample, %.0f MiB free -> %d samples per pass",
+             per_sample / 2**20, free / 2**20, fit)
+    return fit
+
+
+def _probe_pass(model: TextToImage, config: TrainConfig, size: int) -> None:
+    """One forward+backward pass of `size` samples on made-up data (nothing is kept)."""
+    resolution = config.resolution or model.native_resolution
+    side = resolution // model.vae_factor
+    channels = model.latent_channels
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(size, channels, side, side, generator=gen).to(model.device)
+    caption = templates(config.mode)[0].format(config.token_text)
+    batch = Batch(torch.zeros(size, dtype=torch.long, device=model.device),
+                  model.token_ids([caption] * size), latents, torch.randn_like(latents),
+                  torch.full((size,), 500, dtype=torch.long, device=model.device))
+    rows = torch.zeros(1, config.vectors, model.embedding_width, device=model.device,
+                       requires_grad=True)
+    batch_loss(model, rows, batch, 1.0, None)
+
+
+def train_fitting_memory(model: TextToImage, pixels, config: TrainConfig, run_dir: Path,
+                         on_event: EventSink, resume: bool, on_preview=None) -> TrainingState:
+    """`train`, halving the samples per pass after running out of memory and going on from
+    the last checkpoint (micro-batching does not change what is learned)."""
+    total = config.batch_size * len(config.candidate_list)
+    while True:
+        try:
+            return train(model, pixels, config, run_dir, on_event, resume, on_preview)
+        except OutOfMemory:
+            current = config.max_batch or total
+            if current <= 1:
+                raise
+            config = replace(config, max_batch=current // 2)
+            on_event(Message(f"out of memory: going on from the last checkpoint with "
+                             f"{config.max_batch} samples per pass"))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            resume = True
