@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from oneword.cli import main
+from oneword.core.train import CHECKPOINT_NAME
 from oneword.core.embeddings import LearnedEmbedding, load_embeddings, save_embedding
 
 
@@ -26,7 +27,7 @@ def test_learn_then_generate(capsys, tmp_path, tiny_model_dir, photo_dir):
     assert code == 0, err
     files = {p.name for p in run_dir.iterdir()}
     assert {"learned_embeds.safetensors", "my-cat.safetensors", "my-cat.pt",
-            "checkpoint.pt", "run.json"} <= files
+            CHECKPOINT_NAME, "run.json"} <= files
     assert (run_dir / "previews" / "step-000004.png").exists()
     (learned,) = load_embeddings(run_dir / "my-cat.safetensors")
     assert learned.token == "<my-cat>" and learned.vectors.shape == (2, 32)
@@ -142,7 +143,7 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
 ])
 def test_learn_steps_default_to_what_the_model_needs(extra, steps, tmp_path):
     from oneword.cli import build_parser
-    from oneword.cli.core import training_config
+    from oneword.cli.options import training_config
     for command in ("learn", "sweep"):
         args = build_parser().parse_args([command, str(tmp_path), "--token", "<x>", "--init", "cat",
                                           *extra])

@@ -10,8 +10,9 @@ from oneword.core.embeddings import load_embeddings
 from oneword.errors import OnewordError
 from oneword.events import Stepped
 from oneword.experiments.store import Store
-from oneword.experiments.sweep import CandidatePlan, resolve_max_batch, sweep
-from oneword.core.train import Candidate, TrainConfig
+from oneword.experiments.micro_batch import resolve_max_batch
+from oneword.experiments.sweep import CandidatePlan, sweep
+from oneword.core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 
 
 def config(**kw) -> TrainConfig:
@@ -79,7 +80,7 @@ def test_killed_sweep_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir,
 
     with pytest.raises(RuntimeError):
         sweep([str(photo_dir)], cfg, choice, out=tmp_path / "split", on_event=killed_at_5)
-    saved = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    saved = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=True)
     assert saved["step"] == 4  # at most one checkpoint interval (2 steps) lost
     with Store.open() as store:
         assert store.runs()[-1].status == "failed" and store.runs()[-1].step == 4

@@ -1,6 +1,7 @@
 """The `oneword` command: a thin map from commands and options to library functions.
 
-Each module of this package registers its commands; `main` turns OnewordError into one line.
+Each module of this package is named after the command it registers (`options` holds what
+several share); `main` turns OnewordError into one line.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import logging
 import sys
 
 from ..errors import OnewordError
-from . import core, demo, search, serve, sweep
+from . import (arith, bench, demo, evolve, generate, inspect, learn, mix, rate, runs, score, serve,
+               show, sweep)
 
-COMMAND_MODULES = [core, demo, sweep, search, serve]
+# In the order `oneword --help` lists them.
+COMMAND_MODULES = [learn, generate, demo, sweep, score, runs, show, rate, bench, mix, arith, inspect,
+                   evolve, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,7 @@ import argparse
 
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
-from .core import add_project_option
-from .sweep import add_scoring_options, score_settings
+from .options import add_project_option, add_scoring_options, score_settings
 
 
 def register(sub) -> None:

@@ -7,7 +7,6 @@ our own.
 
 from __future__ import annotations
 
-import torch
 
 OBJECT_TEMPLATES = (
     "a photo of a {}",
@@ -72,14 +71,6 @@ def expand_tokens(prompt: str, tokens: dict[str, int]) -> str:
         if n > 1:
             prompt = prompt.replace(token, token_string(token, n))
     return prompt
-
-
-def sample_captions(mode: str, token_text: str, count: int,
-                    generator: torch.Generator) -> list[str]:
-    """`count` captions drawn uniformly from the mode's templates."""
-    pool = templates(mode)
-    picks = torch.randint(len(pool), (count,), generator=generator).tolist()
-    return [pool[i].format(token_text) for i in picks]
 
 
 def template_words() -> list[str]:

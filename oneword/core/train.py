@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -353,8 +352,8 @@ def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> floa
     return (beta * raw_prev + (1 - beta) * value) / (1 - beta ** step)
 
 
-def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig, run_dir: Path,
-          on_event: EventSink = ignore, resume: bool = False,
+def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig,
+          run_dir: Path, on_event: EventSink = ignore, resume: bool = False,
           on_preview=None) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
@@ -380,16 +379,24 @@ def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config:
     caption_ids = caption_token_ids(model, config)
     on_event(Started(config.steps, state.step, len(state.params),
                      config.batch_size * config.grad_accum * len(state.params)))
-    _run_steps(model, state, config, latents, caption_ids, (run_dir, photos_id), on_event,
-               on_preview)
+    checkpoint = CheckpointFile(ckpt, photos_id)
+    _run_steps(model, state, config, latents, caption_ids, checkpoint, on_event, on_preview)
     save_checkpoint(state, config, photos_id, ckpt)
     on_event(Finished(state.step))
     return state
 
 
-def _run_steps(model: TextToImage, state, config, latents, caption_ids, where, on_event, on_preview):
-    run_dir, photos_id = where
-    ckpt = run_dir / CHECKPOINT_NAME
+@dataclass(frozen=True)
+class CheckpointFile:
+    """Where a run's checkpoint goes, and the fingerprint of the photos it trains on."""
+    path: Path
+    photos_id: str
+
+
+def _run_steps(model: TextToImage, state: TrainingState, config: TrainConfig, latents,
+               caption_ids: torch.Tensor, checkpoint: CheckpointFile, on_event: EventSink,
+               on_preview) -> None:
+    ckpt, photos_id = checkpoint.path, checkpoint.photos_id
     last_saved = state.step
     try:
         while state.step < config.steps:

@@ -13,7 +13,6 @@ the weighted mean of the inputs' norms, per vector) and spherical interpolation 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -322,16 +321,3 @@ def next_generation(population: torch.Tensor, fitness: torch.Tensor, size: int,
         parents = (a,) if a == b or breeding.crossover == "none" else (a, b)
         children.append(Child(child, parents, relation))
     return children
-
-
-def mean_of_top(population: torch.Tensor, fitness: torch.Tensor, k: int,
-                method: str = "norm-mean") -> torch.Tensor:
-    """The mix of the k fittest embeddings of a population [P, N, d]."""
-    chosen = _fitness_order(fitness)[:k].tolist()
-    return mix([population[i] for i in chosen], None, method)
-
-
-def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle in degrees between two embeddings, flattened."""
-    cos = float(cosine_matrix([a, b])[0, 1])
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))

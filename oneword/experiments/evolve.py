@@ -12,6 +12,7 @@ dimensions of SD) from the `cma` library, for automatic fitness.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -101,15 +102,15 @@ def fitness_of(store: Store, run: RunRecord, cands: list[CandidateRecord],
     """(fitness [P], what it is): ratings or a score metric; NaN where missing."""
     ratings = [rating_of(store.ratings(c.id)) for c in cands]
     if fitness == "auto":
-        fitness = RATING_FITNESS if any(r == r for r in ratings) else "combined"
+        fitness = RATING_FITNESS if any(not math.isnan(r) for r in ratings) else "combined"
     if fitness == RATING_FITNESS:
-        if not any(r == r for r in ratings):
+        if not any(not math.isnan(r) for r in ratings):
             raise OnewordError(f"run {run.name}: no candidate is rated yet; rate some "
                                "(`oneword rate` or the gallery) or use an automatic --fitness")
         return torch.tensor(ratings, dtype=torch.float64), RATING_FITNESS
     scores = latest_scores(store, run)
     values = [metric_sum(scores.get(c.id, {}), fitness) for c in cands]
-    if all(v != v for v in values):
+    if all(math.isnan(v) for v in values):
         raise OnewordError(f"--fitness {fitness}: run {run.name} has no such score; run "
                            f"`oneword score {run.name}` first or choose another --fitness")
     return torch.tensor(values, dtype=torch.float64), fitness

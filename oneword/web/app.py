@@ -10,6 +10,7 @@ background jobs in one worker thread; the page polls their progress.
 
 from __future__ import annotations
 
+import math
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,7 @@ def _rating_state(ratings: list[dict]) -> dict:
     for r in ratings:
         if r["image_id"] is not None:
             by_image[r["image_id"]] = r["rating"]
-    return {"rating": None if value != value else round(value, 3), "favourite": favourite,
+    return {"rating": None if math.isnan(value) else round(value, 3), "favourite": favourite,
             "image_ratings": by_image}
 
 

@@ -1,0 +1,45 @@
+"""`oneword generate`: draw images from a prompt with learned tokens."""
+
+from __future__ import annotations
+
+import argparse
+from .. import api
+from ..errors import OnewordError
+from ..core.generate import Sampling
+from ..adapters.pipelines import SCHEDULERS
+from .progress import ProgressBar
+from .options import (add_model_options)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="draw images from a prompt with learned tokens",
+                       description="Draw images from a prompt that uses learned tokens.")
+    p.add_argument("prompt", help="e.g. 'a painting of <my-cat> by Claude Monet'")
+    p.add_argument("--embedding", action="append", default=[],
+                   help="a learned embedding file (.safetensors/.pt/.bin; repeatable)")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("-n", "--num-images", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--size", type=int, help="image size (default: the model's)")
+    p.add_argument("--out", default="images", help="output folder (default: images)")
+    add_model_options(p)
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    if a.num_images < 1:
+        raise OnewordError(f"-n {a.num_images}: must be 1 or more")
+    if a.steps < 1:
+        raise OnewordError(f"--steps {a.steps}: must be 1 or more")
+    if a.size is not None and (a.size < 8 or a.size % 8):
+        raise OnewordError(f"--size {a.size}: must be a multiple of 8")
+    sampling = Sampling(a.steps, a.cfg, a.scheduler, a.size)
+    choice = api.ModelChoice(a.model, a.device, a.dtype)
+    paths = api.generate(a.prompt, a.embedding, choice, a.num_images, a.seed, sampling,
+                         a.negative, a.out, on_event=ProgressBar())
+    for path in paths:
+        print(path)
+    return 0
