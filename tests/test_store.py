@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from oneword.errors import OnewordError
-from oneword.experiments.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate, recording
+from oneword.experiments.recording import recording
+from oneword.experiments.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate
 
 
 def test_project_folder_comes_from_env_or_option(tmp_path, monkeypatch):

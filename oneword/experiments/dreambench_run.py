@@ -24,7 +24,7 @@ from ..events import EventSink, Message, ignore
 from ..files import atomic_write_text
 from ..core.generate import Sampling
 from .scoring import ScoreSettings, score
-from .store import recording
+from .recording import recording
 from .sweep import CandidatePlan, sweep
 from ..core.train import TrainConfig
 

@@ -26,7 +26,8 @@ from ..core.generate import draw, register_words
 from ..adapters.loading import load_model
 from .scoring import ScoreSettings, candidate_embedding, prompt_job, save_candidate_images, score
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
-from .store import CandidateRecord, RunRecord, Store, recording
+from .recording import recording
+from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
 

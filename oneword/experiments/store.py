@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OnewordError
-from ..files import file_stem
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +244,12 @@ class Store:
                                "see `oneword runs` (or pass --project)")
         return self._run_record(row)
 
+    def latest_run_in(self, folder: Path, kind: str) -> RunRecord | None:
+        """The newest run of `kind` recorded for `folder`, if any."""
+        row = self.conn.execute("SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
+                                (self.relative(folder), kind)).fetchone()
+        return self._run_record(row) if row else None
+
     def _run_record(self, row: sqlite3.Row) -> RunRecord:
         return RunRecord(
             id=row["id"], kind=row["kind"], status=row["status"], created=row["created"],
@@ -434,69 +439,3 @@ def migrate(conn: sqlite3.Connection, folder: Path, migrations: list[str] = MIGR
 def _statements(script: str) -> list[str]:
     """The statements of a migration (executescript would commit our transaction)."""
     return [s.strip() for s in script.split(";") if s.strip()]
-
-
-class RunRecorder:
-    """What a command writes about the run it is doing (see `recording`)."""
-
-    def __init__(self, store: Store, run: RunRecord):
-        self.store = store
-        self.run = run
-
-    def add_candidates(self, candidates, base_lr: float,
-                       folders: list[Path]) -> list[CandidateRecord]:
-        """Record candidates (objects with seed, init, jitter, lr) and their folders."""
-        return [self.store.add_candidate(self.run.id, k, c.seed, _init_name(c),
-                                         float(c.jitter), float(c.lr or base_lr), folder)
-                for k, (c, folder) in enumerate(zip(candidates, folders))]
-
-    def step(self, step: int) -> None:
-        self.store.update_run(self.run.id, step=int(step))
-
-    def files(self, kind: str, paths, candidate: CandidateRecord | None = None) -> None:
-        self.store.add_files(self.run.id, kind, list(paths),
-                             candidate.id if candidate else None)
-
-
-def _init_name(candidate) -> str:
-    if candidate.init == "word" and candidate.jitter:
-        return "jitter"
-    return candidate.init
-
-
-@contextmanager
-def recording(project: str | Path | None, kind: str, folder: Path | None, model: str,
-              token: str, settings: dict, photos: list, resume: bool = False,
-              parent_run: int | None = None):
-    """Open the project's store and record a run for the duration of a command.
-
-    folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the
-    newest run recorded for the same folder. The run is marked done when the block ends,
-    failed (with the one-line reason as its note) if it raises.
-    """
-    store = Store.open(project)
-    try:
-        run = _resumed_run(store, kind, folder) if resume and folder else None
-        if run is None:
-            run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
-        else:
-            store.update_run(run.id, status="running", note="", settings=settings)
-        if run.folder is None:
-            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{file_stem(token, 'run')}")
-        recorder = RunRecorder(store, store.run(run.id))
-        try:
-            yield recorder
-        except BaseException as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            store.update_run(run.id, status="failed", note=reason[:500])
-            raise
-        store.update_run(run.id, status="done")
-    finally:
-        store.close()
-
-
-def _resumed_run(store: Store, kind: str, folder: Path) -> RunRecord | None:
-    stored = store.relative(folder)
-    row = store.conn.execute("SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
-                             (stored, kind)).fetchone()
-    return store._run_record(row) if row else None

@@ -29,7 +29,8 @@ from ..errors import OnewordError
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import file_stem
 from .micro_batch import resolve_max_batch, train_fitting_memory
-from .store import CandidateRecord, RunRecorder, Store, recording
+from .recording import RunRecorder, recording
+from .store import CandidateRecord, Store
 
 log = logging.getLogger(__name__)
 

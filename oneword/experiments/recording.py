@@ -1,0 +1,67 @@
+"""Recording a command's run in the store while it runs: created (or resumed) at the start,
+marked done at the end, failed with its one-line reason if it raises."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..files import file_stem
+from .store import CandidateRecord, RunRecord, Store
+
+
+class RunRecorder:
+    """What a command writes about the run it is doing (see `recording`)."""
+
+    def __init__(self, store: Store, run: RunRecord):
+        self.store = store
+        self.run = run
+
+    def add_candidates(self, candidates, base_lr: float,
+                       folders: list[Path]) -> list[CandidateRecord]:
+        """Record candidates (objects with seed, init, jitter, lr) and their folders."""
+        return [self.store.add_candidate(self.run.id, k, c.seed, _init_name(c),
+                                         float(c.jitter), float(c.lr or base_lr), folder)
+                for k, (c, folder) in enumerate(zip(candidates, folders))]
+
+    def step(self, step: int) -> None:
+        self.store.update_run(self.run.id, step=int(step))
+
+    def files(self, kind: str, paths, candidate: CandidateRecord | None = None) -> None:
+        self.store.add_files(self.run.id, kind, list(paths),
+                             candidate.id if candidate else None)
+
+
+def _init_name(candidate) -> str:
+    if candidate.init == "word" and candidate.jitter:
+        return "jitter"
+    return candidate.init
+
+
+@contextmanager
+def recording(project: str | Path | None, kind: str, folder: Path | None, model: str,
+              token: str, settings: dict, photos: list, resume: bool = False,
+              parent_run: int | None = None):
+    """Open the project's store and record a run for the duration of a command.
+
+    folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the
+    newest run recorded for the same folder. The run is marked done when the block ends,
+    failed (with the one-line reason as its note) if it raises.
+    """
+    with Store.open(project) as store:
+        run = store.latest_run_in(folder, kind) if resume and folder else None
+        if run is None:
+            run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
+        else:
+            store.update_run(run.id, status="running", note="", settings=settings)
+        if run.folder is None:
+            stem = file_stem(token, "run")
+            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{stem}")
+        recorder = RunRecorder(store, store.run(run.id))
+        try:
+            yield recorder
+        except BaseException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            store.update_run(run.id, status="failed", note=reason[:500])
+            raise
+        store.update_run(run.id, status="done")

@@ -1,0 +1,74 @@
+"""The package's layout: which folder may import what, and how large a module may grow."""
+
+import ast
+from pathlib import Path
+
+import oneword
+
+PACKAGE = Path(oneword.__file__).parent
+ADAPTERS = PACKAGE / "adapters"
+MODEL_LIBRARIES = ("diffusers", "transformers")
+MAX_LINES = 500
+# Over the limit, and split with the world's own work (its trainer and its renderer):
+LONGER_MODULES = {PACKAGE / "world" / "model.py", PACKAGE / "world" / "render.py"}
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "weights" not in p.parts)
+
+
+def imports(path: Path, root: Path = PACKAGE.parent) -> list[tuple[str, list[str], int]]:
+    """(absolute module, imported names, line) of every import statement in the file under
+    `root` (the folder that holds the package)."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] \
+                if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.append((module, [a.name for a in node.names], node.lineno))
+    return found
+
+
+def test_only_the_adapters_import_diffusers_and_transformers():
+    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}"
+                 for p in modules() if ADAPTERS not in p.parents
+                 for module, _, line in imports(p)
+                 if module.split(".")[0] in MODEL_LIBRARIES]
+    assert offenders == []
+
+
+def test_the_core_imports_no_other_layer():
+    """The core (training math, prompts, photos, files) is what every other layer uses."""
+    allowed = ("oneword.core", "oneword.errors", "oneword.events", "oneword.files")
+    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}"
+                 for p in modules() if PACKAGE / "core" in p.parents
+                 for module, _, line in imports(p)
+                 if module.startswith("oneword") and not module.startswith(allowed)]
+    assert offenders == []
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}.{name}"
+                 for p in modules() for module, names, line in imports(p)
+                 for name in names if name.startswith("_") and not name.startswith("__")]
+    assert offenders == []
+
+
+def test_no_module_is_over_the_size_limit():
+    long = {str(p.relative_to(PACKAGE)): n for p in modules()
+            if (n := len(p.read_text().splitlines())) > MAX_LINES and p not in LONGER_MODULES}
+    assert long == {}
+
+
+def test_the_test_can_see_a_boundary_crossing(tmp_path):
+    """The import reader resolves relative imports (a check that cannot fail is no check)."""
+    sub = tmp_path / "oneword" / "core"
+    sub.mkdir(parents=True)
+    (sub / "x.py").write_text("from ..adapters.loading import load_model\nimport diffusers\n")
+    found = imports(sub / "x.py", root=tmp_path)
+    assert ("oneword.adapters.loading", ["load_model"], 1) in found
+    assert ("diffusers", [], 2) in found
