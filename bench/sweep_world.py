@@ -32,19 +32,20 @@ from pathlib import Path
 
 import torch
 
-from oneword.experiments import score_math as ev
-from oneword.api import ModelChoice
-from oneword.core.generate import Sampling, save_png
 from oneword.adapters.loading import load_model
 from oneword.adapters.tiny import save_components
+from oneword.api import ModelChoice
+from oneword.core.generate import Sampling, save_png
+from oneword.core.train import Candidate, TrainConfig, train
+from oneword.experiments import score_math as ev
 from oneword.experiments.scoring import ScoreSettings, score
 from oneword.experiments.sweep import CandidatePlan, sweep
-from oneword.core.train import Candidate, TrainConfig, train
 
 
 # -- quality -------------------------------------------------------------------------------------
 def subject_photo_folder(subject_id: str, folder: Path, seed: int) -> Path:
     from oneword.world.evaluate import subject_photos
+
     photos = subject_photos(subject_id, 5, torch.Generator().manual_seed(seed))
     for i, image in enumerate(photos):
         save_png(image, folder / f"{i}.png", {"subject": subject_id})
@@ -52,22 +53,38 @@ def subject_photo_folder(subject_id: str, folder: Path, seed: int) -> Path:
 
 
 def oracle_scores(run: str, a, seed: int, project: Path, subject_id: str):
-    settings = ScoreSettings(prompts="world", images=a.prompts * a.images_per_prompt, seed=seed,
-                             sampling=Sampling(a.sample_steps, a.cfg, "ddim", 64),
-                             judge="oracle", subject=subject_id, device=a.device)
+    settings = ScoreSettings(
+        prompts="world",
+        images=a.prompts * a.images_per_prompt,
+        seed=seed,
+        sampling=Sampling(a.sample_steps, a.cfg, "ddim", 64),
+        judge="oracle",
+        subject=subject_id,
+        device=a.device,
+    )
     board = score(run, settings, project)
     by_index = sorted(board.rows, key=lambda r: r.candidate.index)
-    return {m: torch.tensor([r.metrics[m] for r in by_index], dtype=torch.float64)
-            for m in ("concept_fidelity", "concept_similarity", "prompt_fidelity", "combined")}
+    return {
+        m: torch.tensor([r.metrics[m] for r in by_index], dtype=torch.float64)
+        for m in ("concept_fidelity", "concept_similarity", "prompt_fidelity", "combined")
+    }
 
 
 def quality_subject(subject_id: str, a, project: Path) -> dict:
     from oneword.world.render import SUBJECTS_BY_ID
+
     photos = subject_photo_folder(subject_id, project / "photos" / subject_id, a.photo_seed)
     plan = CandidatePlan(count=a.candidates, seed=0)
-    config = TrainConfig(token=f"<s-{subject_id}>", init_word=SUBJECTS_BY_ID[subject_id].class_word,
-                         steps=a.steps, lr=a.lr, batch_size=a.batch_size, grad_accum=1,
-                         checkpoint_every=max(a.steps // 4, 1), candidates=plan.candidates())
+    config = TrainConfig(
+        token=f"<s-{subject_id}>",
+        init_word=SUBJECTS_BY_ID[subject_id].class_word,
+        steps=a.steps,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        grad_accum=1,
+        checkpoint_every=max(a.steps // 4, 1),
+        candidates=plan.candidates(),
+    )
     start = time.time()
     result = sweep([str(photos)], config, ModelChoice(a.model, a.device), project)
     trained = time.time() - start
@@ -77,31 +94,47 @@ def quality_subject(subject_id: str, a, project: Path) -> dict:
     fidelity = held["concept_fidelity"]
     pick = ev.ranking(select["combined"])[0]
     pick_free = ev.ranking(label_free)[0]
-    return {"run": f"r{result.run_id}", "train_s": trained, "total_s": time.time() - start,
-            "held_out_concept": fidelity.tolist(), "spread": ev.spread(fidelity),
-            "best_combined": {"candidate": pick, "concept": float(fidelity[pick])},
-            "best_label_free": {"candidate": pick_free, "concept": float(fidelity[pick_free])},
-            "held_out_prompt": held["prompt_fidelity"].tolist()}
+    return {
+        "run": f"r{result.run_id}",
+        "train_s": trained,
+        "total_s": time.time() - start,
+        "held_out_concept": fidelity.tolist(),
+        "spread": ev.spread(fidelity),
+        "best_combined": {"candidate": pick, "concept": float(fidelity[pick])},
+        "best_label_free": {"candidate": pick_free, "concept": float(fidelity[pick_free])},
+        "held_out_prompt": held["prompt_fidelity"].tolist(),
+    }
 
 
 def quality(a) -> dict:
     from oneword.world.render import SUBJECT_IDS
+
     subjects = a.subjects.split(",") if a.subjects else SUBJECT_IDS
     project = Path(a.project) if a.project else Path(tempfile.mkdtemp(prefix="sweep-world-"))
     out = {}
-    print(f"{'subject':8s} {'min':>6s} {'median':>7s} {'max':>6s} {'best(comb)':>11s} "
-          f"{'best(free)':>11s} {'train s':>8s}")
+    print(
+        f"{'subject':8s} {'min':>6s} {'median':>7s} {'max':>6s} {'best(comb)':>11s} "
+        f"{'best(free)':>11s} {'train s':>8s}"
+    )
     for subject_id in subjects:
         r = out[subject_id] = quality_subject(subject_id, a, project)
         s = r["spread"]
-        print(f"{subject_id:8s} {s['min']:6.3f} {s['median']:7.3f} {s['max']:6.3f} "
-              f"{r['best_combined']['concept']:11.3f} {r['best_label_free']['concept']:11.3f} "
-              f"{r['train_s']:8.0f}", flush=True)
-    summary = {k: statistics.mean(f(r) for r in out.values()) for k, f in (
-        ("min", lambda r: r["spread"]["min"]), ("median", lambda r: r["spread"]["median"]),
-        ("max", lambda r: r["spread"]["max"]),
-        ("best_combined", lambda r: r["best_combined"]["concept"]),
-        ("best_label_free", lambda r: r["best_label_free"]["concept"]))}
+        print(
+            f"{subject_id:8s} {s['min']:6.3f} {s['median']:7.3f} {s['max']:6.3f} "
+            f"{r['best_combined']['concept']:11.3f} {r['best_label_free']['concept']:11.3f} "
+            f"{r['train_s']:8.0f}",
+            flush=True,
+        )
+    summary = {
+        k: statistics.mean(f(r) for r in out.values())
+        for k, f in (
+            ("min", lambda r: r["spread"]["min"]),
+            ("median", lambda r: r["spread"]["median"]),
+            ("max", lambda r: r["spread"]["max"]),
+            ("best_combined", lambda r: r["best_combined"]["concept"]),
+            ("best_label_free", lambda r: r["best_label_free"]["concept"]),
+        )
+    }
     print("mean over subjects: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
     return {"subjects": out, "summary": summary, "project": str(project)}
 
@@ -110,6 +143,7 @@ def quality(a) -> dict:
 def timing_model(name: str, work: Path, device: str | None):
     if name == "world-shape":
         from oneword.world.model import WorldModelConfig, build_world_components
+
         folder = work / "world-shape"
         save_components(build_world_components(WorldModelConfig(minutes=1.0)), folder)
         return load_model(str(folder), device)
@@ -125,34 +159,59 @@ def timing(a) -> dict:
         model.add_placeholder_tokens(["<c>"])
         size = model.native_resolution
         photos = torch.rand(10, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        base = dict(token="<c>", init_word="cat", steps=a.steps, batch_size=a.batch_size,
-                    grad_accum=a.grad_accum, checkpoint_every=a.steps)
+        base = dict(
+            token="<c>",
+            init_word="cat",
+            steps=a.steps,
+            batch_size=a.batch_size,
+            grad_accum=a.grad_accum,
+            checkpoint_every=a.steps,
+        )
         seeds = list(range(a.candidates))
         rows = {"batched": [], "sequential": []}
         for rep in range(a.repeats):
             start = time.time()
-            batched = train(model, photos, TrainConfig(
-                **base, candidates=tuple(Candidate(s) for s in seeds)), work / f"b{rep}")
+            batched = train(
+                model,
+                photos,
+                TrainConfig(**base, candidates=tuple(Candidate(s) for s in seeds)),
+                work / f"b{rep}",
+            )
             rows["batched"].append(time.time() - start)
             start = time.time()
-            singles = [train(model, photos, TrainConfig(**base, seed=s), work / f"s{rep}-{s}")
-                       for s in seeds]
+            singles = [
+                train(model, photos, TrainConfig(**base, seed=s), work / f"s{rep}-{s}")
+                for s in seeds
+            ]
             rows["sequential"].append(time.time() - start)
-            print(f"repeat {rep}: batched {rows['batched'][-1]:.1f}s, "
-                  f"sequential {rows['sequential'][-1]:.1f}s", flush=True)
-        diff = max(float((batched.rows()[k] - singles[k].rows()[0]).abs().max())
-                   for k in range(len(seeds)))
+            print(
+                f"repeat {rep}: batched {rows['batched'][-1]:.1f}s, "
+                f"sequential {rows['sequential'][-1]:.1f}s",
+                flush=True,
+            )
+        diff = max(
+            float((batched.rows()[k] - singles[k].rows()[0]).abs().max()) for k in range(len(seeds))
+        )
     # the fastest repeat: the one least disturbed by other work on a shared machine
     result = {k: min(v) for k, v in rows.items()}
-    result.update(runs=rows, speedup=result["sequential"] / result["batched"],
-                  max_abs_difference=diff, model=a.model, device=str(model.device),
-                  threads=torch.get_num_threads(), machine=platform.processor() or platform.machine(),
-                  samples_per_step=a.batch_size * a.grad_accum, steps=a.steps,
-                  candidates=a.candidates)
-    print(f"K={a.candidates} on {a.model} ({result['device']}, {result['threads']} threads): "
-          f"fastest of {a.repeats}: batched {result['batched']:.1f}s, sequential "
-          f"{result['sequential']:.1f}s, "
-          f"speed-up x{result['speedup']:.2f}; max |difference| {diff:.2e}")
+    result.update(
+        runs=rows,
+        speedup=result["sequential"] / result["batched"],
+        max_abs_difference=diff,
+        model=a.model,
+        device=str(model.device),
+        threads=torch.get_num_threads(),
+        machine=platform.processor() or platform.machine(),
+        samples_per_step=a.batch_size * a.grad_accum,
+        steps=a.steps,
+        candidates=a.candidates,
+    )
+    print(
+        f"K={a.candidates} on {a.model} ({result['device']}, {result['threads']} threads): "
+        f"fastest of {a.repeats}: batched {result['batched']:.1f}s, sequential "
+        f"{result['sequential']:.1f}s, "
+        f"speed-up x{result['speedup']:.2f}; max |difference| {diff:.2e}"
+    )
     return result
 
 

@@ -14,8 +14,14 @@ import time
 import torch
 
 from oneword.adapters.loading import load_model
-from oneword.core.train import (PhotoLatents, TrainConfig, caption_token_ids, encode_photos,
-                                optimizer_step, start_state)
+from oneword.core.train import (
+    PhotoLatents,
+    TrainConfig,
+    caption_token_ids,
+    encode_photos,
+    optimizer_step,
+    start_state,
+)
 
 
 def main(argv=None) -> int:
@@ -40,8 +46,10 @@ def main(argv=None) -> int:
         optimizer_step(model, state, config, latents, ids)
         times.append(time.perf_counter() - start)
     step = statistics.median(times[3:])
-    print(f"{a.model}: {step * 1000:.1f} ms per step (batch {config.batch_size} x accumulation "
-          f"{config.grad_accum}, median of {a.steps}, {torch.get_num_threads()} threads)")
+    print(
+        f"{a.model}: {step * 1000:.1f} ms per step (batch {config.batch_size} x accumulation "
+        f"{config.grad_accum}, median of {a.steps}, {torch.get_num_threads()} threads)"
+    )
     return 0
 
 

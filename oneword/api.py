@@ -21,8 +21,15 @@ from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.sweep import read_photos, record_run, train_and_write
 from .files import atomic_write_text, file_stem
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_STEPS", "ModelChoice", "PreviewSettings", "default_steps",
-           "generate", "learn"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_STEPS",
+    "ModelChoice",
+    "PreviewSettings",
+    "default_steps",
+    "generate",
+    "learn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +48,16 @@ class PreviewSettings:
     sampling: Sampling = field(default_factory=lambda: Sampling(steps=20))
 
 
-def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelChoice(),
-          out: str | Path | None = None, resume: bool = False,
-          preview: PreviewSettings = PreviewSettings(),
-          on_event: EventSink = ignore, project: str | Path | None = None) -> dict[str, Path]:
+def learn(
+    photos: list[str],
+    config: TrainConfig,
+    choice: ModelChoice = ModelChoice(),
+    out: str | Path | None = None,
+    resume: bool = False,
+    preview: PreviewSettings = PreviewSettings(),
+    on_event: EventSink = ignore,
+    project: str | Path | None = None,
+) -> dict[str, Path]:
     """Learn `config.token` from the photos; returns the embedding files written.
 
     A sweep of one candidate whose files go to the run folder itself; the run is recorded in
@@ -59,46 +72,73 @@ def learn(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelCho
         return _previewer(model, config, preview, run_dir, on_event)
 
     with record_run(project, "learn", run_dir.absolute(), photos, config, choice, resume) as rec:
-        written = train_and_write(rec, images, config, choice, [run_dir], on_event, resume,
-                                  config.max_batch, previewer)
+        written = train_and_write(
+            rec, images, config, choice, [run_dir], on_event, resume, config.max_batch, previewer
+        )
         on_event(Finished(written.step, written.files[0]))
     return written.files[0]
 
 
-def _write_run_info(run_dir: Path, config: TrainConfig, choice: ModelChoice,
-                    photos: list[str]) -> None:
+def _write_run_info(
+    run_dir: Path, config: TrainConfig, choice: ModelChoice, photos: list[str]
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"config": json.loads(config.to_json()), "model": choice.model,
-            "photos": [str(p) for p in photos]}
+    info = {
+        "config": json.loads(config.to_json()),
+        "model": choice.model,
+        "photos": [str(p) for p in photos],
+    }
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
 
-def _previewer(model: TextToImage, config: TrainConfig, preview: PreviewSettings, run_dir: Path,
-               on_event: EventSink):
+def _previewer(
+    model: TextToImage,
+    config: TrainConfig,
+    preview: PreviewSettings,
+    run_dir: Path,
+    on_event: EventSink,
+):
     """A callback that draws the preview prompts with fixed seeds for every candidate."""
     if not config.preview_every:
         return None
-    prompts = list(config.preview_prompts or preview.prompts or
-                   [p.format(config.token) for p in PREVIEW_PROMPTS[config.mode]])
+    prompts = list(
+        config.preview_prompts
+        or preview.prompts
+        or [p.format(config.token) for p in PREVIEW_PROMPTS[config.mode]]
+    )
 
     def render(step: int, rows: torch.Tensor) -> None:
         paths = []
         for k in range(rows.shape[0]):
-            words = Words({config.token: config.vectors}, rows[k:k + 1])
+            words = Words({config.token: config.vectors}, rows[k : k + 1])
             grid_prompts = [p for p in prompts for _ in preview.seeds]
             seeds = [s for _ in prompts for s in preview.seeds]
             images = draw(model, grid_prompts, seeds, words, preview.sampling)
             name = f"step-{step:06d}.png" if rows.shape[0] == 1 else f"step-{step:06d}-c{k:02d}.png"
             sheet = contact_sheet(images, columns=len(preview.seeds))
-            paths.append(save_png(sheet, run_dir / "previews" / name,
-                                  {"prompts": prompts, "seeds": list(preview.seeds), "step": step}))
+            paths.append(
+                save_png(
+                    sheet,
+                    run_dir / "previews" / name,
+                    {"prompts": prompts, "seeds": list(preview.seeds), "step": step},
+                )
+            )
         on_event(Previewed(step, paths))
+
     return render
 
 
-def generate(prompt: str, embeddings: list[str], choice: ModelChoice = ModelChoice(),
-             n: int = 4, seed: int = 0, sampling: Sampling = Sampling(), negative: str = "",
-             out: str | Path = "images", on_event: EventSink = ignore) -> list[Path]:
+def generate(
+    prompt: str,
+    embeddings: list[str],
+    choice: ModelChoice = ModelChoice(),
+    n: int = 4,
+    seed: int = 0,
+    sampling: Sampling = Sampling(),
+    negative: str = "",
+    out: str | Path = "images",
+    on_event: EventSink = ignore,
+) -> list[Path]:
     """Draw n images of a prompt with learned words; writes PNGs and a contact sheet."""
     model = choice.load()
     learned = _load_words(model, embeddings)
@@ -113,9 +153,17 @@ def generate(prompt: str, embeddings: list[str], choice: ModelChoice = ModelChoi
     size = images.shape[-1]
     paths = []
     for image, s in zip(images, seeds):
-        meta = {"prompt": prompt, "negative": negative, "seed": s, "steps": sampling.steps,
-                "cfg": sampling.cfg, "scheduler": sampling.scheduler, "size": size,
-                "model": choice.model, "embeddings": [str(e) for e in embeddings]}
+        meta = {
+            "prompt": prompt,
+            "negative": negative,
+            "seed": s,
+            "steps": sampling.steps,
+            "cfg": sampling.cfg,
+            "scheduler": sampling.scheduler,
+            "size": size,
+            "model": choice.model,
+            "embeddings": [str(e) for e in embeddings],
+        }
         paths.append(save_png(image, out / f"{stem}-{s}.png", meta))
     sheet = contact_sheet(images)
     paths.append(save_png(sheet, out / f"{stem}-grid.png", {"prompt": prompt, "seeds": seeds}))

@@ -1,4 +1,5 @@
-"""Progress events: library code emits them, the CLI draws a progress bar, the web UI streams them."""
+"""Progress events: library code emits them, the CLI draws a progress bar, the web UI streams
+them."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class Finished:
 @dataclass(frozen=True)
 class Progressed:
     """Progress of work other than training steps (drawing and scoring images...)."""
+
     done: int
     total: int
     what: str

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 # One CPU thread per test process: on a small machine shared with other work, torch's OpenMP
 # threads wait on each other and a test can take 10-30 times longer; one thread stays steady.
 torch.set_num_threads(int(os.environ.get("ONEWORD_TEST_THREADS", "1")))
@@ -18,6 +17,7 @@ torch.set_num_threads(int(os.environ.get("ONEWORD_TEST_THREADS", "1")))
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion pipeline folder (random weights), saved like a real one."""
     from oneword.adapters.tiny import build_tiny_pipeline
+
     return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
@@ -37,6 +37,7 @@ def _isolated_project(tmp_path, monkeypatch):
 def photo_dir(tmp_path) -> Path:
     """Four small photo files of a made-up subject."""
     from PIL import Image
+
     gen = torch.Generator().manual_seed(0)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -50,6 +51,9 @@ def photo_dir(tmp_path) -> Path:
 def tiny_evaluators(tmp_path_factory) -> dict[str, Path]:
     """Tiny CLIP and DINO evaluator folders (random weights), saved like real ones."""
     from oneword.adapters.tiny import build_tiny_clip_model, build_tiny_dino_model
+
     root = tmp_path_factory.mktemp("evaluators")
-    return {"clip": build_tiny_clip_model(root / "clip", seed=0),
-            "dino": build_tiny_dino_model(root / "dino", seed=0)}
+    return {
+        "clip": build_tiny_clip_model(root / "clip", seed=0),
+        "dino": build_tiny_dino_model(root / "dino", seed=0),
+    }

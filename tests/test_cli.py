@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from oneword.cli import main
-from oneword.core.train import CHECKPOINT_NAME
 from oneword.core.embeddings import LearnedEmbedding, load_embeddings, save_embedding
+from oneword.core.train import CHECKPOINT_NAME
 
 
 def run(capsys, *argv):
@@ -21,22 +21,59 @@ def run(capsys, *argv):
 
 def test_learn_then_generate(capsys, tmp_path, tiny_model_dir, photo_dir):
     run_dir = tmp_path / "run"
-    code, out, err = run(capsys, "learn", photo_dir, "--token", "<my-cat>", "--init", "calico cat",
-                         "--vectors", "2", "--steps", "4", "--checkpoint-every", "2",
-                         "--preview-every", "4", "--model", tiny_model_dir, "--out", run_dir)
+    code, out, err = run(
+        capsys,
+        "learn",
+        photo_dir,
+        "--token",
+        "<my-cat>",
+        "--init",
+        "calico cat",
+        "--vectors",
+        "2",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--preview-every",
+        "4",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        run_dir,
+    )
     assert code == 0, err
     files = {p.name for p in run_dir.iterdir()}
-    assert {"learned_embeds.safetensors", "my-cat.safetensors", "my-cat.pt",
-            CHECKPOINT_NAME, "run.json"} <= files
+    assert {
+        "learned_embeds.safetensors",
+        "my-cat.safetensors",
+        "my-cat.pt",
+        CHECKPOINT_NAME,
+        "run.json",
+    } <= files
     assert (run_dir / "previews" / "step-000004.png").exists()
     (learned,) = load_embeddings(run_dir / "my-cat.safetensors")
     assert learned.token == "<my-cat>" and learned.vectors.shape == (2, 32)
     assert learned.metadata["init_word"] == "calico cat" and learned.metadata["steps"] == "4"
 
     out_dir = tmp_path / "images"
-    code, out, err = run(capsys, "generate", "a painting of <my-cat> by claude monet",
-                         "--embedding", run_dir / "my-cat.pt", "-n", "3", "--seed", "7",
-                         "--steps", "3", "--model", tiny_model_dir, "--out", out_dir)
+    code, out, err = run(
+        capsys,
+        "generate",
+        "a painting of <my-cat> by claude monet",
+        "--embedding",
+        run_dir / "my-cat.pt",
+        "-n",
+        "3",
+        "--seed",
+        "7",
+        "--steps",
+        "3",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out_dir,
+    )
     assert code == 0, err
     pngs = sorted(out_dir.glob("*-8.png"))
     assert len(pngs) == 1 and (out_dir / "a-painting-of-my-cat-by-claude-monet-grid.png").exists()
@@ -44,13 +81,26 @@ def test_learn_then_generate(capsys, tmp_path, tiny_model_dir, photo_dir):
     assert meta["prompt"] == "a painting of <my-cat> by claude monet"
     assert json.loads(meta["seed"]) == 8 and json.loads(meta["steps"]) == 3
     # the same seed redraws the same image
-    code, _, err = run(capsys, "generate", "a painting of <my-cat> by claude monet",
-                       "--embedding", run_dir / "learned_embeds.safetensors", "-n", "1",
-                       "--seed", "8", "--steps", "3", "--model", tiny_model_dir,
-                       "--out", tmp_path / "again")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "a painting of <my-cat> by claude monet",
+        "--embedding",
+        run_dir / "learned_embeds.safetensors",
+        "-n",
+        "1",
+        "--seed",
+        "8",
+        "--steps",
+        "3",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "again",
+    )
     again = Image.open(tmp_path / "again" / "a-painting-of-my-cat-by-claude-monet-8.png")
     # batch of 1 vs batch of 3: the same up to float rounding (one 8-bit level)
-    diff = (torch.tensor(list(again.getdata())) - torch.tensor(list(Image.open(pngs[0]).getdata())))
+    diff = torch.tensor(list(again.getdata())) - torch.tensor(list(Image.open(pngs[0]).getdata()))
     assert int(diff.abs().max()) <= 1
 
 
@@ -77,28 +127,97 @@ def _wide_embedding(path):
 
 
 BAD_INPUT = [
-    ("empty photo folder", lambda t, m, p: ["learn", t / "nothing", "--token", "<x>",
-                                             "--init", "cat", "--model", m], "nothing"),
-    ("unreadable photos only", lambda t, m, p: ["learn", _junk(t), "--token", "<x>",
-                                                "--init", "cat", "--model", m], "no usable photos"),
-    ("token already a word", lambda t, m, p: ["learn", p, "--token", "cat", "--init", "cat",
-                                              "--model", m, "--out", t / "r"], "already exists"),
-    ("init word missing", lambda t, m, p: ["learn", p, "--token", "<x>", "--model", m],
-     "--init is missing"),
-    ("model folder not a pipeline", lambda t, m, p: ["learn", p, "--token", "<x>", "--init",
-                                                     "cat", "--model", t], "not a diffusers pipeline"),
-    ("missing checkpoint file", lambda t, m, p: ["generate", "a <x>", "--model", t / "sd.ckpt"],
-     "no such checkpoint"),
-    ("embedding of another width", lambda t, m, p: ["generate", "a <wide>", "--embedding",
-                                                    _wide_embedding(t / "w.safetensors"),
-                                                    "--model", m], "768"),
-    ("pickled .pt", lambda t, m, p: ["generate", "a <x>", "--embedding", _pickled_pt(t / "e.pt"),
-                                     "--model", m], "refusing to load"),
-    ("resume without a run", lambda t, m, p: ["learn", p, "--token", "<x>", "--init", "cat",
-                                              "--model", m, "--out", t / "new", "--resume"],
-     "does not exist"),
-    ("bad option value", lambda t, m, p: ["learn", p, "--token", "<x>", "--init", "cat",
-                                          "--steps", "0", "--model", m], "--steps 0"),
+    (
+        "empty photo folder",
+        lambda t, m, p: ["learn", t / "nothing", "--token", "<x>", "--init", "cat", "--model", m],
+        "nothing",
+    ),
+    (
+        "unreadable photos only",
+        lambda t, m, p: ["learn", _junk(t), "--token", "<x>", "--init", "cat", "--model", m],
+        "no usable photos",
+    ),
+    (
+        "token already a word",
+        lambda t, m, p: [
+            "learn",
+            p,
+            "--token",
+            "cat",
+            "--init",
+            "cat",
+            "--model",
+            m,
+            "--out",
+            t / "r",
+        ],
+        "already exists",
+    ),
+    (
+        "init word missing",
+        lambda t, m, p: ["learn", p, "--token", "<x>", "--model", m],
+        "--init is missing",
+    ),
+    (
+        "model folder not a pipeline",
+        lambda t, m, p: ["learn", p, "--token", "<x>", "--init", "cat", "--model", t],
+        "not a diffusers pipeline",
+    ),
+    (
+        "missing checkpoint file",
+        lambda t, m, p: ["generate", "a <x>", "--model", t / "sd.ckpt"],
+        "no such checkpoint",
+    ),
+    (
+        "embedding of another width",
+        lambda t, m, p: [
+            "generate",
+            "a <wide>",
+            "--embedding",
+            _wide_embedding(t / "w.safetensors"),
+            "--model",
+            m,
+        ],
+        "768",
+    ),
+    (
+        "pickled .pt",
+        lambda t, m, p: ["generate", "a <x>", "--embedding", _pickled_pt(t / "e.pt"), "--model", m],
+        "refusing to load",
+    ),
+    (
+        "resume without a run",
+        lambda t, m, p: [
+            "learn",
+            p,
+            "--token",
+            "<x>",
+            "--init",
+            "cat",
+            "--model",
+            m,
+            "--out",
+            t / "new",
+            "--resume",
+        ],
+        "does not exist",
+    ),
+    (
+        "bad option value",
+        lambda t, m, p: [
+            "learn",
+            p,
+            "--token",
+            "<x>",
+            "--init",
+            "cat",
+            "--steps",
+            "0",
+            "--model",
+            m,
+        ],
+        "--steps 0",
+    ),
 ]
 
 
@@ -110,8 +229,9 @@ def _junk(tmp):
 
 
 @pytest.mark.parametrize("name,argv,expected", BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
-def test_bad_input_is_one_clear_line(capsys, tmp_path, tiny_model_dir, photo_dir,
-                                     name, argv, expected):
+def test_bad_input_is_one_clear_line(
+    capsys, tmp_path, tiny_model_dir, photo_dir, name, argv, expected
+):
     code, out, err = run(capsys, *argv(tmp_path, tiny_model_dir, photo_dir))
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
@@ -127,8 +247,9 @@ def test_hub_model_offline_is_one_line(capsys, tmp_path, photo_dir, monkeypatch)
 
 
 def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
-    code, printed, _ = run(capsys, "demo", "--model", "tiny", "--steps", 2,
-                           "--out", tmp_path / "demo")
+    code, printed, _ = run(
+        capsys, "demo", "--model", "tiny", "--steps", 2, "--out", tmp_path / "demo"
+    )
     assert code == 0
     assert "class word" in printed and "learned word" in printed
     sheet = Image.open(tmp_path / "demo" / "contact_sheet.png")
@@ -138,13 +259,20 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
 
 
-@pytest.mark.parametrize("extra, steps", [
-    ([], 300), (["--model", "tiny"], 3000), (["--model", "tiny", "--steps", "7"], 7),
-])
+@pytest.mark.parametrize(
+    "extra, steps",
+    [
+        ([], 300),
+        (["--model", "tiny"], 3000),
+        (["--model", "tiny", "--steps", "7"], 7),
+    ],
+)
 def test_learn_steps_default_to_what_the_model_needs(extra, steps, tmp_path):
     from oneword.cli import build_parser
     from oneword.cli.options import training_config
+
     for command in ("learn", "sweep"):
-        args = build_parser().parse_args([command, str(tmp_path), "--token", "<x>", "--init", "cat",
-                                          *extra])
+        args = build_parser().parse_args(
+            [command, str(tmp_path), "--token", "<x>", "--init", "cat", *extra]
+        )
         assert training_config(args).steps == steps  # the 64 px world model overfits sooner

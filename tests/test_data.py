@@ -87,11 +87,16 @@ def test_grayscale_cmyk_and_16_bit_become_correct_rgb(tmp_path):
     assert gray.getpixel((0, 0)) == (100, 100, 100)
     assert _close(cmyk.getpixel((1, 1)), (0, 255, 255))  # full cyan
     assert [sixteen.getpixel((x, 0)) for x in range(4)] == [
-        (255, 255, 255), (128, 128, 128), (4, 4, 4), (0, 0, 0)]
+        (255, 255, 255),
+        (128, 128, 128),
+        (4, 4, 4),
+        (0, 0, 0),
+    ]
 
 
 def test_32_bit_gray_in_8_bit_range_is_kept(tmp_path):
     from oneword.core.data import to_rgb
+
     assert to_rgb(Image.new("I", (2, 2), 200)).getpixel((0, 0)) == (200, 200, 200)
     assert to_rgb(Image.new("F", (2, 2), 0.5)).getpixel((0, 0)) == (128, 128, 128)
 
@@ -126,8 +131,13 @@ def test_only_unreadable_files_is_an_error(tmp_path):
 # -- crops ---------------------------------------------------------------------------------
 def _gradient(width, height) -> Image.Image:
     image = Image.new("RGB", (width, height))
-    image.putdata([((x * 7) % 256, (y * 11) % 256, (x + y) % 256)
-                   for y in range(height) for x in range(width)])
+    image.putdata(
+        [
+            ((x * 7) % 256, (y * 11) % 256, (x + y) % 256)
+            for y in range(height)
+            for x in range(width)
+        ]
+    )
     return image
 
 
@@ -136,9 +146,11 @@ def test_center_crop_shape_range_and_position():
     image.paste(RED, (16, 0, 48, 32))  # the middle square is red
     crops = photo_crops(image, 16, "center", count=5, generator=torch.Generator().manual_seed(0))
     assert crops.shape == (1, 3, 16, 16) and crops.dtype == torch.float32
-    assert torch.allclose(crops[0, :, 2:-2, 2:-2],
-                          torch.tensor([1.0, -1.0, -1.0])[:, None, None].expand(3, 12, 12),
-                          atol=0.05)
+    assert torch.allclose(
+        crops[0, :, 2:-2, 2:-2],
+        torch.tensor([1.0, -1.0, -1.0])[:, None, None].expand(3, 12, 12),
+        atol=0.05,
+    )
 
 
 def test_random_crops_are_deterministic_per_generator_and_in_range():
@@ -158,10 +170,12 @@ def test_photo_crops_rejects_bad_options():
 
 def test_photo_batch_counts_and_flips_are_mirrors():
     images = [_gradient(40, 20), _gradient(20, 30)]
-    batch = photo_batch(images, 16, "random", 3, flip=True,
-                        generator=torch.Generator().manual_seed(0))
+    batch = photo_batch(
+        images, 16, "random", 3, flip=True, generator=torch.Generator().manual_seed(0)
+    )
     assert batch.shape == (2 * 3 * 2, 3, 16, 16)
     assert torch.equal(batch[6:], batch[:6].flip(-1))
-    plain = photo_batch(images, 16, "center", 3, flip=False,
-                        generator=torch.Generator().manual_seed(0))
+    plain = photo_batch(
+        images, 16, "center", 3, flip=False, generator=torch.Generator().manual_seed(0)
+    )
     assert plain.shape == (2, 3, 16, 16)

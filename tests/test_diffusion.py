@@ -41,8 +41,10 @@ def test_weighted_mse_normalises_its_weights():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
     uniform = torch.full((3, 1, 5, 5), 7.0)
-    assert torch.allclose(diffusion.weighted_per_sample_mse(pred, target, uniform),
-                          diffusion.per_sample_mse(pred, target))
+    assert torch.allclose(
+        diffusion.weighted_per_sample_mse(pred, target, uniform),
+        diffusion.per_sample_mse(pred, target),
+    )
     one_pixel = torch.zeros(3, 1, 5, 5)
     one_pixel[:, :, 2, 3] = 1.0
     expected = (pred - target)[:, :, 2, 3].pow(2).mean(1)

@@ -8,10 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from oneword.core.embeddings import (LearnedEmbedding, check_width, load_embeddings, save_embedding,
-                                     write_embedding_files)
-from oneword.errors import OnewordError
+from oneword.core.embeddings import (
+    LearnedEmbedding,
+    check_width,
+    load_embeddings,
+    save_embedding,
+    write_embedding_files,
+)
 from oneword.core.prompts import placeholder_names
+from oneword.errors import OnewordError
 
 META = {"init_word": "cat", "model": "tiny", "steps": "120", "seed": "7"}
 
@@ -26,8 +31,14 @@ def _expected_metadata(emb, **extra):
 
 
 # -- round trips ---------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, filename", [("diffusers", "learned_embeds.safetensors"),
-                                           ("a1111", "cat.safetensors"), ("a1111-pt", "cat.pt")])
+@pytest.mark.parametrize(
+    "fmt, filename",
+    [
+        ("diffusers", "learned_embeds.safetensors"),
+        ("a1111", "cat.safetensors"),
+        ("a1111-pt", "cat.pt"),
+    ],
+)
 @pytest.mark.parametrize("n", [1, 3])
 def test_round_trip(tmp_path, fmt, filename, n):
     emb = _emb(n)
@@ -45,8 +56,10 @@ def test_write_embedding_files_writes_the_three_layouts(tmp_path):
     emb = _emb(2)
     files = write_embedding_files(emb, tmp_path / "out", "my-cat")
     assert {k: p.name for k, p in files.items()} == {
-        "diffusers": "learned_embeds.safetensors", "a1111": "my-cat.safetensors",
-        "a1111-pt": "my-cat.pt"}
+        "diffusers": "learned_embeds.safetensors",
+        "a1111": "my-cat.safetensors",
+        "a1111-pt": "my-cat.pt",
+    }
     assert set(load_file(files["diffusers"])) == {"<my-cat>"}
     assert set(load_file(files["a1111"])) == {"emb_params"}
     for path in files.values():
@@ -67,9 +80,17 @@ def test_a1111_pt_mirrors_automatic1111_and_loads_weights_only(tmp_path):
 
 def test_token_defaults_for_foreign_a1111_files(tmp_path):
     vec = torch.randn(2, 8)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vec}, "name": "kitty",
-                "step": 5, "sd_checkpoint": "abc", "sd_checkpoint_name": "sd15"},
-               tmp_path / "kitty_v2.pt")
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": vec},
+            "name": "kitty",
+            "step": 5,
+            "sd_checkpoint": "abc",
+            "sd_checkpoint_name": "sd15",
+        },
+        tmp_path / "kitty_v2.pt",
+    )
     assert load_embeddings(tmp_path / "kitty_v2.pt")[0].token == "kitty"
     assert load_embeddings(tmp_path / "kitty_v2.pt", token="<k>")[0].token == "<k>"
     save_file({"emb_params": vec}, tmp_path / "comfy.safetensors")
@@ -116,10 +137,16 @@ def test_pickled_objects_are_refused(tmp_path, obj):
         load_embeddings(raw)
 
 
-@pytest.mark.parametrize("name, content", [
-    ("bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}"),
-    ("bad.pt", b"\x00garbage" * 8), ("empty.pt", b""), ("bad.bin", b"PK\x03\x04broken zip"),
-    ("notes.txt", b"hello")])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}"),
+        ("bad.pt", b"\x00garbage" * 8),
+        ("empty.pt", b""),
+        ("bad.bin", b"PK\x03\x04broken zip"),
+        ("notes.txt", b"hello"),
+    ],
+)
 def test_broken_files_name_the_file(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(OnewordError, match=name.replace(".", r"\.")) as info:
@@ -130,11 +157,15 @@ def test_broken_files_name_the_file(tmp_path, name, content):
 def test_wrong_layouts_are_errors(tmp_path):
     torch.save({"a": "just a string"}, tmp_path / "s.pt")
     torch.save(torch.zeros(2, 3, 4), tmp_path / "cube.pt")
-    save_file({"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(1, 1280)},
-              tmp_path / "xl.safetensors")
-    for name, match in (("s.pt", "not a float tensor"), ("cube.pt", r"shape \(2, 3, 4\)"),
-                        ("xl.safetensors", "clip_l has 2 vectors but clip_g has 1"),
-                        ("missing.pt", "no such")):
+    save_file(
+        {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(1, 1280)}, tmp_path / "xl.safetensors"
+    )
+    for name, match in (
+        ("s.pt", "not a float tensor"),
+        ("cube.pt", r"shape \(2, 3, 4\)"),
+        ("xl.safetensors", "clip_l has 2 vectors but clip_g has 1"),
+        ("missing.pt", "no such"),
+    ):
         with pytest.raises(OnewordError, match=match):
             load_embeddings(tmp_path / name)
 
@@ -149,8 +180,14 @@ def test_width_mismatch_names_both_widths_and_families():
     with pytest.raises(OnewordError) as info:
         check_width(_emb(width=1024), 768, "runwayml/sd15", "kitty.pt")
     message = str(info.value)
-    for part in ("kitty.pt", "1024-d", "768-d", "Stable Diffusion 2.x",
-                 "Stable Diffusion 1.x", "runwayml/sd15"):
+    for part in (
+        "kitty.pt",
+        "1024-d",
+        "768-d",
+        "Stable Diffusion 2.x",
+        "Stable Diffusion 1.x",
+        "runwayml/sd15",
+    ):
         assert part in message
 
 
@@ -158,6 +195,7 @@ def test_width_mismatch_names_both_widths_and_families():
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     from oneword.adapters.tiny import build_tiny_pipeline
+
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny", seed=0)
 
 
@@ -165,8 +203,10 @@ def tiny_folder(tmp_path_factory):
 @pytest.mark.parametrize("n", [1, 3])
 def test_diffusers_load_textual_inversion_reads_our_files(tmp_path, tiny_folder, fmt, n):
     import diffusers
+
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        tiny_folder, safety_checker=None, requires_safety_checker=False)
+        tiny_folder, safety_checker=None, requires_safety_checker=False
+    )
     width = pipe.text_encoder.get_input_embeddings().embedding_dim
     emb = _emb(n, width=width, token="<zq-thing>", seed=n)
     path = write_embedding_files(emb, tmp_path, "zq-thing")[fmt]

@@ -7,20 +7,24 @@ import math
 import pytest
 import torch
 
-from oneword.experiments import score_math as evaluate
-from oneword.errors import OnewordError
 from oneword.adapters.feature_models import ImagePreprocess, load_clip_model, load_dino_model
+from oneword.errors import OnewordError
+from oneword.experiments import score_math as evaluate
 
 
 def test_cosine_fidelity_is_the_mean_over_references():
     refs = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     gen = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
-    torch.testing.assert_close(evaluate.cosine_to_references(gen, refs),
-                               torch.tensor([0.5, math.sqrt(0.5)]))
-    torch.testing.assert_close(evaluate.paired_cosine(gen, refs), torch.tensor([1.0, math.sqrt(0.5)]))
+    torch.testing.assert_close(
+        evaluate.cosine_to_references(gen, refs), torch.tensor([0.5, math.sqrt(0.5)])
+    )
+    torch.testing.assert_close(
+        evaluate.paired_cosine(gen, refs), torch.tensor([1.0, math.sqrt(0.5)])
+    )
     # real photos among themselves: distinct pairs only
-    assert evaluate.self_similarity(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])) == \
-        pytest.approx(2 / 6)
+    assert evaluate.self_similarity(
+        torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    ) == pytest.approx(2 / 6)
     assert math.isnan(evaluate.self_similarity(torch.tensor([[1.0, 0.0]])))
 
 
@@ -37,16 +41,20 @@ def test_pareto_front_and_combined_score():
     assert evaluate.ranking(only_fidelity)[:2] == [0, 4]  # ties keep index order
     # a missing axis counts zero; constant values standardize to zero
     nan = torch.full((5,), float("nan"))
-    torch.testing.assert_close(evaluate.combined_score(fidelity, nan, 0.5),
-                               0.5 * evaluate.standardize(fidelity))
+    torch.testing.assert_close(
+        evaluate.combined_score(fidelity, nan, 0.5), 0.5 * evaluate.standardize(fidelity)
+    )
     assert evaluate.standardize(torch.ones(4)).abs().sum() == 0
     with pytest.raises(ValueError):
         evaluate.combined_score(fidelity, prompt, 1.5)
 
 
 def test_axis_scores_average_the_metrics_of_each_axis():
-    metrics = {"clip_i": torch.tensor([0.8, 0.6]), "dino": torch.tensor([0.6, 0.4]),
-               "clip_t": torch.tensor([0.3, 0.2])}
+    metrics = {
+        "clip_i": torch.tensor([0.8, 0.6]),
+        "dino": torch.tensor([0.6, 0.4]),
+        "clip_t": torch.tensor([0.3, 0.2]),
+    }
     fidelity, prompt = evaluate.axis_scores(metrics)
     torch.testing.assert_close(fidelity, torch.tensor([0.7, 0.5], dtype=torch.float64))
     torch.testing.assert_close(prompt, torch.tensor([0.3, 0.2], dtype=torch.float64))
@@ -74,8 +82,9 @@ def test_tiny_evaluators_load_like_real_ones(tiny_evaluators):
     for evaluator in (clip, dino):
         feats = evaluator.image_features(images)
         assert feats.shape[0] == 3 and torch.allclose(feats.norm(dim=1), torch.ones(3))
-        torch.testing.assert_close(evaluator.image_features(images[:1]), feats[:1],
-                                   atol=1e-5, rtol=1e-5)  # batching does not change features
+        torch.testing.assert_close(
+            evaluator.image_features(images[:1]), feats[:1], atol=1e-5, rtol=1e-5
+        )  # batching does not change features
     text = clip.text_features(["a dog in the snow", "a red cat"])
     assert text.shape == (2, clip.image_features(images).shape[1])  # one joint space
     assert not torch.allclose(text[0], text[1])
@@ -87,6 +96,7 @@ def test_a_missing_evaluator_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(OnewordError, match="--clip-model ./nowhere: no such folder"):
         load_clip_model("./nowhere")
     import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

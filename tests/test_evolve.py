@@ -20,12 +20,29 @@ def run(capsys, *argv):
 @pytest.fixture
 def scored_sweep(capsys, tmp_path, tiny_model_dir, photo_dir, tiny_evaluators):
     """r1: a sweep of 3 candidates of <c> (init cat), scored (e1)."""
-    code, _, err = run(capsys, "sweep", photo_dir, "--token", "<c>", "--init", "cat",
-                       "--candidates", "3", "--inits", "word,random", "--steps", "2",
-                       "--grad-accum", "1", "--model", tiny_model_dir)
+    code, _, err = run(
+        capsys,
+        "sweep",
+        photo_dir,
+        "--token",
+        "<c>",
+        "--init",
+        "cat",
+        "--candidates",
+        "3",
+        "--inits",
+        "word,random",
+        "--steps",
+        "2",
+        "--grad-accum",
+        "1",
+        "--model",
+        tiny_model_dir,
+    )
     assert code == 0, err
-    code, _, err = run(capsys, "score", "r1", "--images", "2", "--steps", "2",
-                       *judge_options(tiny_evaluators))
+    code, _, err = run(
+        capsys, "score", "r1", "--images", "2", "--steps", "2", *judge_options(tiny_evaluators)
+    )
     assert code == 0, err
     with Store.open() as store:
         return [store.files(1, "embedding", c.id)[0] for c in store.candidates(1)]
@@ -47,26 +64,48 @@ def test_mix_arith_and_inspect(capsys, tmp_path, tiny_model_dir, scored_sweep):
     mixed = vectors(tmp_path / "m.safetensors")
     expected = (vectors(a).norm(dim=-1) + vectors(b).norm(dim=-1)) / 2
     torch.testing.assert_close(mixed.norm(dim=-1), expected)
-    code, out, err = run(capsys, "mix", a, b, "--slerp", "--weights", "1,3",
-                         "-o", tmp_path / "s.pt", "--token", "<s>")
+    code, out, err = run(
+        capsys,
+        "mix",
+        a,
+        b,
+        "--slerp",
+        "--weights",
+        "1,3",
+        "-o",
+        tmp_path / "s.pt",
+        "--token",
+        "<s>",
+    )
     assert code == 0, err
     (emb,) = load_embeddings(tmp_path / "s.pt")
     assert emb.token == "<s>" and emb.metadata["mix"] == "slerp"
     code, _, err = run(capsys, "mix", a, b, "--weights", "1", "-o", tmp_path / "x.safetensors")
     assert code == 2 and "--weights" in err
 
-    code, out, err = run(capsys, "arith", '"<c>" - cat + dog', "--embedding", a,
-                         "--model", tiny_model_dir, "-o", tmp_path / "dog.safetensors")
+    code, out, err = run(
+        capsys,
+        "arith",
+        '"<c>" - cat + dog',
+        "--embedding",
+        a,
+        "--model",
+        tiny_model_dir,
+        "-o",
+        tmp_path / "dog.safetensors",
+    )
     assert code == 0, err
     assert "-1·cat" in out
     result = vectors(tmp_path / "dog.safetensors")
     torch.testing.assert_close(result.norm(dim=-1), vectors(a).norm(dim=-1))
-    code, _, err = run(capsys, "arith", "<nope> + dog", "--model", tiny_model_dir,
-                       "-o", tmp_path / "n.safetensors")
+    code, _, err = run(
+        capsys, "arith", "<nope> + dog", "--model", tiny_model_dir, "-o", tmp_path / "n.safetensors"
+    )
     assert code == 2 and "<nope>: not a learned token" in err
 
-    code, out, err = run(capsys, "inspect", a, tmp_path / "dog.safetensors",
-                         "--model", tiny_model_dir, "--top", "3")
+    code, out, err = run(
+        capsys, "inspect", a, tmp_path / "dog.safetensors", "--model", tiny_model_dir, "--top", "3"
+    )
     assert code == 0, err
     assert "row norms mean" in out and "nearest: " in out and "percentile" in out
     assert "cosine between embeddings:" in out
@@ -79,9 +118,24 @@ def test_mix_arith_and_inspect(capsys, tmp_path, tiny_model_dir, scored_sweep):
 
 
 def test_evolve_with_automatic_fitness_records_lineage(capsys, scored_sweep, tiny_evaluators):
-    code, out, err = run(capsys, "evolve", "r1", "--generations", "2", "--population", "3",
-                         "--images", "2", "--steps", "2", "--selection", "top-k",
-                         "--top-k", "2", *judge_options(tiny_evaluators))
+    code, out, err = run(
+        capsys,
+        "evolve",
+        "r1",
+        "--generations",
+        "2",
+        "--population",
+        "3",
+        "--images",
+        "2",
+        "--steps",
+        "2",
+        "--selection",
+        "top-k",
+        "--top-k",
+        "2",
+        *judge_options(tiny_evaluators),
+    )
     assert code == 0, err
     assert "generation 1: r2" in out and "generation 2: r3" in out
     with Store.open() as store:
@@ -90,8 +144,9 @@ def test_evolve_with_automatic_fitness_records_lineage(capsys, scored_sweep, tin
         assert r2.settings["evolve"]["fitness"] == "combined"
         kids = store.candidates(3)
         assert len(kids) == 3 and kids[0].init == "elite"
-        best_r2 = min(store.scores(store.evaluations(2)[0]["id"]).items(),
-                      key=lambda kv: kv[1]["rank"])[0]
+        best_r2 = min(
+            store.scores(store.evaluations(2)[0]["id"]).items(), key=lambda kv: kv[1]["rank"]
+        )[0]
         assert [p.id for p in store.parents(kids[0].id)] == [best_r2]
         assert all(p.run_id == 2 for k in kids[1:] for p in store.parents(k.id))
         assert store.evaluations(3) and len(store.images(kids[1].id)) == 2
@@ -104,8 +159,9 @@ def test_evolve_from_ratings_then_cma(capsys, scored_sweep, tiny_evaluators):
     assert code == 2 and "no candidate is rated yet" in err
     run(capsys, "rate", "r1", "c01", "5")
     run(capsys, "rate", "r1", "c02", "2")
-    code, out, err = run(capsys, "evolve", "r1", "--population", "2", "--images", "1",
-                         "--steps", "2", "--seed", "4")
+    code, out, err = run(
+        capsys, "evolve", "r1", "--population", "2", "--images", "1", "--steps", "2", "--seed", "4"
+    )
     assert code == 0, err
     assert "fitness rating" in out
     with Store.open() as store:
@@ -115,9 +171,22 @@ def test_evolve_from_ratings_then_cma(capsys, scored_sweep, tiny_evaluators):
         assert not store.scores(store.evaluations(2)[0]["id"])
     code, _, err = run(capsys, "evolve", "r1", "--fitness", "rating", "--generations", "2")
     assert code == 2 and "--generations 2" in err
-    code, out, err = run(capsys, "evolve", "r1", "--strategy", "cma", "--fitness", "combined",
-                         "--population", "2", "--images", "1", "--steps", "2",
-                         *judge_options(tiny_evaluators))
+    code, out, err = run(
+        capsys,
+        "evolve",
+        "r1",
+        "--strategy",
+        "cma",
+        "--fitness",
+        "combined",
+        "--population",
+        "2",
+        "--images",
+        "1",
+        "--steps",
+        "2",
+        *judge_options(tiny_evaluators),
+    )
     assert code == 0, err
     with Store.open() as store:
         cma_run = store.runs("evolve")[-1]
@@ -141,8 +210,12 @@ def test_search_commands_have_help(capsys):
 
 def test_ratings_and_metric_sums():
     assert rating_of([]) != rating_of([])  # NaN: unrated
-    rows = [{"image_id": 1, "rating": 2}, {"image_id": 1, "rating": 4},
-            {"image_id": 2, "rating": 5}, {"image_id": None, "rating": 3}]
+    rows = [
+        {"image_id": 1, "rating": 2},
+        {"image_id": 1, "rating": 4},
+        {"image_id": 2, "rating": 5},
+        {"image_id": None, "rating": 3},
+    ]
     assert rating_of(rows) == 4.0  # the latest of each image (4, 5) and of the candidate (3)
     assert rating_of(rows + [{"image_id": None, "rating": 0}]) == 4.5  # 0 clears
     assert metric_sum({"a": 1.0, "b": 2.5}, "a + b") == 3.5

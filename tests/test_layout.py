@@ -26,41 +26,55 @@ def imports(path: Path, root: Path = PACKAGE.parent) -> list[tuple[str, list[str
         if isinstance(node, ast.Import):
             found += [(alias.name, [], node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[:len(package.split(".")) - node.level + 1] \
-                if node.level else []
+            base = (
+                package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            )
             module = ".".join(base + ([node.module] if node.module else []))
             found.append((module, [a.name for a in node.names], node.lineno))
     return found
 
 
 def test_only_the_adapters_import_diffusers_and_transformers():
-    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}"
-                 for p in modules() if ADAPTERS not in p.parents
-                 for module, _, line in imports(p)
-                 if module.split(".")[0] in MODEL_LIBRARIES]
+    offenders = [
+        f"{p.relative_to(PACKAGE)}:{line} imports {module}"
+        for p in modules()
+        if ADAPTERS not in p.parents
+        for module, _, line in imports(p)
+        if module.split(".")[0] in MODEL_LIBRARIES
+    ]
     assert offenders == []
 
 
 def test_the_core_imports_no_other_layer():
     """The core (training math, prompts, photos, files) is what every other layer uses."""
     allowed = ("oneword.core", "oneword.errors", "oneword.events", "oneword.files")
-    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}"
-                 for p in modules() if PACKAGE / "core" in p.parents
-                 for module, _, line in imports(p)
-                 if module.startswith("oneword") and not module.startswith(allowed)]
+    offenders = [
+        f"{p.relative_to(PACKAGE)}:{line} imports {module}"
+        for p in modules()
+        if PACKAGE / "core" in p.parents
+        for module, _, line in imports(p)
+        if module.startswith("oneword") and not module.startswith(allowed)
+    ]
     assert offenders == []
 
 
 def test_no_module_imports_a_private_name_of_another():
-    offenders = [f"{p.relative_to(PACKAGE)}:{line} imports {module}.{name}"
-                 for p in modules() for module, names, line in imports(p)
-                 for name in names if name.startswith("_") and not name.startswith("__")]
+    offenders = [
+        f"{p.relative_to(PACKAGE)}:{line} imports {module}.{name}"
+        for p in modules()
+        for module, names, line in imports(p)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert offenders == []
 
 
 def test_no_module_is_over_the_size_limit():
-    long = {str(p.relative_to(PACKAGE)): n for p in modules()
-            if (n := len(p.read_text().splitlines())) > MAX_LINES and p not in LONGER_MODULES}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in modules()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES and p not in LONGER_MODULES
+    }
     assert long == {}
 
 
@@ -72,3 +86,40 @@ def test_the_test_can_see_a_boundary_crossing(tmp_path):
     found = imports(sub / "x.py", root=tmp_path)
     assert ("oneword.adapters.loading", ["load_model"], 1) in found
     assert ("diffusers", [], 2) in found
+
+
+def test_each_layer_imports_only_the_layers_before_it():
+    """shared < core < adapters < world < experiments < front ends (api, cli, web, demo)."""
+    order = ["shared", "core", "adapters", "world", "experiments", "front"]
+    rank = {
+        "__init__": 0,
+        "errors": 0,
+        "events": 0,
+        "files": 0,
+        "core": 1,
+        "adapters": 2,
+        "world": 3,
+        "experiments": 4,
+        "api": 5,
+        "cli": 5,
+        "web": 5,
+        "demo": 5,
+    }
+
+    def layer(module: str) -> int:
+        parts = module.split(".")
+        return rank[parts[1]] if len(parts) > 1 else 0
+
+    offenders = []
+    for p in modules():
+        own = layer(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts))
+        for module, names, line in imports(p):
+            if not module.startswith("oneword"):
+                continue
+            targets = [f"{module}.{n}" for n in names] if module == "oneword" else [module]
+            offenders += [
+                f"{p.relative_to(PACKAGE)}:{line} ({order[own]}) imports {t}"
+                for t in targets
+                if layer(t) > own
+            ]
+    assert offenders == []

@@ -1,4 +1,5 @@
-"""The operators of search in embedding space (oneword.experiments.embedding_ops): pure tensor math."""
+"""The operators of search in embedding space (oneword.experiments.embedding_ops): pure tensor
+math."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import pytest
 import torch
 
 from oneword.errors import OnewordError
-from oneword.experiments.embedding_ops import (Breeding, Term, combine, cosine_matrix, crossover,
-                                               mix, mutate, nearest_rows, next_generation,
-                                               norm_percentile, norm_preserving_mean,
-                                               parse_expression, select_top_k, select_tournament,
-                                               slerp, weighted_mean)
+from oneword.experiments.embedding_ops import (
+    Breeding,
+    Term,
+    combine,
+    cosine_matrix,
+    crossover,
+    mix,
+    mutate,
+    nearest_rows,
+    next_generation,
+    norm_percentile,
+    norm_preserving_mean,
+    parse_expression,
+    select_top_k,
+    select_tournament,
+    slerp,
+    weighted_mean,
+)
 
 
 def gen(seed=0):
@@ -66,9 +80,15 @@ def test_mix_methods_keep_or_shrink_norms():
 
 def test_word_arithmetic_parses_and_combines():
     assert parse_expression('"<my-cat>" - "cat" + dog') == [
-        Term(1.0, "<my-cat>"), Term(-1.0, "cat"), Term(1.0, "dog")]
+        Term(1.0, "<my-cat>"),
+        Term(-1.0, "cat"),
+        Term(1.0, "dog"),
+    ]
     assert parse_expression("<a> + 0.5*dog - 2 cat") == [
-        Term(1.0, "<a>"), Term(0.5, "dog"), Term(-2.0, "cat")]
+        Term(1.0, "<a>"),
+        Term(0.5, "dog"),
+        Term(-2.0, "cat"),
+    ]
     with pytest.raises(ValueError, match="missing"):
         parse_expression("<a> dog")
     with pytest.raises(ValueError, match="empty"):
@@ -89,10 +109,12 @@ def test_nearest_rows_norms_and_cosines():
     assert idx.tolist() == [[0, 2]] and cos[0, 0] > cos[0, 1]
     pct = norm_percentile(torch.tensor([1.2, 0.5, 2.0]), table)
     assert pct.tolist() == [75.0, 0.0, 100.0]
-    m = cosine_matrix([torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]),
-                       torch.tensor([[2.0, 0.0]])])
-    torch.testing.assert_close(m, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0],
-                                                [1.0, 0.0, 1.0]], dtype=torch.float64))
+    m = cosine_matrix(
+        [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, 0.0]])]
+    )
+    torch.testing.assert_close(
+        m, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    )
 
 
 def test_selection_prefers_the_fit_and_is_seeded():
@@ -126,8 +148,7 @@ def test_next_generation_keeps_elites_and_records_parents():
     g = gen(3)
     population = torch.randn(6, 1, 8, generator=g)
     fitness = torch.tensor([1.0, 6.0, 2.0, 5.0, 0.0, 3.0])
-    breeding = Breeding(selection="top-k", top_k=2, crossover="uniform", mutation=0.0,
-                        elites=2)
+    breeding = Breeding(selection="top-k", top_k=2, crossover="uniform", mutation=0.0, elites=2)
     kids = next_generation(population, fitness, 5, breeding, 0.1, gen())
     assert [k.relation for k in kids[:2]] == ["elite", "elite"]
     assert [k.parents for k in kids[:2]] == [(1,), (3,)]

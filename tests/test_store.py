@@ -9,7 +9,8 @@ import pytest
 
 from oneword.errors import OnewordError
 from oneword.experiments.recording import recording
-from oneword.experiments.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate
+from oneword.experiments.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from oneword.experiments.store import DB_NAME, Store
 
 
 def test_project_folder_comes_from_env_or_option(tmp_path, monkeypatch):
@@ -42,8 +43,10 @@ def test_runs_candidates_files_scores_ratings_lineage(tmp_path):
         store.add_images(ev, a.id, [("a <c> cat", 0, folder / "x.png")])
         store.add_scores(ev, a.id, {"clip_i": 0.8, "rank": 1})
         store.add_scores(ev, b.id, {"clip_i": 0.7, "rank": 2})
-        assert store.scores(ev) == {a.id: {"clip_i": 0.8, "rank": 1.0},
-                                    b.id: {"clip_i": 0.7, "rank": 2.0}}
+        assert store.scores(ev) == {
+            a.id: {"clip_i": 0.8, "rank": 1.0},
+            b.id: {"clip_i": 0.7, "rank": 2.0},
+        }
         assert store.images(a.id, ev)[0]["path"] == folder / "x.png"
         store.rate(b.id, 4, "sharp")
         assert store.ratings(b.id) == [{"rating": 4, "note": "sharp", "image_id": None}]

@@ -7,17 +7,26 @@ import torch
 
 from oneword.api import ModelChoice, learn
 from oneword.core.embeddings import load_embeddings
+from oneword.core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from oneword.errors import OnewordError
 from oneword.events import Stepped
-from oneword.experiments.store import Store
 from oneword.experiments.micro_batch import resolve_max_batch
+from oneword.experiments.store import Store
 from oneword.experiments.sweep import CandidatePlan, sweep
-from oneword.core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(token="<c>", init_word="cat", steps=4, batch_size=1, grad_accum=2,
-                checkpoint_every=2, lr=1e-2, crop="random", crops_per_photo=2)
+    base = dict(
+        token="<c>",
+        init_word="cat",
+        steps=4,
+        batch_size=1,
+        grad_accum=2,
+        checkpoint_every=2,
+        lr=1e-2,
+        crop="random",
+        crops_per_photo=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -28,13 +37,18 @@ def vectors(path) -> torch.Tensor:
 
 
 def test_plan_crosses_inits_and_learning_rates():
-    plan = CandidatePlan(count=5, seed=10, inits=("word", "random", "jitter"), jitter=0.2,
-                         lrs=(1e-3, 2e-3))
+    plan = CandidatePlan(
+        count=5, seed=10, inits=("word", "random", "jitter"), jitter=0.2, lrs=(1e-3, 2e-3)
+    )
     cands = plan.candidates()
     assert [c.seed for c in cands] == [10, 11, 12, 13, 14]
     assert [(c.init, c.jitter, c.lr) for c in cands] == [
-        ("word", 0.0, 1e-3), ("word", 0.0, 2e-3), ("random", 0.0, 1e-3),
-        ("random", 0.0, 2e-3), ("word", 0.2, 1e-3)]
+        ("word", 0.0, 1e-3),
+        ("word", 0.0, 2e-3),
+        ("random", 0.0, 1e-3),
+        ("random", 0.0, 2e-3),
+        ("word", 0.2, 1e-3),
+    ]
     with pytest.raises(OnewordError, match="--inits"):
         CandidatePlan(inits=("noise",))
     with pytest.raises(OnewordError, match="--candidates 0"):
@@ -49,10 +63,15 @@ def test_sweep_equals_separate_learn_runs(tmp_path, tiny_model_dir, photo_dir):
     result = sweep([str(photo_dir)], config(candidates=cands), choice, out=tmp_path / "sweep")
     assert [f["diffusers"].parent.name for f in result.files] == ["c00", "c01", "c02"]
     for k, cand in enumerate(cands):
-        files = learn([str(photo_dir)], config(seed=cand.seed, candidates=(cand,)), choice,
-                      out=tmp_path / f"learn{k}")
-        torch.testing.assert_close(vectors(result.files[k]["a1111"]),
-                                   vectors(files["a1111"]), atol=1e-5, rtol=1e-5)
+        files = learn(
+            [str(photo_dir)],
+            config(seed=cand.seed, candidates=(cand,)),
+            choice,
+            out=tmp_path / f"learn{k}",
+        )
+        torch.testing.assert_close(
+            vectors(result.files[k]["a1111"]), vectors(files["a1111"]), atol=1e-5, rtol=1e-5
+        )
     batched = [vectors(f["diffusers"]) for f in result.files]
     assert not torch.allclose(batched[0], batched[1])
     (emb,) = load_embeddings(result.files[2]["diffusers"])
@@ -64,9 +83,13 @@ def test_sweep_equals_separate_learn_runs(tmp_path, tiny_model_dir, photo_dir):
         assert all(r.status == "done" for r in runs)
         recorded = store.candidates(result.run_id)
         assert [(c.seed, c.init, c.lr) for c in recorded] == [
-            (11, "word", 1e-2), (12, "random", 3e-2), (13, "jitter", 1e-2)]
-        assert store.files(result.run_id, "embedding", recorded[1].id) == \
-            list(result.files[1].values())
+            (11, "word", 1e-2),
+            (12, "random", 3e-2),
+            (13, "jitter", 1e-2),
+        ]
+        assert store.files(result.run_id, "embedding", recorded[1].id) == list(
+            result.files[1].values()
+        )
 
 
 def test_killed_sweep_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, photo_dir):
@@ -94,18 +117,22 @@ def test_killed_sweep_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir,
         assert [r.status for r in store.runs()] == ["done", "done"]
 
 
-def test_micro_batches_and_out_of_memory_retries_learn_the_same(tmp_path, tiny_model_dir,
-                                                                photo_dir, monkeypatch):
+def test_micro_batches_and_out_of_memory_retries_learn_the_same(
+    tmp_path, tiny_model_dir, photo_dir, monkeypatch
+):
     from oneword.adapters.loading import load_model
+
     choice = ModelChoice(str(tiny_model_dir))
-    cfg = config(steps=2, crop="center", batch_size=2,
-                 candidates=(Candidate(1), Candidate(2), Candidate(3)))
+    cfg = config(
+        steps=2, crop="center", batch_size=2, candidates=(Candidate(1), Candidate(2), Candidate(3))
+    )
     model = load_model(str(tiny_model_dir))
     assert resolve_max_batch(model, cfg, "auto") is None  # 6 samples fit a CPU pass
     assert resolve_max_batch(model, cfg, 4) == 4 and resolve_max_batch(model, cfg, 9) is None
     whole = sweep([str(photo_dir)], cfg, choice, out=tmp_path / "whole", max_batch="all")
 
     from oneword.adapters.pipelines import TextToImageModel
+
     real = TextToImageModel.predict_noise
     passes = []
 
@@ -117,10 +144,17 @@ def test_micro_batches_and_out_of_memory_retries_learn_the_same(tmp_path, tiny_m
 
     monkeypatch.setattr(TextToImageModel, "predict_noise", small_memory)
     messages = []
-    fitted = sweep([str(photo_dir)], cfg, choice, out=tmp_path / "fitted", max_batch=5,
-                   on_event=lambda e: messages.append(getattr(e, "text", "")))
+    fitted = sweep(
+        [str(photo_dir)],
+        cfg,
+        choice,
+        out=tmp_path / "fitted",
+        max_batch=5,
+        on_event=lambda e: messages.append(getattr(e, "text", "")),
+    )
     assert passes[0] == 5 and set(passes[1:]) <= {2}  # 5 -> 2 samples per pass
     assert any("out of memory" in m for m in messages)
     for a, b in zip(fitted.files, whole.files):
-        torch.testing.assert_close(vectors(a["diffusers"]), vectors(b["diffusers"]),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            vectors(a["diffusers"]), vectors(b["diffusers"]), atol=1e-5, rtol=1e-5
+        )

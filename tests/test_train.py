@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from oneword.adapters.loading import load_model
+from oneword.core.invariant import TextualInversionInvariant
+from oneword.core.train import (
+    CHECKPOINT_NAME,
+    Candidate,
+    TrainConfig,
+    TrainingDiverged,
+    train,
+)
 from oneword.errors import OnewordError
 from oneword.events import Stepped
-from oneword.adapters.loading import load_model
-from oneword.core.train import (CHECKPOINT_NAME, Candidate, TextualInversionInvariant, TrainConfig,
-                                TrainingDiverged, train)
 
 
 @pytest.fixture
@@ -25,8 +31,16 @@ def photos():
 
 
 def config(**kw):
-    base = dict(token="<c>", init_word="cat", vectors=2, steps=4, batch_size=2, grad_accum=2,
-                checkpoint_every=2, lr=1e-2)
+    base = dict(
+        token="<c>",
+        init_word="cat",
+        vectors=2,
+        steps=4,
+        batch_size=2,
+        grad_accum=2,
+        checkpoint_every=2,
+        lr=1e-2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -40,8 +54,11 @@ def test_only_placeholder_rows_change(model, photos, tmp_path):
     cat = model.word_token_ids("cat")
     start = table_before[cat].mean(0)
     assert not torch.allclose(state.rows()[0].cpu(), start.repeat(2, 1))  # the rows did learn
-    frozen = [p for part in (model.pipe.unet, model.pipe.vae, model.text_encoder)
-              for p in part.parameters()]
+    frozen = [
+        p
+        for part in (model.pipe.unet, model.pipe.vae, model.text_encoder)
+        for p in part.parameters()
+    ]
     assert all(not p.requires_grad and p.grad is None for p in frozen)
 
 
@@ -78,8 +95,9 @@ def test_resume_refuses_other_settings(model, photos, tmp_path):
 
 def test_batched_candidates_equal_separate_runs(model, photos, tmp_path):
     seeds = (11, 12, 13)
-    batched = train(model, photos, config(candidates=tuple(Candidate(s) for s in seeds)),
-                    tmp_path / "batched")
+    batched = train(
+        model, photos, config(candidates=tuple(Candidate(s) for s in seeds)), tmp_path / "batched"
+    )
     for k, seed in enumerate(seeds):
         single = train(model, photos, config(seed=seed), tmp_path / f"single{seed}")
         torch.testing.assert_close(batched.rows()[k], single.rows()[0], atol=1e-5, rtol=1e-5)
@@ -88,8 +106,9 @@ def test_batched_candidates_equal_separate_runs(model, photos, tmp_path):
 
 def test_micro_batching_does_not_change_the_result(model, photos, tmp_path):
     whole = train(model, photos, config(candidates=(Candidate(1), Candidate(2))), tmp_path / "a")
-    chunked = train(model, photos, config(candidates=(Candidate(1), Candidate(2)), max_batch=3),
-                    tmp_path / "b")
+    chunked = train(
+        model, photos, config(candidates=(Candidate(1), Candidate(2)), max_batch=3), tmp_path / "b"
+    )
     torch.testing.assert_close(chunked.rows(), whole.rows(), atol=1e-5, rtol=1e-5)
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from oneword.core.embeddings import load_embeddings
-from oneword.experiments.evolve import render
 from oneword.core.generate import Sampling
-from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.embedding_ops import Breeding
+from oneword.experiments.evolve import render
+from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.store import Store
 
 fastapi = pytest.importorskip("fastapi")
@@ -25,8 +25,15 @@ from fastapi.testclient import TestClient  # noqa: E402
 from oneword.web.app import GalleryOptions, create_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DRAWING = ScoreSettings(images=2, sampling=Sampling(steps=2))
 
 
@@ -40,14 +47,20 @@ def template(tmp_path_factory, tiny_model_dir) -> Path:
     from PIL import Image
 
     from oneword.api import ModelChoice
-    from oneword.experiments.sweep import sweep
     from oneword.core.train import Candidate, TrainConfig
+    from oneword.experiments.sweep import sweep
+
     root = tmp_path_factory.mktemp("gallery")
     (root / "photos").mkdir()
     for i in range(3):
         Image.new("RGB", (40, 40), (60 * i, 90, 200 - 50 * i)).save(root / "photos" / f"{i}.png")
-    config = TrainConfig(token="<c>", init_word="cat", steps=2, grad_accum=1,
-                         candidates=(Candidate(0), Candidate(1), Candidate(2, init="random")))
+    config = TrainConfig(
+        token="<c>",
+        init_word="cat",
+        steps=2,
+        grad_accum=1,
+        candidates=(Candidate(0), Candidate(1), Candidate(2, init="random")),
+    )
     sweep([str(root / "photos")], config, ModelChoice(str(tiny_model_dir)), root / "proj")
     render("r1", DRAWING, root / "proj")
     return root / "proj"
@@ -84,8 +97,12 @@ def test_gallery_api_rates_breeds_and_mixes(project):
     assert client.post("/api/runs/1/next").status_code == 400  # nothing rated yet
 
     image = c1["images"][1]["id"]
-    assert client.post(f"/api/candidates/{c1['id']}/rating",
-                       json={"rating": 4, "image_id": image}).json()["rating"] == 4
+    assert (
+        client.post(
+            f"/api/candidates/{c1['id']}/rating", json={"rating": 4, "image_id": image}
+        ).json()["rating"]
+        == 4
+    )
     assert client.post(f"/api/candidates/{c1['id']}/rating", json={"rating": 7}).status_code == 422
     wrong = client.post(f"/api/candidates/{c0['id']}/rating", json={"rating": 3, "image_id": image})
     assert wrong.status_code == 400
@@ -104,10 +121,13 @@ def test_gallery_api_rates_breeds_and_mixes(project):
 
     again = wait_for_job(client, client.post("/api/runs/1/next").json()["id"])
     with Store.open(project) as store:  # breeding again from r1 draws other children
-        first, second = (store.files(r, "embedding", store.candidates(r)[1].id)[0]
-                         for r in (done["run_id"], again["run_id"]))
-        assert not torch.equal(load_embeddings(first)[0].vectors,
-                               load_embeddings(second)[0].vectors)
+        first, second = (
+            store.files(r, "embedding", store.candidates(r)[1].id)[0]
+            for r in (done["run_id"], again["run_id"])
+        )
+        assert not torch.equal(
+            load_embeddings(first)[0].vectors, load_embeddings(second)[0].vectors
+        )
 
     job = client.post("/api/mix", json={"candidates": [c0["id"], c1["id"]], "method": "slerp"})
     done = wait_for_job(client, job.json()["id"])
@@ -126,8 +146,9 @@ def test_images_come_only_from_the_project(project, tmp_path):
     link.symlink_to(outside)
     with Store.open(project) as store:
         cand = store.candidates(1)[0].id
-        store.add_images(None, cand, [("p", 0, outside), ("p", 1, Path("../../etc/passwd")),
-                                      ("p", 2, link)])
+        store.add_images(
+            None, cand, [("p", 0, outside), ("p", 1, Path("../../etc/passwd")), ("p", 2, link)]
+        )
         ids = [i["id"] for i in store.images(cand)][-3:]
     for image_id in ids:
         assert client.get(f"/api/images/{image_id}").status_code == 404
@@ -164,9 +185,11 @@ def free_port() -> int:
 @pytest.fixture
 def server(project):
     import uvicorn
+
     port = free_port()
-    config = uvicorn.Config(create_app(project, options()), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(
+        create_app(project, options()), host="127.0.0.1", port=port, log_level="warning"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -184,8 +207,10 @@ def browser():
         pytest.skip("chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
-                              else shutil.which("chromium"), args=BROWSER_ARGS)
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=BROWSER_ARGS,
+        )
         yield b
         b.close()
 
@@ -196,7 +221,9 @@ def test_gallery_in_headless_chromium(server, browser, project):
     page.goto(server)
     page.get_by_test_id("candidate-c02").wait_for()
     first = page.get_by_test_id("candidate-c00").locator("img").first
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=first.element_handle())
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=first.element_handle()
+    )
 
     page.get_by_test_id("star-c01-5").click()  # mouse: the whole candidate
     page.get_by_test_id("rating-c01").filter(has_text="rating 5").wait_for()

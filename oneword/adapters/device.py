@@ -20,8 +20,14 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     """Frozen-weight dtype: bf16 on CUDA that supports it, else fp16 on GPUs, fp32 on CPU."""
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype:
         if dtype not in names:
             raise OnewordError(f"--dtype {dtype}: choose one of fp32, fp16, bf16")
@@ -31,4 +37,3 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     if device.type == "mps":
         return torch.float16
     return torch.float32
-

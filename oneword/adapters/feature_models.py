@@ -18,6 +18,7 @@ DEFAULT_DINO_MODEL = "facebook/dinov2-small"
 class ImagePreprocess:
     """An evaluator's input transform, done in torch: resize the short side, center-crop,
     normalize (the values come from the model's preprocessor_config.json)."""
+
     size: int
     crop: int
     mean: tuple[float, ...]
@@ -26,6 +27,7 @@ class ImagePreprocess:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] → [B, 3, crop, crop] normalized."""
         import torch.nn.functional as F
+
         h, w = images.shape[-2:]
         scale = self.size / min(h, w)
         new = (max(self.crop, round(h * scale)), max(self.crop, round(w * scale)))
@@ -33,7 +35,7 @@ class ImagePreprocess:
         if new != (h, w):
             x = F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
         top, left = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
-        x = x[..., top:top + self.crop, left:left + self.crop].clamp(0, 1)
+        x = x[..., top : top + self.crop, left : left + self.crop].clamp(0, 1)
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
@@ -42,6 +44,7 @@ class ImagePreprocess:
 @dataclass
 class FeatureModel:
     """A frozen vision model (CLIP or DINO) that maps images to unit feature vectors."""
+
     name: str
     model: object
     preprocess: ImagePreprocess
@@ -53,7 +56,7 @@ class FeatureModel:
         """Unit features [B, d] (fp32, CPU) of images [B, 3, H, W] in [0, 1]."""
         parts = []
         for s in range(0, len(images), batch):
-            pixels = self.preprocess(images[s:s + batch].to(self.device))
+            pixels = self.preprocess(images[s : s + batch].to(self.device))
             parts.append(_pooled(self._image_forward(pixels)).float().cpu())
         return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
 
@@ -69,9 +72,13 @@ class FeatureModel:
             raise OnewordError(f"evaluator {self.name}: has no text tower; use a CLIP model")
         parts = []
         for s in range(0, len(texts), batch):
-            ids = self.tokenizer(texts[s:s + batch], padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length,
-                                 return_tensors="pt").input_ids.to(self.device)
+            ids = self.tokenizer(
+                texts[s : s + batch],
+                padding="max_length",
+                truncation=True,
+                max_length=self.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
             parts.append(_pooled(self.model.get_text_features(input_ids=ids)).float().cpu())
         return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
 
@@ -81,31 +88,38 @@ def _pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_clip_model(name_or_path: str = DEFAULT_CLIP_MODEL,
-                        device: str | None = None) -> FeatureModel:
+def load_clip_model(
+    name_or_path: str = DEFAULT_CLIP_MODEL, device: str | None = None
+) -> FeatureModel:
     """A CLIP model (hub id or local folder) for CLIP-I and CLIP-T scores."""
     from transformers import AutoTokenizer, CLIPModel
+
     dev = pick_device(device)
     option = f"--clip-model {name_or_path}"
     model = _load_part(CLIPModel, name_or_path, option)
     tokenizer = _load_part(AutoTokenizer, name_or_path, option)
-    return FeatureModel(name_or_path, model.to(dev).eval(),
-                          _read_preprocess(name_or_path, option), dev, tokenizer)
+    return FeatureModel(
+        name_or_path, model.to(dev).eval(), _read_preprocess(name_or_path, option), dev, tokenizer
+    )
 
 
-def load_dino_model(name_or_path: str = DEFAULT_DINO_MODEL,
-                        device: str | None = None) -> FeatureModel:
+def load_dino_model(
+    name_or_path: str = DEFAULT_DINO_MODEL, device: str | None = None
+) -> FeatureModel:
     """A DINO/DINOv2 vision model (hub id or local folder) for the DINO fidelity score."""
     from transformers import AutoModel
+
     dev = pick_device(device)
     option = f"--dino-model {name_or_path}"
     model = _load_part(AutoModel, name_or_path, option)
-    return FeatureModel(name_or_path, model.to(dev).eval(),
-                          _read_preprocess(name_or_path, option), dev)
+    return FeatureModel(
+        name_or_path, model.to(dev).eval(), _read_preprocess(name_or_path, option), dev
+    )
 
 
 def _load_part(cls, name_or_path: str, option: str):
     import transformers
+
     transformers.utils.logging.disable_progress_bar()
     path = Path(name_or_path).expanduser()
     if name_or_path.startswith((".", "/", "~")) and not path.is_dir():
@@ -122,12 +136,11 @@ def _load_part(cls, name_or_path: str, option: str):
 
 def _read_preprocess(name_or_path: str, option: str) -> ImagePreprocess:
     from transformers import AutoImageProcessor
+
     path = Path(name_or_path).expanduser()
-    proc = _load_part(AutoImageProcessor, str(path) if path.is_dir() else name_or_path,
-                                option)
+    proc = _load_part(AutoImageProcessor, str(path) if path.is_dir() else name_or_path, option)
     size = getattr(proc, "size", None) or {}
     crop = getattr(proc, "crop_size", None) or {}
     short = size.get("shortest_edge") or size.get("height") or 224
     side = crop.get("height") or short
     return ImagePreprocess(int(short), int(side), tuple(proc.image_mean), tuple(proc.image_std))
-

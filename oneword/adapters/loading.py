@@ -12,7 +12,7 @@ import torch
 from ..errors import OnewordError
 from ..files import atomic_write_text
 from .device import pick_device, pick_dtype
-from .pipelines import TextToImageModel, SDXLModel, wrap_pipeline
+from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
 from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline
 
 BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
@@ -26,6 +26,7 @@ DEFAULT_MODEL = "world"
 @dataclass(frozen=True)
 class ModelChoice:
     """Which checkpoint to load, and where and how to run it."""
+
     model: str = DEFAULT_MODEL
     device: str | None = None
     dtype: str | None = None
@@ -43,9 +44,11 @@ def resolve_model(model: str) -> tuple[str, str]:
     """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
     if model == "world":
         if not (WORLD_MODEL_FOLDER / "model_index.json").exists():
-            raise OnewordError("--model world: the world model's weights are not in this "
-                               "installation; train them with `python -m oneword.world.model "
-                               "train --out oneword/world/weights/model`")
+            raise OnewordError(
+                "--model world: the world model's weights are not in this "
+                "installation; train them with `python -m oneword.world.model "
+                "train --out oneword/world/weights/model`"
+            )
         return "folder", str(WORLD_MODEL_FOLDER)
     if model in BUILTIN_MODELS:
         folder = builtin_model_folder(model)
@@ -58,7 +61,8 @@ def resolve_model(model: str) -> tuple[str, str]:
         if not (path / "model_index.json").exists():
             raise OnewordError(
                 f"--model {model}: this folder is not a diffusers pipeline (no model_index.json); "
-                "give a pipeline folder, a .safetensors/.ckpt checkpoint or a hub id")
+                "give a pipeline folder, a .safetensors/.ckpt checkpoint or a hub id"
+            )
         return "folder", str(path)
     if path.suffix in SINGLE_FILE_SUFFIXES:
         if not path.is_file():
@@ -66,7 +70,8 @@ def resolve_model(model: str) -> tuple[str, str]:
         return "file", str(path)
     if path.exists() or model.startswith((".", "/", "~")):
         raise OnewordError(
-            f"--model {model}: not a pipeline folder, .safetensors/.ckpt file or hub id")
+            f"--model {model}: not a pipeline folder, .safetensors/.ckpt file or hub id"
+        )
     return "hub", model
 
 
@@ -85,8 +90,10 @@ def model_settings(model: str) -> dict:
         raise OnewordError(f"{path}: not readable as JSON ({e}); fix it or delete it") from None
     steps = settings.get("learn_steps", 1) if isinstance(settings, dict) else None
     if not isinstance(steps, int) or steps < 1:
-        raise OnewordError(f"{path}: give an object whose learn_steps is a whole number, 1 or "
-                           "more; fix it or delete it")
+        raise OnewordError(
+            f"{path}: give an object whose learn_steps is a whole number, 1 or "
+            "more; fix it or delete it"
+        )
     return settings
 
 
@@ -95,8 +102,9 @@ def write_model_settings(folder: str | Path, settings: dict) -> Path:
     return atomic_write_text(Path(folder) / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
 
 
-def load_model(model: str = "tiny", device: str | None = None,
-               dtype: str | None = None) -> TextToImageModel:
+def load_model(
+    model: str = "tiny", device: str | None = None, dtype: str | None = None
+) -> TextToImageModel:
     """Load a Stable Diffusion 1.x/2.x or SDXL pipeline and freeze it."""
     kind, location = resolve_model(model)
     dev = pick_device(device)
@@ -108,6 +116,7 @@ def load_model(model: str = "tiny", device: str | None = None,
 def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     import diffusers
     import transformers
+
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -115,10 +124,12 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
             pipe = diffusers.StableDiffusionXLPipeline.from_single_file(location, dtype=dtype)
         elif kind == "file":
             pipe = diffusers.StableDiffusionPipeline.from_single_file(
-                location, dtype=dtype, safety_checker=None)
+                location, dtype=dtype, safety_checker=None
+            )
         else:
             pipe = diffusers.DiffusionPipeline.from_pretrained(
-                location, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+                location, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
     except OnewordError:
         raise
     except Exception as exc:  # diffusers raises many kinds; the user needs one line
@@ -129,8 +140,10 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
         parts += ["tokenizer_2", "text_encoder_2"]
     for part in parts:
         if getattr(pipe, part, None) is None:
-            raise OnewordError(f"--model {model}: the pipeline has no {part}; give a Stable "
-                               "Diffusion 1.x/2.x or SDXL base text-to-image pipeline")
+            raise OnewordError(
+                f"--model {model}: the pipeline has no {part}; give a Stable "
+                "Diffusion 1.x/2.x or SDXL base text-to-image pipeline"
+            )
     return pipe
 
 
@@ -139,6 +152,7 @@ def single_file_is_sdxl(path: str) -> bool:
     try:
         if str(path).endswith(".safetensors"):
             from safetensors import safe_open
+
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 keys = list(f.keys())
         else:
@@ -149,11 +163,12 @@ def single_file_is_sdxl(path: str) -> bool:
     return any(k.startswith("conditioner.embedders.1.") for k in keys)
 
 
-
-def sdxl_model_from_parts(parts: dict, name: str, device: str | None = None,
-                          dtype: str | None = None) -> "SDXLModel":
+def sdxl_model_from_parts(
+    parts: dict, name: str, device: str | None = None, dtype: str | None = None
+) -> "SDXLModel":
     """An SDXLModel over parts held in memory (benchmarks; no save and reload)."""
     import diffusers
+
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     pipe = diffusers.StableDiffusionXLPipeline(**parts, add_watermarker=False)
@@ -161,16 +176,23 @@ def sdxl_model_from_parts(parts: dict, name: str, device: str | None = None,
     return wrap_pipeline(pipe, name, dev, dt)
 
 
-def model_from_components(parts: Components, name: str, device: str | None = None,
-                          dtype: str | None = None) -> TextToImageModel:
+def model_from_components(
+    parts: Components, name: str, device: str | None = None, dtype: str | None = None
+) -> TextToImageModel:
     """A TextToImageModel over parts held in memory (benchmarks; no save and reload)."""
     import diffusers
+
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     pipe = diffusers.StableDiffusionPipeline(
-        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-        unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.unet,
+        scheduler=parts.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.to(dtype=dt)
     return wrap_pipeline(pipe, name, dev, dt)
-

@@ -115,12 +115,15 @@ class TextToImageModel:
         if taken:
             raise OnewordError(
                 f"--token {taken[0]}: this token already exists in the model's vocabulary; "
-                "choose a new one, e.g. <my-thing>")
+                "choose a new one, e.g. <my-thing>"
+            )
         expected = self.embedding.base_size + len(self.placeholder_tokens)
         if len(self.tokenizer) != expected:
             raise OnewordError(
                 f"model {self.name}: its tokenizer has {len(self.tokenizer)} tokens but its text "
-                f"encoder has {self.embedding.base_size} rows; resave the pipeline without added tokens")
+                f"encoder has {self.embedding.base_size} rows; resave the pipeline without added "
+                "tokens"
+            )
         self.tokenizer.add_tokens(tokens)
         ids = self.tokenizer.convert_tokens_to_ids(tokens)
         self.placeholder_tokens += tokens
@@ -128,8 +131,7 @@ class TextToImageModel:
 
     def is_known_token(self, token: str) -> bool:
         """True if the text already is one token of the vocabulary (e.g. 'cat' is 'cat</w>')."""
-        return (token in self.tokenizer.get_vocab()
-                or len(self.word_token_ids(token)) == 1)
+        return token in self.tokenizer.get_vocab() or len(self.word_token_ids(token)) == 1
 
     def vocabulary_tokens(self) -> list[str]:
         """The token string of each row of `vocabulary_table` (e.g. 'cat</w>')."""
@@ -151,8 +153,13 @@ class TextToImageModel:
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         """Token ids [B, L], padded to the full context as Stable Diffusion does."""
-        out = self.tokenizer(prompts, padding="max_length", max_length=self.max_length,
-                             truncation=True, return_tensors="pt")
+        out = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return out.input_ids.to(self.device)
 
     def word_token_ids(self, word: str) -> list[int]:
@@ -160,8 +167,12 @@ class TextToImageModel:
         return [int(i) for i in self.tokenizer(word, add_special_tokens=False).input_ids]
 
     # -- forward passes ------------------------------------------------------------------
-    def encode_text(self, input_ids: torch.Tensor, rows: torch.Tensor | None = None,
-                    candidate: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """All hidden states [B, L, d] of the text encoder (padding included, as SD uses them).
 
         rows: [K, P, d] placeholder rows; candidate: [B] which of the K each sample uses.
@@ -181,15 +192,20 @@ class TextToImageModel:
         scale = float(vae.config.scaling_factor)
         return (dist.mean.float() * scale, dist.std.float() * scale)
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
-                      text_states: torch.Tensor) -> torch.Tensor:
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_states: torch.Tensor
+    ) -> torch.Tensor:
         """The UNet's output (epsilon or v, see `prediction_type`) in fp32."""
-        out = self.pipe.unet(noisy_latents.to(self.dtype), timesteps,
-                             encoder_hidden_states=text_states.to(self.dtype)).sample
+        out = self.pipe.unet(
+            noisy_latents.to(self.dtype),
+            timesteps,
+            encoder_hidden_states=text_states.to(self.dtype),
+        ).sample
         return out.float()
 
-    def speed_up(self, channels_last: bool = False, compile_unet: bool = False,
-                 low_memory: bool = False) -> None:
+    def speed_up(
+        self, channels_last: bool = False, compile_unet: bool = False, low_memory: bool = False
+    ) -> None:
         """Execution options that leave what is computed unchanged (up to rounding).
 
         low_memory recomputes UNet and text-encoder activations in the backward pass
@@ -210,14 +226,27 @@ class TextToImageModel:
         self.pipe.scheduler = make_scheduler(name, self.pipe.scheduler.config)
 
     @torch.no_grad()
-    def generate(self, text_states: torch.Tensor, negative_states: torch.Tensor,
-                 generators: list[torch.Generator], steps: int, cfg: float,
-                 size: int) -> torch.Tensor:
+    def generate(
+        self,
+        text_states: torch.Tensor,
+        negative_states: torch.Tensor,
+        generators: list[torch.Generator],
+        steps: int,
+        cfg: float,
+        size: int,
+    ) -> torch.Tensor:
         """Images [B, 3, size, size] in [0, 1] from prompt hidden states, one generator each."""
-        out = self.pipe(prompt_embeds=text_states.to(self.dtype),
-                        negative_prompt_embeds=negative_states.to(self.dtype),
-                        num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
-                        generator=generators, output_type="pt", return_dict=True)
+        out = self.pipe(
+            prompt_embeds=text_states.to(self.dtype),
+            negative_prompt_embeds=negative_states.to(self.dtype),
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            height=size,
+            width=size,
+            generator=generators,
+            output_type="pt",
+            return_dict=True,
+        )
         return out.images.float().cpu()
 
 
@@ -225,6 +254,7 @@ class TextToImageModel:
 class SDXLText:
     """What an SDXL UNet is conditioned on: both encoders' penultimate hidden states side by
     side [B, L, d_l + d_g] and text_encoder_2's projected pooled state [B, p]."""
+
     hidden: torch.Tensor
     pooled: torch.Tensor
 
@@ -264,26 +294,43 @@ class SDXLModel(TextToImageModel):
 
     def add_placeholder_tokens(self, tokens: list[str]) -> list[int]:
         expected = self.embedding.base_size + len(self.placeholder_tokens)
-        if self.embedding_2.base_size != self.embedding.base_size or \
-                len(self.tokenizer_2) != expected:
+        if (
+            self.embedding_2.base_size != self.embedding.base_size
+            or len(self.tokenizer_2) != expected
+        ):
             raise OnewordError(
                 f"model {self.name}: its two tokenizers or text encoders disagree on the "
-                "vocabulary size; resave the pipeline without added tokens")
+                "vocabulary size; resave the pipeline without added tokens"
+            )
         ids = super().add_placeholder_tokens(tokens)
         self.tokenizer_2.add_tokens(tokens)
         if [int(i) for i in self.tokenizer_2.convert_tokens_to_ids(tokens)] != ids:
-            raise OnewordError(f"model {self.name}: its two tokenizers gave {tokens[0]} "
-                               "different ids; resave the pipeline without added tokens")
+            raise OnewordError(
+                f"model {self.name}: its two tokenizers gave {tokens[0]} "
+                "different ids; resave the pipeline without added tokens"
+            )
         return ids
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         """Token ids [B, 2, L] of both tokenizers (they differ in padding)."""
-        ids = [tok(prompts, padding="max_length", max_length=self.max_length, truncation=True,
-                   return_tensors="pt").input_ids for tok in (self.tokenizer, self.tokenizer_2)]
+        ids = [
+            tok(
+                prompts,
+                padding="max_length",
+                max_length=self.max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            for tok in (self.tokenizer, self.tokenizer_2)
+        ]
         return torch.stack(ids, dim=1).to(self.device)
 
-    def encode_text(self, input_ids: torch.Tensor, rows: torch.Tensor | None = None,
-                    candidate: torch.Tensor | None = None) -> SDXLText:
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> SDXLText:
         """Penultimate states of both encoders and the pooled projection, as SDXL uses them.
 
         The pooled state is read at the first end-of-text token: SDXL's bigG config has the
@@ -329,40 +376,61 @@ class SDXLModel(TextToImageModel):
         row = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype)
         return row.to(self.device).expand(batch, 6)
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
-                      text_states: SDXLText) -> torch.Tensor:
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_states: SDXLText
+    ) -> torch.Tensor:
         """The UNet's output in fp32, conditioned on the text and the training size."""
         h, w = (s * self.vae_factor for s in noisy_latents.shape[-2:])
-        extra = {"text_embeds": text_states.pooled.to(self.dtype),
-                 "time_ids": self.time_ids(len(noisy_latents), h, w)}
-        out = self.pipe.unet(noisy_latents.to(self.dtype), timesteps,
-                             encoder_hidden_states=text_states.hidden.to(self.dtype),
-                             added_cond_kwargs=extra).sample
+        extra = {
+            "text_embeds": text_states.pooled.to(self.dtype),
+            "time_ids": self.time_ids(len(noisy_latents), h, w),
+        }
+        out = self.pipe.unet(
+            noisy_latents.to(self.dtype),
+            timesteps,
+            encoder_hidden_states=text_states.hidden.to(self.dtype),
+            added_cond_kwargs=extra,
+        ).sample
         return out.float()
 
-    def speed_up(self, channels_last: bool = False, compile_unet: bool = False,
-                 low_memory: bool = False) -> None:
+    def speed_up(
+        self, channels_last: bool = False, compile_unet: bool = False, low_memory: bool = False
+    ) -> None:
         super().speed_up(channels_last, compile_unet, low_memory)
         if low_memory:
             self.text_encoder_2.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder_2.train()
 
     @torch.no_grad()
-    def generate(self, text_states: SDXLText, negative_states: SDXLText,
-                 generators: list[torch.Generator], steps: int, cfg: float,
-                 size: int) -> torch.Tensor:
+    def generate(
+        self,
+        text_states: SDXLText,
+        negative_states: SDXLText,
+        generators: list[torch.Generator],
+        steps: int,
+        cfg: float,
+        size: int,
+    ) -> torch.Tensor:
         """Images [B, 3, size, size] in [0, 1]; SDXL derives the size conditioning itself."""
-        out = self.pipe(prompt_embeds=text_states.hidden.to(self.dtype),
-                        pooled_prompt_embeds=text_states.pooled.to(self.dtype),
-                        negative_prompt_embeds=negative_states.hidden.to(self.dtype),
-                        negative_pooled_prompt_embeds=negative_states.pooled.to(self.dtype),
-                        num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
-                        generator=generators, output_type="pt", return_dict=True)
+        out = self.pipe(
+            prompt_embeds=text_states.hidden.to(self.dtype),
+            pooled_prompt_embeds=text_states.pooled.to(self.dtype),
+            negative_prompt_embeds=negative_states.hidden.to(self.dtype),
+            negative_pooled_prompt_embeds=negative_states.pooled.to(self.dtype),
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            height=size,
+            width=size,
+            generator=generators,
+            output_type="pt",
+            return_dict=True,
+        )
         return out.images.float().cpu()
 
 
 def make_scheduler(name: str, config):
     import diffusers
+
     classes = {
         "ddim": (diffusers.DDIMScheduler, {}),
         "pndm": (diffusers.PNDMScheduler, {"skip_prk_steps": True}),
@@ -380,6 +448,7 @@ def make_scheduler(name: str, config):
 
 def wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> TextToImageModel:
     import diffusers
+
     pipe.to(device)
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if is_sdxl(pipe) else [])
     for module in (*encoders, pipe.unet, pipe.vae):
@@ -394,12 +463,15 @@ def wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> 
     width = pipe.text_encoder.get_input_embeddings().table.embedding_dim
     cls, family = (SDXLModel, "sdxl") if is_sdxl(pipe) else (TextToImageModel, model_family(width))
     return cls(
-        pipe=pipe, name=name, family=family, device=device, dtype=dtype,
+        pipe=pipe,
+        name=name,
+        family=family,
+        device=device,
+        dtype=dtype,
         prediction_type=ddpm.config.prediction_type,
-        alphas_cumprod=ddpm.alphas_cumprod.double().cpu())
+        alphas_cumprod=ddpm.alphas_cumprod.double().cpu(),
+    )
 
 
 def is_sdxl(pipe) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
-
-

@@ -9,13 +9,17 @@ TINY_EXTRA_WORDS = (
     "teddy bear car house tree flower star heart blob sun moon sky sea snow grass night beach "
     "forest desert room painting sketch drawing watercolor oil by claude monet van gogh in at "
     "with and on under next to sitting wearing hat shirt girl boy person man woman face logo "
-    "outfit style art photo picture image").split()
+    "outfit style art photo picture image"
+).split()
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable characters."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = keep[:]
     extra = 0
     for b in range(256):
@@ -32,6 +36,7 @@ def build_clip_tokenizer(words: list[str], vocab_size: int | None = None):
 
     vocab_size pads the vocabulary with unused tokens (to match a real table's size)."""
     from transformers import CLIPTokenizer
+
     byte_chars = list(bytes_to_unicode().values())
     merges = list(bpe_merges(tuple(sorted(set(w.lower() for w in words)))))
     vocab: dict[str, int] = {}
@@ -53,6 +58,7 @@ def bpe_merges(words: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     ids each run; here ties go to the smallest pair, so a model built in code is the same
     everywhere."""
     from tokenizers import pre_tokenizers
+
     split = pre_tokenizers.Whitespace()
     pieces: dict[tuple[str, ...], int] = {}
     for word in words:
@@ -75,11 +81,10 @@ def bpe_merges(words: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     out, i = [], 0
     while i < len(symbols):
-        if symbols[i:i + 2] == pair:
+        if symbols[i : i + 2] == pair:
             out.append(pair[0] + pair[1])
             i += 2
         else:
             out.append(symbols[i])
             i += 1
     return tuple(out)
-

@@ -11,17 +11,46 @@ import logging
 import sys
 
 from ..errors import OnewordError
-from . import (arith, bench, demo, evolve, generate, inspect, learn, mix, rate, runs, score, serve,
-               show, sweep)
+from . import (
+    arith,
+    bench,
+    demo,
+    evolve,
+    generate,
+    inspect,
+    learn,
+    mix,
+    rate,
+    runs,
+    score,
+    serve,
+    show,
+    sweep,
+)
 
 # In the order `oneword --help` lists them.
-COMMAND_MODULES = [learn, generate, demo, sweep, score, runs, show, rate, bench, mix, arith, inspect,
-                   evolve, serve]
+COMMAND_MODULES = [
+    learn,
+    generate,
+    demo,
+    sweep,
+    score,
+    runs,
+    show,
+    rate,
+    bench,
+    mix,
+    arith,
+    inspect,
+    evolve,
+    serve,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="oneword", description="Teach Stable Diffusion a new word from a few photos.")
+        prog="oneword", description="Teach Stable Diffusion a new word from a few photos."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
@@ -31,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except OnewordError as exc:

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import argparse
+
 from .. import api
+from ..core.embeddings import layout_metadata, load_embeddings
 from ..errors import OnewordError
-from ..core.embeddings import (layout_metadata,
-                               load_embeddings)
-from .options import (add_model_options, add_output_options, norms_text, write_output)
+from .options import add_model_options, add_output_options, norms_text, write_output
 
 
 def register(sub) -> None:
-    p = sub.add_parser("arith", help="arithmetic on words: '<my-cat>' - cat + dog",
-                       description="Add and subtract learned tokens and vocabulary words, e.g. "
-                                   "oneword arith '\"<my-cat>\" - cat + dog' --embedding "
-                                   "my-cat.safetensors -o my-dog.safetensors. A vocabulary "
-                                   "word of several tokens counts as their mean.")
+    p = sub.add_parser(
+        "arith",
+        help="arithmetic on words: '<my-cat>' - cat + dog",
+        description="Add and subtract learned tokens and vocabulary words, e.g. "
+        "oneword arith '\"<my-cat>\" - cat + dog' --embedding "
+        "my-cat.safetensors -o my-dog.safetensors. A vocabulary "
+        "word of several tokens counts as their mean.",
+    )
     p.add_argument("expression", help="terms joined by + and -, optionally 0.5*word")
-    p.add_argument("--embedding", action="append", default=[],
-                   help="a file defining a learned token used in the expression (repeatable)")
-    p.add_argument("--no-keep-norm", dest="keep_norm", action="store_false",
-                   help="keep the raw sum (default: rescale to the first term's norm)")
+    p.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        help="a file defining a learned token used in the expression (repeatable)",
+    )
+    p.add_argument(
+        "--no-keep-norm",
+        dest="keep_norm",
+        action="store_false",
+        help="keep the raw sum (default: rescale to the first term's norm)",
+    )
     add_output_options(p)
     add_model_options(p)
     p.set_defaults(func=_cmd_arith)
@@ -28,6 +39,7 @@ def register(sub) -> None:
 
 def _cmd_arith(a: argparse.Namespace) -> int:
     from ..experiments.embedding_ops import combine, parse_expression
+
     try:
         terms = parse_expression(a.expression)
     except ValueError as exc:
@@ -45,8 +57,12 @@ def _cmd_arith(a: argparse.Namespace) -> int:
     except ValueError as exc:
         raise OnewordError(f"expression {a.expression!r}: {exc}") from None
     first = learned.get(terms[0].word)
-    meta = {**(first.metadata if first else {}), "expression": a.expression, "model": a.model,
-            **layout_metadata(model.embedding_layout)}
+    meta = {
+        **(first.metadata if first else {}),
+        "expression": a.expression,
+        "model": a.model,
+        **layout_metadata(model.embedding_layout),
+    }
     path = write_output(a, result, first.token if first else "<result>", meta)
     print(f"{' '.join(shown)} -> {path}: norm {norms_text(result)}")
     return 0

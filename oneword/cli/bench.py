@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import argparse
-from .. import api
-from ..errors import OnewordError
-from .progress import ProgressBar
 import os
 from pathlib import Path
-from .options import (add_candidate_options, add_model_options, add_project_option, add_scoring_options, candidate_plan, score_settings, words)
+
+from .. import api
+from ..errors import OnewordError
+from .options import (
+    add_candidate_options,
+    add_model_options,
+    add_project_option,
+    add_scoring_options,
+    candidate_plan,
+    score_settings,
+    words,
+)
+from .progress import ProgressBar
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run a benchmark protocol",
-                       description="Benchmarks with real weights.")
+    p = sub.add_parser(
+        "bench", help="run a benchmark protocol", description="Benchmarks with real weights."
+    )
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    d = bench.add_parser("dreambench", help="DreamBooth's DreamBench: 30 subjects x 25 prompts",
-                         description="Learn each DreamBench subject, draw 4 images of each of "
-                                     "its 25 prompts and report DINO, CLIP-I and CLIP-T.")
-    d.add_argument("--data", default=os.environ.get("ONEWORD_DREAMBENCH"),
-                   help="the DreamBench folder, one sub-folder per subject "
-                        "(default: $ONEWORD_DREAMBENCH)")
+    d = bench.add_parser(
+        "dreambench",
+        help="DreamBooth's DreamBench: 30 subjects x 25 prompts",
+        description="Learn each DreamBench subject, draw 4 images of each of "
+        "its 25 prompts and report DINO, CLIP-I and CLIP-T.",
+    )
+    d.add_argument(
+        "--data",
+        default=os.environ.get("ONEWORD_DREAMBENCH"),
+        help="the DreamBench folder, one sub-folder per subject (default: $ONEWORD_DREAMBENCH)",
+    )
     d.add_argument("--subjects", type=words, default=(), help="e.g. dog,cat2 (default: all)")
     d.add_argument("--prompt-limit", type=int, help="the first N prompts per subject only")
     d.add_argument("--images-per-prompt", type=int, default=4)
@@ -41,19 +56,36 @@ def register(sub) -> None:
 
 
 def _cmd_dreambench(a: argparse.Namespace) -> int:
-    from ..experiments.dreambench_run import DreamBenchSettings, run_dreambench, table_markdown
     from ..core.train import TrainConfig
+    from ..experiments.dreambench_run import DreamBenchSettings, run_dreambench, table_markdown
+
     if not a.data:
-        raise OnewordError("--data is missing: give the DreamBench folder (one sub-folder of "
-                           "photos per subject), or set ONEWORD_DREAMBENCH")
-    training = TrainConfig(token="<s>", init_word="thing", vectors=a.vectors, steps=a.steps,
-                           lr=a.lr, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                           resolution=a.resolution, checkpoint_every=a.checkpoint_every,
-                           seed=a.seed)
+        raise OnewordError(
+            "--data is missing: give the DreamBench folder (one sub-folder of "
+            "photos per subject), or set ONEWORD_DREAMBENCH"
+        )
+    training = TrainConfig(
+        token="<s>",
+        init_word="thing",
+        vectors=a.vectors,
+        steps=a.steps,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        grad_accum=a.grad_accum,
+        resolution=a.resolution,
+        checkpoint_every=a.checkpoint_every,
+        seed=a.seed,
+    )
     settings = DreamBenchSettings(
-        data=Path(a.data), subjects=a.subjects, prompt_limit=a.prompt_limit,
-        images_per_prompt=a.images_per_prompt, plan=candidate_plan(a), training=training,
-        score=score_settings(a), max_batch=a.max_batch)
+        data=Path(a.data),
+        subjects=a.subjects,
+        prompt_limit=a.prompt_limit,
+        images_per_prompt=a.images_per_prompt,
+        plan=candidate_plan(a),
+        training=training,
+        score=score_settings(a),
+        max_batch=a.max_batch,
+    )
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     result = run_dreambench(settings, choice, a.project, a.out, on_event=ProgressBar())
     print(f"benchmark {result['run']} in {result['folder']}:")

@@ -3,39 +3,57 @@
 from __future__ import annotations
 
 import argparse
+
 from ..errors import OnewordError
-from .progress import ProgressBar
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
-from .options import (add_project_option, add_ray_options, add_scoring_options, load_ray_cluster, score_settings)
+from .options import (
+    add_project_option,
+    add_ray_options,
+    add_scoring_options,
+    load_ray_cluster,
+    score_settings,
+)
+from .progress import ProgressBar
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evolve", help="breed new candidates from a run's best ones",
-                       description="Genetic search over a run's candidates: selection, "
-                                   "crossover, Gaussian mutation scaled to the vocabulary's "
-                                   "spread, elitism (or CMA-ES). Each generation is a new run "
-                                   "whose candidates are recorded with their parents. Fitness: "
-                                   "your ratings (one generation at a time: rate, then evolve "
-                                   "again) or an automatic score.")
+    p = sub.add_parser(
+        "evolve",
+        help="breed new candidates from a run's best ones",
+        description="Genetic search over a run's candidates: selection, "
+        "crossover, Gaussian mutation scaled to the vocabulary's "
+        "spread, elitism (or CMA-ES). Each generation is a new run "
+        "whose candidates are recorded with their parents. Fitness: "
+        "your ratings (one generation at a time: rate, then evolve "
+        "again) or an automatic score.",
+    )
     p.add_argument("run", help="the run to breed from (r7, 7, 'last' or its folder)")
     p.add_argument("--generations", type=int, default=1)
     p.add_argument("--population", type=int, default=8, help="children per generation")
     p.add_argument("--strategy", choices=("ga", "cma"), default="ga")
-    p.add_argument("--fitness", default="auto",
-                   help="rating, or a score metric: combined, concept_fidelity, clip_i..., "
-                        "or a sum such as concept_fidelity+prompt_fidelity (default auto: "
-                        "ratings if any, else combined)")
+    p.add_argument(
+        "--fitness",
+        default="auto",
+        help="rating, or a score metric: combined, concept_fidelity, clip_i..., "
+        "or a sum such as concept_fidelity+prompt_fidelity (default auto: "
+        "ratings if any, else combined)",
+    )
     p.add_argument("--selection", choices=SELECTIONS, default="tournament")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--tournament-size", type=int, default=3)
     p.add_argument("--crossover", choices=CROSSOVERS, default="blend")
     p.add_argument("--blend-alpha", type=float, default=0.3)
-    p.add_argument("--mutation", type=float, default=0.1,
-                   help="Gaussian mutation in vocabulary standard deviations (default 0.1)")
+    p.add_argument(
+        "--mutation",
+        type=float,
+        default=0.1,
+        help="Gaussian mutation in vocabulary standard deviations (default 0.1)",
+    )
     p.add_argument("--elites", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-render", action="store_true",
-                   help="rating fitness: do not draw the children")
+    p.add_argument(
+        "--no-render", action="store_true", help="rating fitness: do not draw the children"
+    )
     p.add_argument("--prompts", default="auto", help="as for `oneword score`")
     p.add_argument("--prompt-limit", type=int)
     p.add_argument("--class-word")
@@ -53,29 +71,44 @@ def register(sub) -> None:
 def _scorer(a: argparse.Namespace):
     """Plain scoring, or scoring on Ray workers with --ray."""
     from ..experiments.scoring import score
+
     if a.ray is None:
         if a.ray_groups is not None:
             raise OnewordError("--ray-groups: only with --ray")
         return score
     ray_score = load_ray_cluster().ray_score
     return lambda run, settings, project, on_event: ray_score(
-        run, settings, project, on_event, a.ray or None, a.ray_groups)
+        run, settings, project, on_event, a.ray or None, a.ray_groups
+    )
 
 
 def _cmd_evolve(a: argparse.Namespace) -> int:
-    from ..experiments.evolve import EvolveSettings, evolve
     from ..experiments.embedding_ops import Breeding
-    breeding = Breeding(a.selection, a.top_k, a.tournament_size, a.crossover, a.blend_alpha,
-                        a.mutation, a.elites)
-    settings = EvolveSettings(a.generations, a.population, breeding, a.strategy, a.fitness,
-                              a.seed)
-    scoring = None if a.no_render else score_settings(
-        a, prompts=a.prompts, prompt_limit=a.prompt_limit, class_word=a.class_word,
-        images=a.images, seed=a.image_seed, subject=a.subject)
+    from ..experiments.evolve import EvolveSettings, evolve
+
+    breeding = Breeding(
+        a.selection, a.top_k, a.tournament_size, a.crossover, a.blend_alpha, a.mutation, a.elites
+    )
+    settings = EvolveSettings(a.generations, a.population, breeding, a.strategy, a.fitness, a.seed)
+    scoring = (
+        None
+        if a.no_render
+        else score_settings(
+            a,
+            prompts=a.prompts,
+            prompt_limit=a.prompt_limit,
+            class_word=a.class_word,
+            images=a.images,
+            seed=a.image_seed,
+            subject=a.subject,
+        )
+    )
     runs = evolve(a.run, settings, scoring, a.project, ProgressBar(), _scorer(a))
     for run in runs:
-        print(f"generation {run.settings['evolve']['generation']}: {run.name} "
-              f"({a.population} candidates, fitness {run.settings['evolve']['fitness']}) "
-              f"in {run.folder}")
+        print(
+            f"generation {run.settings['evolve']['generation']}: {run.name} "
+            f"({a.population} candidates, fitness {run.settings['evolve']['fitness']}) "
+            f"in {run.folder}"
+        )
     print(f"see: oneword show {runs[-1].name}; oneword serve")
     return 0

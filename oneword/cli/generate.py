@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import argparse
+
 from .. import api
-from ..errors import OnewordError
-from ..core.generate import Sampling
 from ..adapters.pipelines import SCHEDULERS
+from ..core.generate import Sampling
+from ..errors import OnewordError
+from .options import add_model_options
 from .progress import ProgressBar
-from .options import (add_model_options)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="draw images from a prompt with learned tokens",
-                       description="Draw images from a prompt that uses learned tokens.")
+    p = sub.add_parser(
+        "generate",
+        help="draw images from a prompt with learned tokens",
+        description="Draw images from a prompt that uses learned tokens.",
+    )
     p.add_argument("prompt", help="e.g. 'a painting of <my-cat> by Claude Monet'")
-    p.add_argument("--embedding", action="append", default=[],
-                   help="a learned embedding file (.safetensors/.pt/.bin; repeatable)")
+    p.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        help="a learned embedding file (.safetensors/.pt/.bin; repeatable)",
+    )
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("-n", "--num-images", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
@@ -38,8 +46,17 @@ def _cmd_generate(a: argparse.Namespace) -> int:
         raise OnewordError(f"--size {a.size}: must be a multiple of 8")
     sampling = Sampling(a.steps, a.cfg, a.scheduler, a.size)
     choice = api.ModelChoice(a.model, a.device, a.dtype)
-    paths = api.generate(a.prompt, a.embedding, choice, a.num_images, a.seed, sampling,
-                         a.negative, a.out, on_event=ProgressBar())
+    paths = api.generate(
+        a.prompt,
+        a.embedding,
+        choice,
+        a.num_images,
+        a.seed,
+        sampling,
+        a.negative,
+        a.out,
+        on_event=ProgressBar(),
+    )
     for path in paths:
         print(path)
     return 0

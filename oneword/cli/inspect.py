@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from .. import api
-from ..errors import OnewordError
 from pathlib import Path
-from ..core.embeddings import (LearnedEmbedding, check_width)
-from .options import (add_model_options, add_project_option, load_first_embedding)
+
+from .. import api
+from ..core.embeddings import LearnedEmbedding, check_width
+from ..errors import OnewordError
+from .options import add_model_options, add_project_option, load_first_embedding
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inspect", help="nearest vocabulary tokens, norms and cosines",
-                       description="For each learned vector: the nearest vocabulary tokens "
-                                   "by cosine (what the model 'thinks' it is) and its norm "
-                                   "against the vocabulary's; then the cosine matrix between "
-                                   "the embeddings. Give files, or a run (all its candidates).")
+    p = sub.add_parser(
+        "inspect",
+        help="nearest vocabulary tokens, norms and cosines",
+        description="For each learned vector: the nearest vocabulary tokens "
+        "by cosine (what the model 'thinks' it is) and its norm "
+        "against the vocabulary's; then the cosine matrix between "
+        "the embeddings. Give files, or a run (all its candidates).",
+    )
     p.add_argument("embeddings", nargs="+", help="embedding files, or run ids such as r3")
     p.add_argument("--top", type=int, default=5, help="nearest tokens shown (default 5)")
     add_model_options(p)
@@ -27,6 +31,7 @@ def register(sub) -> None:
 def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbedding]]:
     from ..experiments.scoring import candidate_embedding
     from ..experiments.store import Store
+
     out = []
     for ref in refs:
         if Path(ref).is_file():
@@ -40,8 +45,13 @@ def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbeddin
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import (cosine_matrix, nearest_rows, norm_percentile,
-                                             norm_summary)
+    from ..experiments.embedding_ops import (
+        cosine_matrix,
+        nearest_rows,
+        norm_percentile,
+        norm_summary,
+    )
+
     if a.top < 1:
         raise OnewordError(f"--top {a.top}: must be 1 or more")
     inputs = _inspect_inputs(a.embeddings, a.project)
@@ -52,9 +62,11 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     table = model.vocabulary_table.detach().float().cpu()
     tokens = model.vocabulary_tokens()
     vocab = norm_summary(table)
-    print(f"model {name}: {table.shape[0]} tokens of width {table.shape[1]}; row norms "
-          f"mean {vocab['mean']:.4f} ± {vocab['std']:.4f} (5%-95%: {vocab['p5']:.4f}-"
-          f"{vocab['p95']:.4f})")
+    print(
+        f"model {name}: {table.shape[0]} tokens of width {table.shape[1]}; row norms "
+        f"mean {vocab['mean']:.4f} ± {vocab['std']:.4f} (5%-95%: {vocab['p5']:.4f}-"
+        f"{vocab['p95']:.4f})"
+    )
     for label, emb in inputs:
         check_width(emb, model.embedding_layout, name, label)
         print(f"{label} {emb.token}: {emb.num_vectors} vector(s)")
@@ -62,13 +74,15 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         norms = emb.vectors.norm(dim=-1)
         pct = norm_percentile(norms, table)
         for v in range(emb.num_vectors):
-            near = ", ".join(f"{tokens[i]} {c:.3f}" for i, c in
-                             zip(idx[v].tolist(), cos[v].tolist()))
-            print(f"  v{v}  norm {float(norms[v]):.4f} ({float(pct[v]):.0f}th percentile)  "
-                  f"nearest: {near}")
+            near = ", ".join(
+                f"{tokens[i]} {c:.3f}" for i, c in zip(idx[v].tolist(), cos[v].tolist())
+            )
+            print(
+                f"  v{v}  norm {float(norms[v]):.4f} ({float(pct[v]):.0f}th percentile)  "
+                f"nearest: {near}"
+            )
     if len(inputs) > 1:
-        _print_matrix([label for label, _ in inputs],
-                      cosine_matrix([e.vectors for _, e in inputs]))
+        _print_matrix([label for label, _ in inputs], cosine_matrix([e.vectors for _, e in inputs]))
     return 0
 
 

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import argparse
 import time
+
 from .. import api
+from .options import add_model_options, add_project_option, add_training_options, training_config
 from .progress import ProgressBar
-from .options import (add_model_options, add_project_option, add_training_options, training_config)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("learn", help="learn a new token from a few photos",
-                       description="Learn a new token from 3-10 photos by Textual Inversion.")
+    p = sub.add_parser(
+        "learn",
+        help="learn a new token from a few photos",
+        description="Learn a new token from 3-10 photos by Textual Inversion.",
+    )
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
     add_training_options(p)
     p.add_argument("--max-batch", type=int, help="samples per forward pass (saves memory)")
     p.add_argument("--preview-every", type=int, default=0, help="0: no previews")
-    p.add_argument("--preview-prompt", action="append", default=[],
-                   help="prompt for previews (repeatable; default: two per mode)")
+    p.add_argument(
+        "--preview-prompt",
+        action="append",
+        default=[],
+        help="prompt for previews (repeatable; default: two per mode)",
+    )
     p.add_argument("--out", help="run folder (default: runs/<token>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_model_options(p)
@@ -26,12 +34,17 @@ def register(sub) -> None:
 
 
 def _cmd_learn(a: argparse.Namespace) -> int:
-    config = training_config(a, max_batch=a.max_batch, preview_every=a.preview_every,
-                             preview_prompts=tuple(a.preview_prompt))
+    config = training_config(
+        a,
+        max_batch=a.max_batch,
+        preview_every=a.preview_every,
+        preview_prompts=tuple(a.preview_prompt),
+    )
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
-    files = api.learn(a.photos, config, choice, a.out, a.resume, on_event=ProgressBar(),
-                      project=a.project)
+    files = api.learn(
+        a.photos, config, choice, a.out, a.resume, on_event=ProgressBar(), project=a.project
+    )
     print(f"learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():
         print(f"  {path}")

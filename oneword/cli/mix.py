@@ -3,48 +3,66 @@
 from __future__ import annotations
 
 import argparse
+
 from ..errors import OnewordError
 from ..experiments.embedding_ops import MIX_METHODS
-from .options import (add_output_options, floats, load_first_embedding, norms_text, write_output)
+from .options import add_output_options, floats, load_first_embedding, norms_text, write_output
 
 
 def register(sub) -> None:
-    p = sub.add_parser("mix", help="mix learned embeddings (weighted mean or slerp)",
-                       description="Mix two or more learned embeddings of the same shape. "
-                                   "norm-mean (default) keeps the rows' norms, which a plain "
-                                   "mean shrinks; slerp moves along the sphere.")
+    p = sub.add_parser(
+        "mix",
+        help="mix learned embeddings (weighted mean or slerp)",
+        description="Mix two or more learned embeddings of the same shape. "
+        "norm-mean (default) keeps the rows' norms, which a plain "
+        "mean shrinks; slerp moves along the sphere.",
+    )
     p.add_argument("embeddings", nargs="+", help="embedding files (two or more)")
-    p.add_argument("--weights", type=floats, help="one weight per file, e.g. 3,1 "
-                                                   "(default: equal)")
+    p.add_argument("--weights", type=floats, help="one weight per file, e.g. 3,1 (default: equal)")
     p.add_argument("--method", choices=MIX_METHODS, default="norm-mean")
-    p.add_argument("--slerp", dest="method", action="store_const", const="slerp",
-                   help="same as --method slerp")
+    p.add_argument(
+        "--slerp", dest="method", action="store_const", const="slerp", help="same as --method slerp"
+    )
     add_output_options(p)
     p.set_defaults(func=_cmd_mix)
 
 
 def _cmd_mix(a: argparse.Namespace) -> int:
     from ..experiments.embedding_ops import mix_by_layout
+
     if len(a.embeddings) < 2:
         raise OnewordError("mix: give two or more embedding files")
     inputs = [load_first_embedding(path) for path in a.embeddings]
     layouts = {e.layout for e in inputs}
     if len(layouts) != 1:
         from ..core.embeddings import describe_layout
+
         names = " and ".join(sorted(describe_layout(x) for x in layouts))
-        raise OnewordError(f"mix: the files are made for different models ({names}); "
-                           "mix embeddings of one model family")
+        raise OnewordError(
+            f"mix: the files are made for different models ({names}); "
+            "mix embeddings of one model family"
+        )
     shapes = {tuple(e.vectors.shape) for e in inputs}
     if len(shapes) != 1:
-        raise OnewordError(f"mix: the files have different shapes {sorted(shapes)}; mix "
-                           "embeddings with the same number of vectors and width")
+        raise OnewordError(
+            f"mix: the files have different shapes {sorted(shapes)}; mix "
+            "embeddings with the same number of vectors and width"
+        )
     try:
-        vectors = mix_by_layout([e.vectors for e in inputs], inputs[0].layout,
-                                list(a.weights) if a.weights else None, a.method)
+        vectors = mix_by_layout(
+            [e.vectors for e in inputs],
+            inputs[0].layout,
+            list(a.weights) if a.weights else None,
+            a.method,
+        )
     except ValueError as exc:
         raise OnewordError(f"--weights: {exc}") from None
-    meta = {**inputs[0].metadata, "mix": a.method, "parents": ",".join(a.embeddings),
-            "weights": ",".join(map(str, a.weights or [1] * len(inputs)))}
+    meta = {
+        **inputs[0].metadata,
+        "mix": a.method,
+        "parents": ",".join(a.embeddings),
+        "weights": ",".join(map(str, a.weights or [1] * len(inputs))),
+    }
     path = write_output(a, vectors, inputs[0].token, meta)
     for path_in, e in zip(a.embeddings, inputs):
         print(f"  {path_in}: norm {norms_text(e.vectors)}")

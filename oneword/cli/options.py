@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
 from .. import api
-from ..core.diffusion import LR_SCHEDULES
-from ..errors import OnewordError
-from ..core.generate import Sampling
+from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.pipelines import SCHEDULERS
+from ..core.diffusion import LR_SCHEDULES
+from ..core.embeddings import FORMATS, LearnedEmbedding, load_embeddings, save_embedding
+from ..core.generate import Sampling
 from ..core.prompts import MODES
 from ..core.train import TrainConfig
-from pathlib import Path
-from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
-from ..core.embeddings import (FORMATS, LearnedEmbedding, load_embeddings, save_embedding)
+from ..errors import OnewordError
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=api.DEFAULT_MODEL,
-                   help="hub id, diffusers folder, .safetensors/.ckpt file (SD 1.x/2.x or "
-                        "SDXL), or a built-in model: tiny, tiny-sdxl, world "
-                        f"(default: {api.DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=api.DEFAULT_MODEL,
+        help="hub id, diffusers folder, .safetensors/.ckpt file (SD 1.x/2.x or "
+        "SDXL), or a built-in model: tiny, tiny-sdxl, world "
+        f"(default: {api.DEFAULT_MODEL})",
+    )
     p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
-                   help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)",
+    )
 
 
 def add_project_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", help="experiment store folder (default: $ONEWORD_PROJECT, "
-                                     "else ./oneword-project)")
+    p.add_argument(
+        "--project",
+        help="experiment store folder (default: $ONEWORD_PROJECT, else ./oneword-project)",
+    )
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -36,9 +45,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", dest="init_word", help="a word for what the photos show, e.g. cat")
     p.add_argument("--vectors", type=int, default=1, help="vectors for the token (default 1)")
     p.add_argument("--mode", choices=MODES, default="object", help="object or style captions")
-    p.add_argument("--steps", type=int, help=f"optimizer steps (default {api.DEFAULT_STEPS}, or "
-                   "what the model folder's oneword.json says: 300 on the world model, "
-                   "which overfits sooner)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=f"optimizer steps (default {api.DEFAULT_STEPS}, or "
+        "what the model folder's oneword.json says: 300 on the world model, "
+        "which overfits sooner)",
+    )
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--warmup-steps", type=int, default=0)
@@ -56,12 +69,25 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
     """The TrainConfig of the options added by `add_training_options`, plus `settings`."""
     return TrainConfig(
-        token=a.token, init_word=a.init_word, vectors=a.vectors, mode=a.mode,
+        token=a.token,
+        init_word=a.init_word,
+        vectors=a.vectors,
+        mode=a.mode,
         steps=api.default_steps(a.model) if a.steps is None else a.steps,
-        lr=a.lr, lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps,
-        weight_decay=a.weight_decay, batch_size=a.batch_size, grad_accum=a.grad_accum,
-        resolution=a.resolution, crop=a.crop, crops_per_photo=a.crops_per_photo, flip=a.flip,
-        seed=a.seed, checkpoint_every=a.checkpoint_every, **settings)
+        lr=a.lr,
+        lr_schedule=a.lr_schedule,
+        warmup_steps=a.warmup_steps,
+        weight_decay=a.weight_decay,
+        batch_size=a.batch_size,
+        grad_accum=a.grad_accum,
+        resolution=a.resolution,
+        crop=a.crop,
+        crops_per_photo=a.crops_per_photo,
+        flip=a.flip,
+        seed=a.seed,
+        checkpoint_every=a.checkpoint_every,
+        **settings,
+    )
 
 
 # -- candidates and Ray (sweep, score, evolve) --------------------------------------------
@@ -86,24 +112,42 @@ def max_batch_option(text: str) -> int | str:
 
 
 def add_candidate_options(p: argparse.ArgumentParser, default_count: int) -> None:
-    p.add_argument("--candidates", type=int, default=default_count,
-                   help=f"candidate embeddings trained together (default {default_count})")
-    p.add_argument("--inits", type=words, default=("word",),
-                   help="starting points, cycled over the candidates: word, random, jitter "
-                        "(default word)")
-    p.add_argument("--jitter", type=float, default=0.1,
-                   help="noise of the jitter init, in vocabulary std (default 0.1)")
-    p.add_argument("--lrs", type=floats, default=(),
-                   help="learning rates crossed with --inits, e.g. 2e-3,5e-3 (default: --lr)")
-    p.add_argument("--max-batch", type=max_batch_option, default="auto",
-                   help="samples per forward pass: a number, all, or auto (fit the free "
-                        "memory; default)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=default_count,
+        help=f"candidate embeddings trained together (default {default_count})",
+    )
+    p.add_argument(
+        "--inits",
+        type=words,
+        default=("word",),
+        help="starting points, cycled over the candidates: word, random, jitter (default word)",
+    )
+    p.add_argument(
+        "--jitter",
+        type=float,
+        default=0.1,
+        help="noise of the jitter init, in vocabulary std (default 0.1)",
+    )
+    p.add_argument(
+        "--lrs",
+        type=floats,
+        default=(),
+        help="learning rates crossed with --inits, e.g. 2e-3,5e-3 (default: --lr)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=max_batch_option,
+        default="auto",
+        help="samples per forward pass: a number, all, or auto (fit the free memory; default)",
+    )
 
 
 def candidate_plan(a: argparse.Namespace):
     from ..experiments.sweep import CandidatePlan
-    return CandidatePlan(count=a.candidates, seed=a.seed, inits=a.inits, jitter=a.jitter,
-                         lrs=a.lrs)
+
+    return CandidatePlan(count=a.candidates, seed=a.seed, inits=a.inits, jitter=a.jitter, lrs=a.lrs)
 
 
 def load_ray_cluster():
@@ -118,13 +162,22 @@ def load_ray_cluster():
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="spread groups of candidates over a Ray cluster (ADDRESS, e.g. auto or "
-                        "ray://host:10001; none: $RAY_ADDRESS or a local one); needs "
-                        "pip install oneword[ray] and a run folder on shared storage")
-    p.add_argument("--ray-groups", type=int,
-                   help="Ray tasks to split the candidates into (default: one per GPU of the "
-                        "cluster, else per CPU)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="spread groups of candidates over a Ray cluster (ADDRESS, e.g. auto or "
+        "ray://host:10001; none: $RAY_ADDRESS or a local one); needs "
+        "pip install oneword[ray] and a run folder on shared storage",
+    )
+    p.add_argument(
+        "--ray-groups",
+        type=int,
+        help="Ray tasks to split the candidates into (default: one per GPU of the "
+        "cluster, else per CPU)",
+    )
 
 
 # -- scoring (score, evolve, serve) ---------------------------------------------------------
@@ -133,30 +186,59 @@ def model_or_none(text: str) -> str | None:
 
 
 def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps") -> None:
-    p.add_argument(sample_steps, dest="sample_steps", type=int, default=30,
-                   help="denoising steps per image (default 30)")
+    p.add_argument(
+        sample_steps,
+        dest="sample_steps",
+        type=int,
+        default=30,
+        help="denoising steps per image (default 30)",
+    )
     p.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--size", type=int, help="image size (default: the model's)")
-    p.add_argument("--judge", choices=("auto", "features", "oracle"), default="auto",
-                   help="features: CLIP + DINO; oracle: the world model's oracle; auto: the "
-                        "oracle on the world model, else features")
-    p.add_argument("--clip-model", type=model_or_none, default=DEFAULT_CLIP_MODEL,
-                   help=f"CLIP hub id or folder, or none (default {DEFAULT_CLIP_MODEL})")
-    p.add_argument("--dino-model", type=model_or_none, default=DEFAULT_DINO_MODEL,
-                   help=f"DINO hub id or folder, or none (default {DEFAULT_DINO_MODEL})")
-    p.add_argument("--fidelity-weight", type=float, default=0.5,
-                   help="weight of fidelity against prompt-following in the combined score")
+    p.add_argument(
+        "--judge",
+        choices=("auto", "features", "oracle"),
+        default="auto",
+        help="features: CLIP + DINO; oracle: the world model's oracle; auto: the "
+        "oracle on the world model, else features",
+    )
+    p.add_argument(
+        "--clip-model",
+        type=model_or_none,
+        default=DEFAULT_CLIP_MODEL,
+        help=f"CLIP hub id or folder, or none (default {DEFAULT_CLIP_MODEL})",
+    )
+    p.add_argument(
+        "--dino-model",
+        type=model_or_none,
+        default=DEFAULT_DINO_MODEL,
+        help=f"DINO hub id or folder, or none (default {DEFAULT_DINO_MODEL})",
+    )
+    p.add_argument(
+        "--fidelity-weight",
+        type=float,
+        default=0.5,
+        help="weight of fidelity against prompt-following in the combined score",
+    )
 
 
 def score_settings(a: argparse.Namespace, **extra):
     from ..experiments.scoring import ScoreSettings
+
     if a.size is not None and (a.size < 8 or a.size % 8):
         raise OnewordError(f"--size {a.size}: must be a multiple of 8")
     sampling = Sampling(a.sample_steps, a.cfg, a.scheduler, a.size)
-    return ScoreSettings(sampling=sampling, judge=a.judge, clip_model=a.clip_model,
-                         dino_model=a.dino_model, fidelity_weight=a.fidelity_weight,
-                         device=a.device, dtype=a.dtype, **extra)
+    return ScoreSettings(
+        sampling=sampling,
+        judge=a.judge,
+        clip_model=a.clip_model,
+        dino_model=a.dino_model,
+        fidelity_weight=a.fidelity_weight,
+        device=a.device,
+        dtype=a.dtype,
+        **extra,
+    )
 
 
 def load_first_embedding(path: str, option: str = "") -> LearnedEmbedding:
@@ -176,8 +258,11 @@ def write_output(a: argparse.Namespace, vectors, token: str, metadata: dict) -> 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="the embedding file to write")
     p.add_argument("--token", help="the new file's token (default: the first input's)")
-    p.add_argument("--format", choices=FORMATS,
-                   help="file layout (default: diffusers; a1111-pt for a .pt name)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="file layout (default: diffusers; a1111-pt for a .pt name)",
+    )
 
 
 def norms_text(vectors) -> str:

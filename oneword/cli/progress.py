@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..events import (Checkpointed, Event, Finished, Message, Previewed, Progressed,
-                      Started, Stepped)
+from ..events import Checkpointed, Event, Finished, Message, Previewed, Progressed, Started, Stepped
 
 
 class ProgressBar:
@@ -17,12 +16,20 @@ class ProgressBar:
 
     def __call__(self, event: Event) -> None:
         from tqdm import tqdm
+
         if isinstance(event, Started):
-            self.bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step",
-                            dynamic_ncols=True, disable=self.quiet, desc="learning")
+            self.bar = tqdm(
+                total=event.total_steps,
+                initial=event.start_step,
+                unit="step",
+                dynamic_ncols=True,
+                disable=self.quiet,
+                desc="learning",
+            )
         elif isinstance(event, Stepped) and self.bar is not None:
-            self.bar.set_postfix(loss=f"{event.loss_smoothed:.4f}", lr=f"{event.lr:.2g}",
-                                 refresh=False)
+            self.bar.set_postfix(
+                loss=f"{event.loss_smoothed:.4f}", lr=f"{event.lr:.2g}", refresh=False
+            )
             self.bar.update(event.step - self.bar.n)
         elif isinstance(event, Progressed):
             self._progress(event)
@@ -34,11 +41,13 @@ class ProgressBar:
 
     def _progress(self, event: Progressed) -> None:
         from tqdm import tqdm
+
         if self.bar is None or self.bar.desc != event.what or self.bar.total != event.total:
             if self.bar is not None:
                 self.bar.close()
-            self.bar = tqdm(total=event.total, unit="", dynamic_ncols=True, disable=self.quiet,
-                            desc=event.what)
+            self.bar = tqdm(
+                total=event.total, unit="", dynamic_ncols=True, disable=self.quiet, desc=event.what
+            )
         self.bar.update(event.done - self.bar.n)
         if event.done >= event.total:
             self.bar.close()

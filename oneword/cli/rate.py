@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+
 from ..experiments.store import Store
-from .options import (add_project_option)
+from .options import add_project_option
 
 
 def register(sub) -> None:
-    p = sub.add_parser("rate", help="record your rating of a candidate",
-                       description="Record a rating (e.g. 1-5) of a candidate of a run.")
+    p = sub.add_parser(
+        "rate",
+        help="record your rating of a candidate",
+        description="Record a rating (e.g. 1-5) of a candidate of a run.",
+    )
     p.add_argument("run", help="a run id (r7 or 7), 'last', or a run folder")
     p.add_argument("candidate", help="the candidate, e.g. c03 or 3")
     p.add_argument("rating", type=int, help="your rating, e.g. 1 to 5")

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import argparse
+
 from ..errors import OnewordError
+from .options import (
+    add_project_option,
+    add_ray_options,
+    add_scoring_options,
+    load_ray_cluster,
+    score_settings,
+)
 from .progress import ProgressBar
-from .options import (add_project_option, add_ray_options, add_scoring_options, load_ray_cluster, score_settings)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("score", help="draw and score every candidate of a run, ranked",
-                       description="Draw M images per candidate over a prompt set, score "
-                                   "their fidelity to the photos and to the prompts, and "
-                                   "rank the candidates (table, report.html, scatter plot).")
+    p = sub.add_parser(
+        "score",
+        help="draw and score every candidate of a run, ranked",
+        description="Draw M images per candidate over a prompt set, score "
+        "their fidelity to the photos and to the prompts, and "
+        "rank the candidates (table, report.html, scatter plot).",
+    )
     p.add_argument("run", help="a run id (r7 or 7), 'last', or a run folder")
-    p.add_argument("--prompts", default="auto",
-                   help="object, live, world, or a file of prompts with {} for the word "
-                        "(default: DreamBench live prompts for cats/dogs, object prompts else)")
+    p.add_argument(
+        "--prompts",
+        default="auto",
+        help="object, live, world, or a file of prompts with {} for the word "
+        "(default: DreamBench live prompts for cats/dogs, object prompts else)",
+    )
     p.add_argument("--prompt-limit", type=int, help="use the first N prompts only")
     p.add_argument("--class-word", help="the subject's class word (default: the run's --init)")
-    p.add_argument("-n", "--images", type=int,
-                   help="images per candidate, cycling the prompts (default: one per prompt)")
+    p.add_argument(
+        "-n",
+        "--images",
+        type=int,
+        help="images per candidate, cycling the prompts (default: one per prompt)",
+    )
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    p.add_argument("--subject", help="world model: the oracle's subject id (default: from "
-                                     "the class word)")
+    p.add_argument(
+        "--subject", help="world model: the oracle's subject id (default: from the class word)"
+    )
     add_scoring_options(p)
     p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
@@ -35,18 +53,28 @@ def register(sub) -> None:
 def _cmd_score(a: argparse.Namespace) -> int:
     from ..experiments.report import ranked_table
     from ..experiments.scoring import score
-    settings = score_settings(a, prompts=a.prompts, prompt_limit=a.prompt_limit,
-                              class_word=a.class_word, images=a.images, seed=a.seed,
-                              subject=a.subject)
+
+    settings = score_settings(
+        a,
+        prompts=a.prompts,
+        prompt_limit=a.prompt_limit,
+        class_word=a.class_word,
+        images=a.images,
+        seed=a.seed,
+        subject=a.subject,
+    )
     if a.ray is not None:
-        board = load_ray_cluster().ray_score(a.run, settings, a.project, ProgressBar(),
-                                             a.ray or None, a.ray_groups)
+        board = load_ray_cluster().ray_score(
+            a.run, settings, a.project, ProgressBar(), a.ray or None, a.ray_groups
+        )
     elif a.ray_groups is not None:
         raise OnewordError("--ray-groups: only with --ray")
     else:
         board = score(a.run, settings, a.project, on_event=ProgressBar())
-    print(f"run {board.run.name} ({board.run.token}), evaluation e{board.evaluation_id}, "
-          f"judge {board.judge}, {len(board.prompts)} prompts:")
+    print(
+        f"run {board.run.name} ({board.run.token}), evaluation e{board.evaluation_id}, "
+        f"judge {board.judge}, {len(board.prompts)} prompts:"
+    )
     print(ranked_table(board))
     print(f"report: {board.report}")
     print(f"plot:   {board.plot}")

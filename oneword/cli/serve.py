@@ -10,20 +10,28 @@ from .options import add_project_option, add_scoring_options, score_settings
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="web gallery: rate candidates, breed the next generation",
-                       description="Serve a web gallery of the project's runs: each "
-                                   "candidate's images and scores; rate them 1-5 or mark "
-                                   "favourites (mouse or keyboard); breed the next generation "
-                                   "from your ratings and mix candidates, drawn in the "
-                                   "background; lineage of each candidate.")
-    p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1: this "
-                                                       "machine only)")
+    p = sub.add_parser(
+        "serve",
+        help="web gallery: rate candidates, breed the next generation",
+        description="Serve a web gallery of the project's runs: each "
+        "candidate's images and scores; rate them 1-5 or mark "
+        "favourites (mouse or keyboard); breed the next generation "
+        "from your ratings and mix candidates, drawn in the "
+        "background; lineage of each candidate.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address (default 127.0.0.1: this machine only)"
+    )
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--population", type=int, default=8, help="children per generation")
     p.add_argument("--selection", choices=SELECTIONS, default="tournament")
     p.add_argument("--crossover", choices=CROSSOVERS, default="blend")
-    p.add_argument("--mutation", type=float, default=0.1,
-                   help="Gaussian mutation in vocabulary standard deviations")
+    p.add_argument(
+        "--mutation",
+        type=float,
+        default=0.1,
+        help="Gaussian mutation in vocabulary standard deviations",
+    )
     p.add_argument("--elites", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default="auto", help="what new candidates draw (as `score`)")
@@ -38,15 +46,17 @@ def register(sub) -> None:
 def _cmd_serve(a: argparse.Namespace) -> int:
     try:
         import uvicorn
+
         from ..web.app import GalleryOptions, create_app
     except ImportError as exc:
-        raise OnewordError(f"serve: {exc.name} is not installed; pip install -e . again") \
-            from None
+        raise OnewordError(f"serve: {exc.name} is not installed; pip install -e . again") from None
     from ..experiments.embedding_ops import Breeding
+
     if not 0 < a.port < 65536:
         raise OnewordError(f"--port {a.port}: must be 1-65535")
-    breeding = Breeding(selection=a.selection, crossover=a.crossover, mutation=a.mutation,
-                        elites=a.elites)
+    breeding = Breeding(
+        selection=a.selection, crossover=a.crossover, mutation=a.mutation, elites=a.elites
+    )
     drawing = score_settings(a, prompts=a.prompts, images=a.images)
     app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed))
     print(f"oneword gallery of {app.state.folder}: http://{a.host}:{a.port}/  (Ctrl+C stops)")

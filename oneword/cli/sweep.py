@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import argparse
 import time
+
 from .. import api
 from ..errors import OnewordError
+from .options import (
+    add_candidate_options,
+    add_model_options,
+    add_project_option,
+    add_ray_options,
+    add_training_options,
+    candidate_plan,
+    load_ray_cluster,
+    training_config,
+)
 from .progress import ProgressBar
-from .options import (add_candidate_options, add_model_options, add_project_option, add_ray_options, add_training_options, candidate_plan, load_ray_cluster, training_config)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="train many candidate embeddings in one batched run",
-                       description="Train K candidate embeddings of one word together (seeds "
-                                   "seed..seed+K-1, and optionally other inits and learning "
-                                   "rates); then rank them with `oneword score`.")
+    p = sub.add_parser(
+        "sweep",
+        help="train many candidate embeddings in one batched run",
+        description="Train K candidate embeddings of one word together (seeds "
+        "seed..seed+K-1, and optionally other inits and learning "
+        "rates); then rank them with `oneword score`.",
+    )
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
     add_training_options(p)
     add_candidate_options(p, 8)
     p.add_argument("--out", help="run folder (default: a new folder in the project)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue --out, or the newest unfinished sweep of this token")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out, or the newest unfinished sweep of this token",
+    )
     add_ray_options(p)
     add_model_options(p)
     add_project_option(p)
@@ -29,23 +45,44 @@ def register(sub) -> None:
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from ..experiments.sweep import sweep
+
     plan = candidate_plan(a)
     config = training_config(a, candidates=plan.candidates())
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
     if a.ray is not None:
-        result = load_ray_cluster().ray_sweep(a.photos, config, choice, a.project, a.out,
-                                              a.resume, a.max_batch, ProgressBar(),
-                                              a.ray or None, a.ray_groups)
+        result = load_ray_cluster().ray_sweep(
+            a.photos,
+            config,
+            choice,
+            a.project,
+            a.out,
+            a.resume,
+            a.max_batch,
+            ProgressBar(),
+            a.ray or None,
+            a.ray_groups,
+        )
     elif a.ray_groups is not None:
         raise OnewordError("--ray-groups: only with --ray")
     else:
-        result = sweep(a.photos, config, choice, a.project, a.out, a.resume, a.max_batch,
-                       on_event=ProgressBar())
-    print(f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
-          f"{time.time() - started:.0f}s, in {result.folder}")
+        result = sweep(
+            a.photos,
+            config,
+            choice,
+            a.project,
+            a.out,
+            a.resume,
+            a.max_batch,
+            on_event=ProgressBar(),
+        )
+    print(
+        f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
+        f"{time.time() - started:.0f}s, in {result.folder}"
+    )
     for k, files in enumerate(result.files):
         print(f"  c{k:02d}  {next(iter(files.values()))}")
-    print(f"next: oneword score r{result.run_id}" +
-          (f" --project {a.project}" if a.project else ""))
+    print(
+        f"next: oneword score r{result.run_id}" + (f" --project {a.project}" if a.project else "")
+    )
     return 0

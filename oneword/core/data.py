@@ -31,14 +31,16 @@ def find_photos(sources: list[str | Path]) -> list[Path]:
     for source in sources:
         path = Path(source).expanduser()
         if path.is_dir():
-            found += sorted((p for p in path.iterdir()
-                             if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES),
-                            key=lambda p: p.name)
+            found += sorted(
+                (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES),
+                key=lambda p: p.name,
+            )
         elif path.is_file():
             found.append(path)
         else:
-            raise OnewordError(f"{source}: no such file or folder; give a folder of photos "
-                               "or photo files")
+            raise OnewordError(
+                f"{source}: no such file or folder; give a folder of photos or photo files"
+            )
     unique: dict[Path, None] = {}
     for path in found:
         unique.setdefault(path, None)
@@ -59,8 +61,9 @@ def load_photos(sources: list[str | Path]) -> tuple[list[Image.Image], list[str]
             warnings.append(f"skipped {path}: {_reason(exc)}")
     if not images:
         named = ", ".join(str(s) for s in sources) or "(nothing given)"
-        raise OnewordError(f"no usable photos in {named}: give a folder or files of "
-                           "JPEG/PNG/WebP images")
+        raise OnewordError(
+            f"no usable photos in {named}: give a folder or files of JPEG/PNG/WebP images"
+        )
     return images, warnings
 
 
@@ -111,8 +114,9 @@ def _deep_gray_to_l(image: Image.Image, source_format: str | None) -> Image.Imag
     16-bit sources are scaled by 255/65535; float images in [0, 1] by 255; anything wider is
     scaled by its own maximum.
     """
-    values = np.asarray(image.convert("F") if image.mode == "F" else image.convert("I"),
-                        dtype=np.float64)
+    values = np.asarray(
+        image.convert("F") if image.mode == "F" else image.convert("I"), dtype=np.float64
+    )
     peak = float(values.max()) if values.size else 0.0
     if image.mode == "F":
         scale = 255.0 if peak <= 1.0 else 255.0 / peak
@@ -125,8 +129,13 @@ def _deep_gray_to_l(image: Image.Image, source_format: str | None) -> Image.Imag
 
 
 # -- crops ---------------------------------------------------------------------------------
-def photo_crops(image: Image.Image, resolution: int, crop: str = "center", count: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def photo_crops(
+    image: Image.Image,
+    resolution: int,
+    crop: str = "center",
+    count: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Square crops [count, 3, R, R] in [-1, 1] (float32) of one photo.
 
     The photo is first resized so its short side is R (Lanczos, which keeps fine detail the
@@ -136,8 +145,9 @@ def photo_crops(image: Image.Image, resolution: int, crop: str = "center", count
     _check_crop_options(resolution, crop, count)
     if crop == "random" and generator is None:
         raise ValueError("random crops need a torch.Generator, so runs are reproducible")
-    pixels = _to_tensor(_resize_short_side(to_rgb(image) if image.mode != "RGB" else image,
-                                           resolution))
+    pixels = _to_tensor(
+        _resize_short_side(to_rgb(image) if image.mode != "RGB" else image, resolution)
+    )
     _, height, width = pixels.shape
     if crop == "center":
         corners = [((height - resolution) // 2, (width - resolution) // 2)]
@@ -145,13 +155,18 @@ def photo_crops(image: Image.Image, resolution: int, crop: str = "center", count
         tops = torch.randint(height - resolution + 1, (count,), generator=generator).tolist()
         lefts = torch.randint(width - resolution + 1, (count,), generator=generator).tolist()
         corners = list(zip(tops, lefts))
-    crops = [pixels[:, t:t + resolution, l:l + resolution] for t, l in corners]
+    crops = [pixels[:, top : top + resolution, left : left + resolution] for top, left in corners]
     return torch.stack(crops).contiguous()
 
 
-def photo_batch(images: list[Image.Image], resolution: int, crop: str = "center",
-                crops_per_photo: int = 1, flip: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def photo_batch(
+    images: list[Image.Image],
+    resolution: int,
+    crop: str = "center",
+    crops_per_photo: int = 1,
+    flip: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Every crop of every photo [M, 3, R, R], then (if `flip`) their mirror images.
 
     M = photos x crops x (2 if flip else 1). The trainer encodes this batch with the VAE once
@@ -159,8 +174,9 @@ def photo_batch(images: list[Image.Image], resolution: int, crop: str = "center"
     """
     if not images:
         raise OnewordError("no photos to train on: give a folder or files of JPEG/PNG/WebP images")
-    crops = torch.cat([photo_crops(image, resolution, crop, crops_per_photo, generator)
-                       for image in images])
+    crops = torch.cat(
+        [photo_crops(image, resolution, crop, crops_per_photo, generator) for image in images]
+    )
     if flip:
         crops = torch.cat([crops, crops.flip(-1)])
     return crops
@@ -170,8 +186,7 @@ def _check_crop_options(resolution: int, crop: str, count: int) -> None:
     if crop not in CROPS:
         raise OnewordError(f"--crop {crop}: choose one of {', '.join(CROPS)}")
     if int(resolution) < 8:
-        raise OnewordError(f"--resolution {resolution}: give a size of at least 8 pixels, "
-                           "e.g. 512")
+        raise OnewordError(f"--resolution {resolution}: give a size of at least 8 pixels, e.g. 512")
     if int(count) < 1:
         raise OnewordError(f"--crops-per-photo {count}: give 1 or more")
 

@@ -22,8 +22,9 @@ def velocity(latents: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
     return a.sqrt() * noise - (1 - a).sqrt() * latents
 
 
-def prediction_target(prediction_type: str, latents: torch.Tensor, noise: torch.Tensor,
-                      alpha_bar: torch.Tensor) -> torch.Tensor:
+def prediction_target(
+    prediction_type: str, latents: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
+) -> torch.Tensor:
     """What the UNet is trained to output: epsilon (Ho et al. 2020) or v (Salimans & Ho 2022)."""
     if prediction_type == "epsilon":
         return noise
@@ -37,8 +38,9 @@ def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
-def weighted_per_sample_mse(prediction: torch.Tensor, target: torch.Tensor,
-                            weights: torch.Tensor) -> torch.Tensor:
+def weighted_per_sample_mse(
+    prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Squared error per sample [B], averaged with per-pixel `weights` [B,1,h,w] (>= 0,
     broadcast over channels) normalised per sample, so uniform weights give `per_sample_mse`."""
     error = (prediction.float() - target.float()).pow(2).mean(dim=1, keepdim=True)

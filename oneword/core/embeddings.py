@@ -92,35 +92,42 @@ def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffuser
     return path
 
 
-def _save_sdxl(emb: LearnedEmbedding, vectors: torch.Tensor, metadata: dict[str, str],
-               path: Path, fmt: str) -> Path:
+def _save_sdxl(
+    emb: LearnedEmbedding, vectors: torch.Tensor, metadata: dict[str, str], path: Path, fmt: str
+) -> Path:
     """{"clip_l": [N, d_l], "clip_g": [N, d_g]} in a .safetensors file."""
     if len(emb.layout) != 2:
-        raise OnewordError(f"--format sdxl: {emb.token} has {emb.width}-d vectors of one text "
-                           "encoder, not an SDXL pair; choose diffusers, a1111 or a1111-pt")
+        raise OnewordError(
+            f"--format sdxl: {emb.token} has {emb.width}-d vectors of one text "
+            "encoder, not an SDXL pair; choose diffusers, a1111 or a1111-pt"
+        )
     if fmt == "a1111-pt" or path.suffix.lower() != ".safetensors":
-        raise OnewordError(f"{path}: SDXL embeddings are written as .safetensors "
-                           "(clip_l + clip_g); use --format sdxl and a .safetensors name")
-    halves = dict(zip(SDXL_KEYS, (h.contiguous() for h in
-                                  vectors.split(list(emb.layout), dim=1))))
+        raise OnewordError(
+            f"{path}: SDXL embeddings are written as .safetensors "
+            "(clip_l + clip_g); use --format sdxl and a .safetensors name"
+        )
+    halves = dict(zip(SDXL_KEYS, (h.contiguous() for h in vectors.split(list(emb.layout), dim=1))))
     metadata = {**metadata, "name": metadata.get("name", path.stem)}
     atomic_write(path, lambda tmp: save_file(halves, tmp, metadata))
     return path
 
 
-def write_embedding_files(emb: LearnedEmbedding, folder: str | Path,
-                          name: str) -> dict[str, Path]:
+def write_embedding_files(emb: LearnedEmbedding, folder: str | Path, name: str) -> dict[str, Path]:
     """All three files in `folder`: learned_embeds.safetensors, <name>.safetensors, <name>.pt;
     for an SDXL word the one file the SDXL tools read, <name>.safetensors (clip_l + clip_g)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if len(emb.layout) == 2:
         return {"sdxl": save_embedding(emb, folder / f"{name}.safetensors", "sdxl")}
-    targets = {"diffusers": folder / DIFFUSERS_FILE, "a1111": folder / f"{name}.safetensors",
-               "a1111-pt": folder / f"{name}.pt"}
+    targets = {
+        "diffusers": folder / DIFFUSERS_FILE,
+        "a1111": folder / f"{name}.safetensors",
+        "a1111-pt": folder / f"{name}.pt",
+    }
     if targets["a1111"] == targets["diffusers"]:
-        raise OnewordError(f"--name {name}: this name clashes with {DIFFUSERS_FILE}; "
-                           "choose another name")
+        raise OnewordError(
+            f"--name {name}: this name clashes with {DIFFUSERS_FILE}; choose another name"
+        )
     return {fmt: save_embedding(emb, path, fmt) for fmt, path in targets.items()}
 
 
@@ -130,8 +137,10 @@ def _plain_vectors(vectors: torch.Tensor, path: Path) -> torch.Tensor:
     if vectors.dim() == 1:
         vectors = vectors[None]
     if vectors.dim() != 2 or not vectors.is_floating_point() or vectors.shape[0] < 1:
-        raise ValueError(f"{path}: embedding vectors must be a float [N, d] tensor, "
-                         f"not {tuple(vectors.shape)} {vectors.dtype}")
+        raise ValueError(
+            f"{path}: embedding vectors must be a float [N, d] tensor, "
+            f"not {tuple(vectors.shape)} {vectors.dtype}"
+        )
     return vectors.detach().to("cpu", torch.float32).contiguous().clone()
 
 
@@ -173,8 +182,7 @@ def load_embeddings(path: str | Path, token: str | None = None) -> list[LearnedE
     elif suffix in _TORCH_SUFFIXES:
         tensors, metadata = _read_torch(path)
     else:
-        raise OnewordError(f"{path}: not an embedding file; give a .safetensors, .pt or .bin "
-                           "file")
+        raise OnewordError(f"{path}: not an embedding file; give a .safetensors, .pt or .bin file")
     if isinstance(tensors, dict) and set(SDXL_KEYS) <= set(tensors):
         return [_sdxl_embedding(path, tensors, metadata, token)]
     found = _entries(path, tensors, metadata)
@@ -187,8 +195,10 @@ def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
             metadata = dict(f.metadata() or {})
             return {key: f.get_tensor(key) for key in f.keys()}, metadata
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise OnewordError(f"{path}: not a readable .safetensors file ({_first_line(exc)}); "
-                           "re-download or re-export it") from exc
+        raise OnewordError(
+            f"{path}: not a readable .safetensors file ({_first_line(exc)}); "
+            "re-download or re-export it"
+        ) from exc
 
 
 def _read_torch(path: Path) -> tuple[object, dict[str, str]]:
@@ -219,8 +229,10 @@ def _is_pickle_or_torch_zip(path: Path) -> bool:
 
 
 def _damaged(path: Path) -> OnewordError:
-    return OnewordError(f"{path}: not a readable embedding file (damaged, or not a PyTorch "
-                        "file); re-download or re-export it")
+    return OnewordError(
+        f"{path}: not a readable embedding file (damaged, or not a PyTorch "
+        "file); re-download or re-export it"
+    )
 
 
 def _entries(path: Path, data, metadata: dict[str, str]) -> list[tuple[str | None, object]]:
@@ -228,25 +240,31 @@ def _entries(path: Path, data, metadata: dict[str, str]) -> list[tuple[str | Non
     if isinstance(data, torch.Tensor):
         return [(None, data)]
     if not isinstance(data, dict) or not data:
-        raise OnewordError(f"{path}: holds no embedding tensors; give a diffusers or A1111 "
-                           "embedding file")
+        raise OnewordError(
+            f"{path}: holds no embedding tensors; give a diffusers or A1111 embedding file"
+        )
     if "string_to_param" in data:  # A1111 .pt
         params = data["string_to_param"]
         params = getattr(params, "_parameters", params)
         if not isinstance(params, dict) or len(params) != 1:
-            raise OnewordError(f"{path}: an A1111 embedding must hold exactly one vector set "
-                               "in string_to_param")
+            raise OnewordError(
+                f"{path}: an A1111 embedding must hold exactly one vector set in string_to_param"
+            )
         stored = metadata.get("token") or _as_str(data.get("name"))
         return [(stored, next(iter(params.values())))]
     if set(data) == {A1111_KEY}:  # A1111/ComfyUI .safetensors
         return [(metadata.get("token") or metadata.get("name"), data[A1111_KEY])]
     # diffusers: one key per token
-    return [(str(key), value) for key, value in data.items()
-            if not (key == "metadata" and isinstance(value, dict))]
+    return [
+        (str(key), value)
+        for key, value in data.items()
+        if not (key == "metadata" and isinstance(value, dict))
+    ]
 
 
-def _pick(path: Path, found: list[tuple[str | None, object]], token: str | None,
-          metadata: dict[str, str]) -> list[LearnedEmbedding]:
+def _pick(
+    path: Path, found: list[tuple[str | None, object]], token: str | None, metadata: dict[str, str]
+) -> list[LearnedEmbedding]:
     """Name the entries; a file with several tokens shares its metadata, each with its token."""
     if len(found) == 1:
         stored, tensor = found[0]
@@ -261,14 +279,17 @@ def _pick(path: Path, found: list[tuple[str | None, object]], token: str | None,
     return [_make(path, str(t), v, {**metadata, "token": str(t)}) for t, v in found]
 
 
-def _sdxl_embedding(path: Path, data: dict, metadata: dict[str, str],
-                    token: str | None) -> LearnedEmbedding:
+def _sdxl_embedding(
+    path: Path, data: dict, metadata: dict[str, str], token: str | None
+) -> LearnedEmbedding:
     """One SDXL word: its clip_l and clip_g rows side by side."""
     name = token or metadata.get("token") or metadata.get("name") or f"<{path.stem}>"
     halves = [_make(path, f"{name} ({key})", data[key], {}) for key in SDXL_KEYS]
     if halves[0].num_vectors != halves[1].num_vectors:
-        raise OnewordError(f"{path}: clip_l has {halves[0].num_vectors} vectors but clip_g has "
-                           f"{halves[1].num_vectors}; this SDXL embedding is damaged")
+        raise OnewordError(
+            f"{path}: clip_l has {halves[0].num_vectors} vectors but clip_g has "
+            f"{halves[1].num_vectors}; this SDXL embedding is damaged"
+        )
     vectors = torch.cat([h.vectors for h in halves], dim=1)
     meta = {**metadata, **layout_metadata((halves[0].width, halves[1].width)), "token": name}
     return LearnedEmbedding(token=name, vectors=vectors, metadata=meta)
@@ -277,16 +298,18 @@ def _sdxl_embedding(path: Path, data: dict, metadata: dict[str, str],
 def _make(path: Path, token: str, tensor, metadata: dict[str, str]) -> LearnedEmbedding:
     """A LearnedEmbedding with fp32 CPU [N, d] vectors, checked."""
     if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-        raise OnewordError(f"{path}: the entry for {token} is not a float tensor; "
-                           "this is not an embedding file")
+        raise OnewordError(
+            f"{path}: the entry for {token} is not a float tensor; this is not an embedding file"
+        )
     vectors = tensor.detach().to("cpu", torch.float32)
     if vectors.dim() == 1:
         vectors = vectors[None]
     if vectors.dim() != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
-        raise OnewordError(f"{path}: the entry for {token} has shape {tuple(tensor.shape)}, "
-                           "not [vectors, width]; this is not an embedding file")
-    return LearnedEmbedding(token=token, vectors=vectors.contiguous(),
-                            metadata=metadata)
+        raise OnewordError(
+            f"{path}: the entry for {token} has shape {tuple(tensor.shape)}, "
+            "not [vectors, width]; this is not an embedding file"
+        )
+    return LearnedEmbedding(token=token, vectors=vectors.contiguous(), metadata=metadata)
 
 
 def _string_dict(value) -> dict[str, str]:
@@ -305,8 +328,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- checks --------------------------------------------------------------------------------
-def check_width(emb: LearnedEmbedding, width: int | tuple[int, ...], model_name: str,
-                path: str | Path) -> None:
+def check_width(
+    emb: LearnedEmbedding, width: int | tuple[int, ...], model_name: str, path: str | Path
+) -> None:
     """Refuse an embedding made for another model family (its vectors would be meaningless).
 
     width: the model's `embedding_layout` ((d,) or SDXL's (d_l, d_g)), or one width."""
@@ -317,7 +341,8 @@ def check_width(emb: LearnedEmbedding, width: int | tuple[int, ...], model_name:
             f"{path}: {emb.token} has {_widths(own)} vectors, made for {describe_layout(own)}, "
             f"but model {model_name} has {_widths(layout)} token embeddings "
             f"({describe_layout(layout)}); use an embedding trained for this model family "
-            "or choose a matching --model")
+            "or choose a matching --model"
+        )
 
 
 def _widths(layout: tuple[int, ...]) -> str:
@@ -330,8 +355,11 @@ def model_family(width: int) -> str:
     return {768: "sd1", 1024: "sd2", 1280: "sdxl-g"}.get(width, f"custom-{width}")
 
 
-FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x (768-d)", "sd2": "Stable Diffusion 2.x (1024-d)",
-                "sdxl-g": "SDXL OpenCLIP bigG (1280-d)"}
+FAMILY_NAMES = {
+    "sd1": "Stable Diffusion 1.x (768-d)",
+    "sd2": "Stable Diffusion 2.x (1024-d)",
+    "sdxl-g": "SDXL OpenCLIP bigG (1280-d)",
+}
 
 
 def describe_family(width: int) -> str:
@@ -345,4 +373,3 @@ def describe_layout(layout: tuple[int, ...]) -> str:
         return describe_family(layout[0])
     name = "SDXL" if tuple(layout) == (768, 1280) else "an SDXL-architecture model"
     return f"{name} (clip_l {layout[0]} + clip_g {layout[1]})"
-

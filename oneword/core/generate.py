@@ -12,13 +12,14 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from ..files import atomic_write
-from .prompts import expand_tokens, placeholder_names
 from .interface import TextToImage
+from .prompts import expand_tokens, placeholder_names
 
 
 @dataclass(frozen=True)
 class Words:
     """Learned tokens registered in a model: `rows` [1, P, d] back every placeholder name."""
+
     tokens: dict[str, int]  # token -> number of vectors
     rows: torch.Tensor
 
@@ -48,20 +49,28 @@ def text_states(model: TextToImage, prompts: list[str], words: Words | None) -> 
 @dataclass(frozen=True)
 class Sampling:
     """How images are drawn: denoising steps, guidance scale, sampler and size."""
+
     steps: int = 30
     cfg: float = 7.5
     scheduler: str = "ddim"
     size: int | None = None  # None: the model's native resolution
 
 
-def draw(model: TextToImage, prompts: list[str], seeds: list[int], words: Words | None,
-         sampling: Sampling, negative: str = "", batch: int = 8) -> torch.Tensor:
+def draw(
+    model: TextToImage,
+    prompts: list[str],
+    seeds: list[int],
+    words: Words | None,
+    sampling: Sampling,
+    negative: str = "",
+    batch: int = 8,
+) -> torch.Tensor:
     """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i])."""
     model.set_scheduler(sampling.scheduler)
     size = sampling.size or model.native_resolution
     out = []
     for s in range(0, len(prompts), batch):
-        chunk, chunk_seeds = prompts[s:s + batch], seeds[s:s + batch]
+        chunk, chunk_seeds = prompts[s : s + batch], seeds[s : s + batch]
         cond = text_states(model, chunk, words)
         uncond = text_states(model, [negative] * len(chunk), words)
         gens = [torch.Generator(device="cpu").manual_seed(int(x)) for x in chunk_seeds]
@@ -84,8 +93,7 @@ def save_png(image: torch.Tensor, path: Path, metadata: dict[str, object]) -> Pa
     return atomic_write(path, lambda tmp: to_pil(image).save(tmp, format="PNG", pnginfo=info))
 
 
-def contact_sheet(images: torch.Tensor, columns: int | None = None,
-                  pad: int = 2) -> torch.Tensor:
+def contact_sheet(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> torch.Tensor:
     """One image [3, H', W'] tiling images [B, 3, H, W] in a grid on a white background."""
     count, _, h, w = images.shape
     cols = columns or math.ceil(math.sqrt(count))
@@ -94,5 +102,5 @@ def contact_sheet(images: torch.Tensor, columns: int | None = None,
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
-        sheet[:, y:y + h, x:x + w] = image
+        sheet[:, y : y + h, x : x + w] = image
     return sheet

@@ -52,19 +52,30 @@ class TextToImage(Protocol):
 
     def vocabulary_tokens(self) -> list[str]: ...  # the token string of each table row
 
-    def encode_text(self, input_ids: torch.Tensor, rows: torch.Tensor | None = None,
-                    candidate: torch.Tensor | None = None) -> Any: ...
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        candidate: torch.Tensor | None = None,
+    ) -> Any: ...
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor,
-                      text_states: Any) -> torch.Tensor: ...
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_states: Any
+    ) -> torch.Tensor: ...
 
     def set_scheduler(self, name: str) -> None: ...
 
-    def generate(self, text_states: Any, negative_states: Any,
-                 generators: list[torch.Generator], steps: int, cfg: float,
-                 size: int) -> torch.Tensor: ...
+    def generate(
+        self,
+        text_states: Any,
+        negative_states: Any,
+        generators: list[torch.Generator],
+        steps: int,
+        cfg: float,
+        size: int,
+    ) -> torch.Tensor: ...
 
     def frozen_tensors(self) -> Iterator[tuple[str, torch.Tensor]]: ...  # every frozen weight
 

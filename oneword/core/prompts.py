@@ -7,7 +7,6 @@ our own.
 
 from __future__ import annotations
 
-
 OBJECT_TEMPLATES = (
     "a photo of a {}",
     "a picture of the {}",

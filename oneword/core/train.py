@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from . import diffusion
-from .vectors import initial_rows_by_layout
 from ..errors import OnewordError
-from ..files import atomic_write
 from ..events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
-from .prompts import MODES, templates, token_string
+from ..files import atomic_write
+from . import diffusion
 from .interface import TextToImage
+from .prompts import MODES, templates, token_string
+from .vectors import initial_rows_by_layout
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _RESUMABLE_CHANGES = {"checkpoint_every", "preview_every", "preview_prompts", "m
 @dataclass(frozen=True)
 class Candidate:
     """One embedding being learned: its randomness, its starting point and its learning rate."""
+
     seed: int
     init: str = "word"  # "word": the init word's rows; "random": random rows of vocabulary norm
     jitter: float = 0.0  # Gaussian noise on the init, in units of the vocabulary's spread
@@ -52,6 +53,7 @@ class Candidate:
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what a Textual Inversion run learns."""
+
     token: str
     init_word: str | None = None
     vectors: int = 1
@@ -104,11 +106,17 @@ def _validate(c: TrainConfig) -> None:
     if c.crop not in ("center", "random"):
         raise OnewordError(f"--crop {c.crop}: choose center or random")
     if c.lr_schedule not in diffusion.LR_SCHEDULES:
-        raise OnewordError(f"--lr-schedule {c.lr_schedule}: choose one of "
-                           f"{', '.join(diffusion.LR_SCHEDULES)}")
-    positive = {"vectors": c.vectors, "steps": c.steps, "batch_size": c.batch_size,
-                "grad_accum": c.grad_accum, "crops_per_photo": c.crops_per_photo,
-                "checkpoint_every": c.checkpoint_every}
+        raise OnewordError(
+            f"--lr-schedule {c.lr_schedule}: choose one of {', '.join(diffusion.LR_SCHEDULES)}"
+        )
+    positive = {
+        "vectors": c.vectors,
+        "steps": c.steps,
+        "batch_size": c.batch_size,
+        "grad_accum": c.grad_accum,
+        "crops_per_photo": c.crops_per_photo,
+        "checkpoint_every": c.checkpoint_every,
+    }
     for name, value in positive.items():
         if value < 1:
             raise OnewordError(f"--{name.replace('_', '-')} {value}: must be 1 or more")
@@ -120,13 +128,16 @@ def _validate(c: TrainConfig) -> None:
         raise OnewordError(f"--max-batch {c.max_batch}: must be 1 or more")
     needs_word = any(k.init == "word" for k in c.candidate_list)
     if needs_word and not (c.init_word and c.init_word.strip()):
-        raise OnewordError("--init is missing: give a word for what the photos show "
-                           "(e.g. --init cat), which the new token starts from")
+        raise OnewordError(
+            "--init is missing: give a word for what the photos show "
+            "(e.g. --init cat), which the new token starts from"
+        )
 
 
 @dataclass
 class TrainingState:
     """What a checkpoint holds: enough to continue to the very same result."""
+
     step: int
     params: list[torch.nn.Parameter]  # K tensors [N, d]
     optimizer: torch.optim.Optimizer
@@ -159,18 +170,20 @@ def photos_fingerprint(photos: torch.Tensor | list[torch.Tensor]) -> str:
 class PhotoLatents:
     """The training photos encoded once (with their flips and crops): the VAE's posterior
     mean and std [M, c, h, w]; a fresh latent is drawn from it per sample, as re-encoding would."""
+
     mean: torch.Tensor
     std: torch.Tensor
 
 
 def encode_photos(model: TextToImage, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
     """Encode photos [M, 3, R, R] in [-1, 1] once."""
-    parts = [model.encode_images(photos[i:i + chunk]) for i in range(0, len(photos), chunk)]
+    parts = [model.encode_images(photos[i : i + chunk]) for i in range(0, len(photos), chunk)]
     return PhotoLatents(torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
 
 
-def encode_candidate_photos(model: TextToImage, photos: torch.Tensor | list[torch.Tensor],
-                            count: int) -> list[PhotoLatents]:
+def encode_candidate_photos(
+    model: TextToImage, photos: torch.Tensor | list[torch.Tensor], count: int
+) -> list[PhotoLatents]:
     """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
     (each candidate's own crops); a tensor given for several candidates is encoded once."""
     if not isinstance(photos, (list, tuple)):
@@ -188,15 +201,18 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     """Fresh rows, optimizer and per-candidate generators."""
     init_ids = model.word_token_ids(config.init_word) if config.init_word else []
     if config.init_word and not init_ids:
-        raise OnewordError(f"--init {config.init_word!r}: the tokenizer makes no tokens of it; "
-                           "give a word such as cat")
+        raise OnewordError(
+            f"--init {config.init_word!r}: the tokenizer makes no tokens of it; "
+            "give a word such as cat"
+        )
     generators, params, groups = [], [], []
     table = model.vocabulary_table
     layout = getattr(model, "embedding_layout", (table.shape[1],))
     for cand in config.candidate_list:
         gen = torch.Generator().manual_seed(cand.seed)
-        rows = initial_rows_by_layout(table, layout, init_ids, config.vectors, cand.init,
-                                      cand.jitter, gen)
+        rows = initial_rows_by_layout(
+            table, layout, init_ids, config.vectors, cand.init, cand.jitter, gen
+        )
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)
@@ -210,6 +226,7 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
 @dataclass(frozen=True)
 class Batch:
     """K×b samples: candidate k's b samples drawn from its own generator."""
+
     candidate: torch.Tensor  # [B]
     token_ids: torch.Tensor  # [B, L]
     latents: torch.Tensor  # [B, c, h, w]
@@ -217,8 +234,13 @@ class Batch:
     timesteps: torch.Tensor  # [B]
 
 
-def draw_batch(latents: PhotoLatents | list[PhotoLatents], caption_ids: torch.Tensor,
-               num_timesteps: int, generators: list[torch.Generator], batch_size: int) -> Batch:
+def draw_batch(
+    latents: PhotoLatents | list[PhotoLatents],
+    caption_ids: torch.Tensor,
+    num_timesteps: int,
+    generators: list[torch.Generator],
+    batch_size: int,
+) -> Batch:
     """Sample photos, captions, timesteps and noise for every candidate.
 
     The draws of candidate k use only generator k (and its own photos, if `latents` is a list
@@ -241,12 +263,18 @@ def draw_batch(latents: PhotoLatents | list[PhotoLatents], caption_ids: torch.Te
     sample, caption, t, noise = (torch.cat(x) for x in zip(*parts))
     device = sample.device
     candidate = torch.arange(len(generators)).repeat_interleave(batch_size)
-    return Batch(candidate.to(device), caption_ids[caption.to(caption_ids.device)], sample,
-                 noise.to(device), t.to(device))
+    return Batch(
+        candidate.to(device),
+        caption_ids[caption.to(caption_ids.device)],
+        sample,
+        noise.to(device),
+        t.to(device),
+    )
 
 
-def batch_loss(model: TextToImage, rows: torch.Tensor, batch: Batch, weight: float,
-               max_batch: int | None) -> torch.Tensor:
+def batch_loss(
+    model: TextToImage, rows: torch.Tensor, batch: Batch, weight: float, max_batch: int | None
+) -> torch.Tensor:
     """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
     per-sample losses [B] (detached)."""
     size = len(batch.timesteps)
@@ -256,22 +284,27 @@ def batch_loss(model: TextToImage, rows: torch.Tensor, batch: Batch, weight: flo
     for s in range(0, size, chunk):
         sl = slice(s, s + chunk)
         noisy = diffusion.add_noise(batch.latents[sl], batch.noise[sl], alpha_bar[sl])
-        target = diffusion.prediction_target(model.prediction_type, batch.latents[sl],
-                                             batch.noise[sl], alpha_bar[sl])
+        target = diffusion.prediction_target(
+            model.prediction_type, batch.latents[sl], batch.noise[sl], alpha_bar[sl]
+        )
         text = model.encode_text(batch.token_ids[sl], rows, batch.candidate[sl])
-        loss = diffusion.per_sample_mse(model.predict_noise(noisy, batch.timesteps[sl], text),
-                                        target)
+        loss = diffusion.per_sample_mse(
+            model.predict_noise(noisy, batch.timesteps[sl], text), target
+        )
         (loss.sum() * weight).backward()
         losses.append(loss.detach())
     return torch.cat(losses)
 
 
-def optimizer_step(model: TextToImage, state: TrainingState, config: TrainConfig,
-                   latents: PhotoLatents | list[PhotoLatents],
-                   caption_ids: torch.Tensor) -> float:
+def optimizer_step(
+    model: TextToImage,
+    state: TrainingState,
+    config: TrainConfig,
+    latents: PhotoLatents | list[PhotoLatents],
+    caption_ids: torch.Tensor,
+) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss."""
-    factor = diffusion.lr_factor(state.step, config.steps, config.lr_schedule,
-                                 config.warmup_steps)
+    factor = diffusion.lr_factor(state.step, config.steps, config.lr_schedule, config.warmup_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
     state.optimizer.zero_grad(set_to_none=True)
@@ -279,8 +312,9 @@ def optimizer_step(model: TextToImage, state: TrainingState, config: TrainConfig
     total = torch.zeros((), device=model.device)
     for _ in range(config.grad_accum):
         rows = torch.stack(list(state.params))  # [K, N, d]
-        batch = draw_batch(latents, caption_ids, len(model.alphas_cumprod), state.generators,
-                           config.batch_size)
+        batch = draw_batch(
+            latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
+        )
         total += batch_loss(model, rows, batch, weight, config.max_batch).mean()
     grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
     loss = float(total) / config.grad_accum  # one device sync per step
@@ -296,8 +330,7 @@ def caption_token_ids(model: TextToImage, config: TrainConfig) -> torch.Tensor:
     return model.token_ids([t.format(config.token_text) for t in templates(config.mode)])
 
 
-def save_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str,
-                    path: Path) -> None:
+def save_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str, path: Path) -> None:
     """Write the state atomically: a crash mid-write leaves the previous checkpoint intact."""
     payload = {
         "step": state.step,
@@ -312,18 +345,20 @@ def save_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str,
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str,
-                    path: Path) -> None:
+def load_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str, path: Path) -> None:
     """Restore `state` from `path`, refusing a checkpoint of different settings or photos."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise OnewordError(f"{path}: cannot read this checkpoint ({exc}); "
-                           "start again without --resume") from exc
+        raise OnewordError(
+            f"{path}: cannot read this checkpoint ({exc}); start again without --resume"
+        ) from exc
     _check_same_run(TrainConfig.from_json(payload["config"]), config, path)
     if payload["photos"] != photos_id:
-        raise OnewordError(f"{path}: this run was trained on other photos; "
-                           "resume with the same photos and settings")
+        raise OnewordError(
+            f"{path}: this run was trained on other photos; "
+            "resume with the same photos and settings"
+        )
     with torch.no_grad():
         for param, rows in zip(state.params, payload["rows"]):
             param.copy_(rows.to(param.device))
@@ -343,18 +378,25 @@ def _check_same_run(saved: TrainConfig, current: TrainConfig, path: Path) -> Non
         if before != now:
             raise OnewordError(
                 f"{path}: this run was started with {f.name}={before!r}, not {now!r}; "
-                "resume with the same settings or start a new run folder")
+                "resume with the same settings or start a new run folder"
+            )
 
 
 def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> float:
     """Bias-corrected exponential moving average of the loss, as in Adam's moments."""
     raw_prev = previous * (1 - beta ** (step - 1)) if step > 1 else 0.0
-    return (beta * raw_prev + (1 - beta) * value) / (1 - beta ** step)
+    return (beta * raw_prev + (1 - beta) * value) / (1 - beta**step)
 
 
-def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config: TrainConfig,
-          run_dir: Path, on_event: EventSink = ignore, resume: bool = False,
-          on_preview=None) -> TrainingState:
+def train(
+    model: TextToImage,
+    photos: torch.Tensor | list[torch.Tensor],
+    config: TrainConfig,
+    run_dir: Path,
+    on_event: EventSink = ignore,
+    resume: bool = False,
+    on_preview=None,
+) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
     photos: [M, 3, R, R] in [-1, 1], every crop/flip variant to sample from; or a list of K
@@ -371,14 +413,22 @@ def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config:
             raise OnewordError(f"--resume: {ckpt} does not exist; start without --resume")
         load_checkpoint(state, config, photos_id, ckpt)
     elif ckpt.exists():
-        raise OnewordError(f"{run_dir}: this run folder already has a checkpoint; pass --resume "
-                           "to continue it or choose another --out")
+        raise OnewordError(
+            f"{run_dir}: this run folder already has a checkpoint; pass --resume "
+            "to continue it or choose another --out"
+        )
     else:
         save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
     latents = encode_candidate_photos(model, photos, len(state.params))
     caption_ids = caption_token_ids(model, config)
-    on_event(Started(config.steps, state.step, len(state.params),
-                     config.batch_size * config.grad_accum * len(state.params)))
+    on_event(
+        Started(
+            config.steps,
+            state.step,
+            len(state.params),
+            config.batch_size * config.grad_accum * len(state.params),
+        )
+    )
     checkpoint = CheckpointFile(ckpt, photos_id)
     _run_steps(model, state, config, latents, caption_ids, checkpoint, on_event, on_preview)
     save_checkpoint(state, config, photos_id, ckpt)
@@ -389,13 +439,21 @@ def train(model: TextToImage, photos: torch.Tensor | list[torch.Tensor], config:
 @dataclass(frozen=True)
 class CheckpointFile:
     """Where a run's checkpoint goes, and the fingerprint of the photos it trains on."""
+
     path: Path
     photos_id: str
 
 
-def _run_steps(model: TextToImage, state: TrainingState, config: TrainConfig, latents,
-               caption_ids: torch.Tensor, checkpoint: CheckpointFile, on_event: EventSink,
-               on_preview) -> None:
+def _run_steps(
+    model: TextToImage,
+    state: TrainingState,
+    config: TrainConfig,
+    latents,
+    caption_ids: torch.Tensor,
+    checkpoint: CheckpointFile,
+    on_event: EventSink,
+    on_preview,
+) -> None:
     ckpt, photos_id = checkpoint.path, checkpoint.photos_id
     last_saved = state.step
     try:
@@ -414,44 +472,17 @@ def _run_steps(model: TextToImage, state: TrainingState, config: TrainConfig, la
     except TrainingDiverged as exc:
         raise TrainingDiverged(
             f"{exc}; kept the last good checkpoint (step {last_saved}) in {ckpt}; "
-            "lower --lr or use --dtype fp32, then run again with --resume") from None
+            "lower --lr or use --dtype fp32, then run again with --resume"
+        ) from None
     except KeyboardInterrupt:
         save_checkpoint(state, config, photos_id, ckpt)
-        raise OnewordError(f"interrupted at step {state.step}; saved {ckpt}; "
-                           "run the same command with --resume to continue") from None
+        raise OnewordError(
+            f"interrupted at step {state.step}; saved {ckpt}; "
+            "run the same command with --resume to continue"
+        ) from None
     except torch.cuda.OutOfMemoryError:
         raise OutOfMemory(
             f"out of GPU memory with {config.batch_size} samples x {len(state.params)} "
             "candidates per pass; use a smaller --batch-size (and more --grad-accum) or "
-            "--max-batch") from None
-
-
-class TextualInversionInvariant:
-    """Only the placeholder rows may change: every weight of the model stays bit-identical.
-
-    Take it before training and `check()` after; it fingerprints every parameter and buffer of
-    the text encoder, UNet and VAE and the tokenizer's original vocabulary.
-    """
-
-    def __init__(self, model: TextToImage):
-        self._model = model
-        self._before = self._fingerprints()
-
-    def _fingerprints(self) -> dict[str, str]:
-        prints = {}
-        for name, tensor in self._model.frozen_tensors():
-            data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
-            prints[name] = hashlib.sha1(data.numpy().tobytes()).hexdigest()
-        prints["tokenizer.vocabulary"] = hashlib.sha1(
-            json.dumps(self._model.base_vocabulary(), sort_keys=True).encode()).hexdigest()
-        return prints
-
-    def changed(self) -> list[str]:
-        after = self._fingerprints()
-        return sorted(k for k in self._before.keys() | after.keys()
-                      if self._before.get(k) != after.get(k))
-
-    def check(self) -> None:
-        changed = self.changed()
-        if changed:
-            raise AssertionError(f"frozen weights changed: {', '.join(changed[:5])}")
+            "--max-batch"
+        ) from None

@@ -11,8 +11,14 @@ def vocabulary_spread(table: torch.Tensor) -> tuple[float, float]:
     return float(table.norm(dim=1).mean()), float(table.std(dim=0).mean())
 
 
-def initial_rows(table: torch.Tensor, init_ids: list[int], num_vectors: int, init: str,
-                 jitter: float, generator: torch.Generator) -> torch.Tensor:
+def initial_rows(
+    table: torch.Tensor,
+    init_ids: list[int],
+    num_vectors: int,
+    init: str,
+    jitter: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Starting rows [N, d] for a new token (Gal et al. 2022, sec. 4: start from a coarse word).
 
     "word": if the init word has exactly N tokens they fill the N vectors in order, otherwise
@@ -34,15 +40,22 @@ def initial_rows(table: torch.Tensor, init_ids: list[int], num_vectors: int, ini
     return rows
 
 
-def initial_rows_by_layout(table: torch.Tensor, layout: tuple[int, ...], init_ids: list[int],
-                           num_vectors: int, init: str, jitter: float,
-                           generator: torch.Generator) -> torch.Tensor:
+def initial_rows_by_layout(
+    table: torch.Tensor,
+    layout: tuple[int, ...],
+    init_ids: list[int],
+    num_vectors: int,
+    init: str,
+    jitter: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """`initial_rows` for vectors made of several text encoders' parts side by side (an SDXL
     word is [clip_l | clip_g]): each part from its own table columns, so a random or jittered
     start has each part's own norm and spread. One part: exactly `initial_rows`."""
     if len(layout) == 1:
         return initial_rows(table, init_ids, num_vectors, init, jitter, generator)
     parts = table.split(list(layout), dim=1)
-    return torch.cat([initial_rows(part, init_ids, num_vectors, init, jitter, generator)
-                      for part in parts], dim=1)
-
+    return torch.cat(
+        [initial_rows(part, init_ids, num_vectors, init, jitter, generator) for part in parts],
+        dim=1,
+    )

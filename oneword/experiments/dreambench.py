@@ -13,37 +13,98 @@ from pathlib import Path
 
 from ..errors import OnewordError
 
-OBJECT_PROMPTS = tuple(f"a {{token}} {{class}} {rest}".strip() for rest in (
-    "in the jungle", "in the snow", "on the beach", "on a cobblestone street",
-    "on top of pink fabric", "on top of a wooden floor", "with a city in the background",
-    "with a mountain in the background", "with a blue house in the background",
-    "on top of a purple rug in a forest", "with a wheat field in the background",
-    "with a tree and autumn leaves in the background",
-    "with the Eiffel Tower in the background", "floating on top of water",
-    "floating in an ocean of milk", "on top of green grass with sunflowers around it",
-    "on top of a mirror", "on top of the sidewalk in a crowded street",
-    "on top of a dirt road", "on top of a white rug")) + (
-    "a red {token} {class}", "a purple {token} {class}", "a shiny {token} {class}",
-    "a wet {token} {class}", "a cube shaped {token} {class}")
+OBJECT_PROMPTS = tuple(
+    f"a {{token}} {{class}} {rest}".strip()
+    for rest in (
+        "in the jungle",
+        "in the snow",
+        "on the beach",
+        "on a cobblestone street",
+        "on top of pink fabric",
+        "on top of a wooden floor",
+        "with a city in the background",
+        "with a mountain in the background",
+        "with a blue house in the background",
+        "on top of a purple rug in a forest",
+        "with a wheat field in the background",
+        "with a tree and autumn leaves in the background",
+        "with the Eiffel Tower in the background",
+        "floating on top of water",
+        "floating in an ocean of milk",
+        "on top of green grass with sunflowers around it",
+        "on top of a mirror",
+        "on top of the sidewalk in a crowded street",
+        "on top of a dirt road",
+        "on top of a white rug",
+    )
+) + (
+    "a red {token} {class}",
+    "a purple {token} {class}",
+    "a shiny {token} {class}",
+    "a wet {token} {class}",
+    "a cube shaped {token} {class}",
+)
 
-LIVE_PROMPTS = tuple(f"a {{token}} {{class}} {rest}" for rest in (
-    "in the jungle", "in the snow", "on the beach", "on a cobblestone street",
-    "on top of pink fabric", "on top of a wooden floor", "with a city in the background",
-    "with a mountain in the background", "with a blue house in the background",
-    "on top of a purple rug in a forest", "wearing a red hat", "wearing a santa hat",
-    "wearing a rainbow scarf", "wearing a black top hat and a monocle", "in a chef outfit",
-    "in a firefighter outfit", "in a police outfit", "wearing pink glasses",
-    "wearing a yellow shirt", "in a purple wizard outfit")) + OBJECT_PROMPTS[-5:]
+LIVE_PROMPTS = (
+    tuple(
+        f"a {{token}} {{class}} {rest}"
+        for rest in (
+            "in the jungle",
+            "in the snow",
+            "on the beach",
+            "on a cobblestone street",
+            "on top of pink fabric",
+            "on top of a wooden floor",
+            "with a city in the background",
+            "with a mountain in the background",
+            "with a blue house in the background",
+            "on top of a purple rug in a forest",
+            "wearing a red hat",
+            "wearing a santa hat",
+            "wearing a rainbow scarf",
+            "wearing a black top hat and a monocle",
+            "in a chef outfit",
+            "in a firefighter outfit",
+            "in a police outfit",
+            "wearing pink glasses",
+            "wearing a yellow shirt",
+            "in a purple wizard outfit",
+        )
+    )
+    + OBJECT_PROMPTS[-5:]
+)
 
 SUBJECT_CLASSES = {
-    "backpack": "backpack", "backpack_dog": "backpack", "bear_plushie": "stuffed animal",
-    "berry_bowl": "bowl", "can": "can", "candle": "candle", "cat": "cat", "cat2": "cat",
-    "clock": "clock", "colorful_sneaker": "sneaker", "dog": "dog", "dog2": "dog",
-    "dog3": "dog", "dog5": "dog", "dog6": "dog", "dog7": "dog", "dog8": "dog",
-    "duck_toy": "toy", "fancy_boot": "boot", "grey_sloth_plushie": "stuffed animal",
-    "monster_toy": "toy", "pink_sunglasses": "glasses", "poop_emoji": "toy", "rc_car": "toy",
-    "red_cartoon": "cartoon", "robot_toy": "toy", "shiny_sneaker": "sneaker",
-    "teapot": "teapot", "vase": "vase", "wolf_plushie": "stuffed animal",
+    "backpack": "backpack",
+    "backpack_dog": "backpack",
+    "bear_plushie": "stuffed animal",
+    "berry_bowl": "bowl",
+    "can": "can",
+    "candle": "candle",
+    "cat": "cat",
+    "cat2": "cat",
+    "clock": "clock",
+    "colorful_sneaker": "sneaker",
+    "dog": "dog",
+    "dog2": "dog",
+    "dog3": "dog",
+    "dog5": "dog",
+    "dog6": "dog",
+    "dog7": "dog",
+    "dog8": "dog",
+    "duck_toy": "toy",
+    "fancy_boot": "boot",
+    "grey_sloth_plushie": "stuffed animal",
+    "monster_toy": "toy",
+    "pink_sunglasses": "glasses",
+    "poop_emoji": "toy",
+    "rc_car": "toy",
+    "red_cartoon": "cartoon",
+    "robot_toy": "toy",
+    "shiny_sneaker": "sneaker",
+    "teapot": "teapot",
+    "vase": "vase",
+    "wolf_plushie": "stuffed animal",
 }
 LIVE_CLASSES = ("cat", "dog")
 PROMPT_SETS = ("object", "live")
@@ -81,8 +142,10 @@ def read_prompt_file(path: str | Path) -> tuple[str, ...]:
         raise OnewordError(f"--prompts {path}: holds no prompts")
     bad = [p for p in prompts if "{token}" not in p and "{}" not in p]
     if bad:
-        raise OnewordError(f"--prompts {path}: the prompt {bad[0]!r} has no {{token}} (or {{}}) "
-                           "for the learned word")
+        raise OnewordError(
+            f"--prompts {path}: the prompt {bad[0]!r} has no {{token}} (or {{}}) "
+            "for the learned word"
+        )
     return prompts
 
 
@@ -90,8 +153,10 @@ def subjects_in(folder: str | Path) -> dict[str, Path]:
     """Subject name → photo folder, for every sub-folder of a DreamBench-style folder."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise OnewordError(f"--data {folder}: no such folder; give the DreamBench folder "
-                           "(one sub-folder of photos per subject)")
+        raise OnewordError(
+            f"--data {folder}: no such folder; give the DreamBench folder "
+            "(one sub-folder of photos per subject)"
+        )
     found = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir()}
     if not found:
         raise OnewordError(f"--data {folder}: has no subject sub-folders")
@@ -106,7 +171,11 @@ def read_classes(folder: str | Path) -> dict[str, str]:
     if listing.is_file():
         for line in listing.read_text().splitlines():
             parts = line.strip().split(",")
-            if (len(parts) == 2 and re.fullmatch(r"[A-Za-z0-9_-]+", parts[0])
-                    and parts[0] != "subject_name" and parts[1]):
+            if (
+                len(parts) == 2
+                and re.fullmatch(r"[A-Za-z0-9_-]+", parts[0])
+                and parts[0] != "subject_name"
+                and parts[1]
+            ):
                 classes[parts[0]] = parts[1]
     return classes

@@ -29,8 +29,11 @@ CROSSOVERS = ("uniform", "blend", "slerp", "none")
 # -- mixing ----------------------------------------------------------------------------------
 def normalized_weights(count: int, weights: list[float] | None = None) -> torch.Tensor:
     """Weights [count] summing to one (equal when None); they must be >= 0 with a positive sum."""
-    w = torch.ones(count, dtype=torch.float64) if weights is None else \
-        torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    w = (
+        torch.ones(count, dtype=torch.float64)
+        if weights is None
+        else torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    )
     if len(w) != count:
         raise ValueError(f"{len(w)} weights for {count} embeddings")
     if bool((w < 0).any()) or not float(w.sum()) > 0:
@@ -45,8 +48,9 @@ def weighted_mean(vectors: list[torch.Tensor], weights: list[float] | None = Non
     return torch.einsum("k,k...->...", w, stack).to(vectors[0].dtype)
 
 
-def norm_preserving_mean(vectors: list[torch.Tensor],
-                         weights: list[float] | None = None) -> torch.Tensor:
+def norm_preserving_mean(
+    vectors: list[torch.Tensor], weights: list[float] | None = None
+) -> torch.Tensor:
     """The weighted mean's direction, with each row rescaled to the weighted mean of the
     inputs' row norms (so averaging does not shrink the rows)."""
     w = normalized_weights(len(vectors), weights)
@@ -56,8 +60,9 @@ def norm_preserving_mean(vectors: list[torch.Tensor],
     return (F.normalize(mean, dim=-1) * target[..., None]).to(vectors[0].dtype)
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor,
-          eps: float = 1e-7) -> torch.Tensor:
+def slerp(
+    a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, eps: float = 1e-7
+) -> torch.Tensor:
     """Spherical linear interpolation per row (Shoemake 1985, "Animating rotation with
     quaternion curves", SIGGRAPH), with the norm interpolated linearly.
 
@@ -95,8 +100,9 @@ def slerp_mean(vectors: list[torch.Tensor], weights: list[float] | None = None) 
     return out
 
 
-def mix(vectors: list[torch.Tensor], weights: list[float] | None = None,
-        method: str = "norm-mean") -> torch.Tensor:
+def mix(
+    vectors: list[torch.Tensor], weights: list[float] | None = None, method: str = "norm-mean"
+) -> torch.Tensor:
     """Mix same-shape embeddings [N, d]: mean, norm-mean (norm-preserving) or slerp."""
     if not vectors:
         raise ValueError("nothing to mix")
@@ -112,8 +118,12 @@ def mix(vectors: list[torch.Tensor], weights: list[float] | None = None,
     raise ValueError(f"mix method {method!r}: choose one of {', '.join(MIX_METHODS)}")
 
 
-def mix_by_layout(vectors: list[torch.Tensor], layout: tuple[int, ...],
-                  weights: list[float] | None = None, method: str = "norm-mean") -> torch.Tensor:
+def mix_by_layout(
+    vectors: list[torch.Tensor],
+    layout: tuple[int, ...],
+    weights: list[float] | None = None,
+    method: str = "norm-mean",
+) -> torch.Tensor:
     """Mix embeddings whose rows hold several text encoders' vectors side by side (an SDXL
     word is [clip_l | clip_g]): each part on its own, with the same weights, so norm-mean and
     slerp keep each part's norm. One part: `mix`."""
@@ -129,11 +139,14 @@ def mix_by_layout(vectors: list[torch.Tensor], layout: tuple[int, ...],
 @dataclass(frozen=True)
 class Term:
     """One term of a word expression: coefficient × word (a learned token or vocabulary)."""
+
     coefficient: float
     word: str
 
 
-_TERM = re.compile(r"""\s*([+-])?\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?("[^"]*"|'[^']*'|[^\s+*"']+)""")
+_TERM = re.compile(
+    r"""\s*([+-])?\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?("[^"]*"|'[^']*'|[^\s+*"']+)"""
+)
 
 
 def parse_expression(text: str) -> list[Term]:
@@ -172,8 +185,9 @@ def combine(terms: list[tuple[float, torch.Tensor]], keep_norm: bool = True) -> 
 
 
 # -- inspection ------------------------------------------------------------------------------
-def nearest_rows(vectors: torch.Tensor, table: torch.Tensor,
-                 k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_rows(
+    vectors: torch.Tensor, table: torch.Tensor, k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices [N, k], cosines [N, k]) of the k table rows [V, d] most cosine-similar to
     each vector [N, d], best first."""
     sims = F.normalize(vectors.float(), dim=-1) @ F.normalize(table.float(), dim=-1).T
@@ -191,8 +205,13 @@ def norm_summary(table: torch.Tensor) -> dict[str, float]:
     """Mean, std, 5th, 50th and 95th percentile of the vocabulary's row norms."""
     n = table.float().norm(dim=-1).double()
     q = torch.quantile(n, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
-    return {"mean": float(n.mean()), "std": float(n.std()), "p5": float(q[0]),
-            "p50": float(q[1]), "p95": float(q[2])}
+    return {
+        "mean": float(n.mean()),
+        "std": float(n.std()),
+        "p5": float(q[0]),
+        "p50": float(q[1]),
+        "p95": float(q[2]),
+    }
 
 
 def cosine_matrix(embeddings: list[torch.Tensor]) -> torch.Tensor:
@@ -207,6 +226,7 @@ class Breeding:
     """How one generation makes children: parent selection, crossover, mutation, elitism.
 
     mutation: Gaussian noise of this many vocabulary standard deviations (per dimension)."""
+
     selection: str = "tournament"
     top_k: int = 4  # top-k selection: parents drawn from the k fittest
     tournament_size: int = 3
@@ -217,27 +237,33 @@ class Breeding:
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
-            raise OnewordError(f"--selection {self.selection}: choose one of {', '.join(SELECTIONS)}")
+            raise OnewordError(
+                f"--selection {self.selection}: choose one of {', '.join(SELECTIONS)}"
+            )
         if self.crossover not in CROSSOVERS:
-            raise OnewordError(f"--crossover {self.crossover}: choose one of {', '.join(CROSSOVERS)}")
+            raise OnewordError(
+                f"--crossover {self.crossover}: choose one of {', '.join(CROSSOVERS)}"
+            )
         if self.top_k < 1 or self.tournament_size < 1:
             raise OnewordError("--top-k and --tournament-size must be 1 or more")
         if self.mutation < 0 or self.blend_alpha < 0 or self.elites < 0:
             raise OnewordError("--mutation, --blend-alpha and --elites must be 0 or more")
 
 
-def select_top_k(fitness: torch.Tensor, count: int, k: int,
-                 generator: torch.Generator) -> torch.Tensor:
+def select_top_k(
+    fitness: torch.Tensor, count: int, k: int, generator: torch.Generator
+) -> torch.Tensor:
     """[count] parent indices drawn uniformly from the k fittest (truncation selection);
     candidates without a fitness (NaN) only when none has one."""
-    order = _fitness_order(fitness)[:max(1, k)]
+    order = _fitness_order(fitness)[: max(1, k)]
     rated = order[~torch.isnan(fitness.double()[order])]
     pool = rated if len(rated) else order
     return pool[torch.randint(len(pool), (count,), generator=generator)]
 
 
-def select_tournament(fitness: torch.Tensor, count: int, size: int,
-                      generator: torch.Generator) -> torch.Tensor:
+def select_tournament(
+    fitness: torch.Tensor, count: int, size: int, generator: torch.Generator
+) -> torch.Tensor:
     """[count] parent indices, each the fittest of `size` drawn at random with replacement
     among the candidates with a fitness (tournament selection, Goldberg & Deb 1991)."""
     f = torch.nan_to_num(fitness.double(), nan=float("-inf"))
@@ -254,8 +280,9 @@ def _fitness_order(fitness: torch.Tensor) -> torch.Tensor:
     return torch.tensor(sorted(range(len(f)), key=lambda i: (-float(f[i]), i)), dtype=torch.long)
 
 
-def crossover(a: torch.Tensor, b: torch.Tensor, kind: str, generator: torch.Generator,
-              alpha: float = 0.3) -> torch.Tensor:
+def crossover(
+    a: torch.Tensor, b: torch.Tensor, kind: str, generator: torch.Generator, alpha: float = 0.3
+) -> torch.Tensor:
     """A child of two parents [N, d].
 
     uniform: each dimension from either parent with probability ½ (Syswerda 1989);
@@ -278,8 +305,9 @@ def crossover(a: torch.Tensor, b: torch.Tensor, kind: str, generator: torch.Gene
     raise ValueError(f"crossover {kind!r}: choose one of {', '.join(CROSSOVERS)}")
 
 
-def mutate(x: torch.Tensor, strength: float, spread: float,
-           generator: torch.Generator) -> torch.Tensor:
+def mutate(
+    x: torch.Tensor, strength: float, spread: float, generator: torch.Generator
+) -> torch.Tensor:
     """x + N(0, (strength · spread)²) per dimension; spread is the vocabulary's per-dimension
     standard deviation, so strength is in units of the vocabulary's own spread."""
     if strength == 0:
@@ -291,20 +319,28 @@ def mutate(x: torch.Tensor, strength: float, spread: float,
 @dataclass(frozen=True)
 class Child:
     """A new embedding and where it came from (indices into the parents' population)."""
+
     vectors: torch.Tensor  # [N, d]
     parents: tuple[int, ...]
     relation: str  # "elite", "crossover-blend+mutation", ...
 
 
-def next_generation(population: torch.Tensor, fitness: torch.Tensor, size: int,
-                    breeding: Breeding, spread: float,
-                    generator: torch.Generator) -> list[Child]:
+def next_generation(
+    population: torch.Tensor,
+    fitness: torch.Tensor,
+    size: int,
+    breeding: Breeding,
+    spread: float,
+    generator: torch.Generator,
+) -> list[Child]:
     """`size` children of a population [P, N, d] with fitness [P] (higher is better; NaN is
     never chosen over a number): the `elites` fittest unchanged, then children of two parents
     picked by the selection, crossed and mutated."""
     order = _fitness_order(fitness)
-    children = [Child(population[i].clone(), (int(i),), "elite")
-                for i in order[:min(breeding.elites, size, len(order))].tolist()]
+    children = [
+        Child(population[i].clone(), (int(i),), "elite")
+        for i in order[: min(breeding.elites, size, len(order))].tolist()
+    ]
     count = size - len(children)
     if count <= 0:
         return children
@@ -312,11 +348,15 @@ def next_generation(population: torch.Tensor, fitness: torch.Tensor, size: int,
         picks = select_top_k(fitness, 2 * count, breeding.top_k, generator)
     else:
         picks = select_tournament(fitness, 2 * count, breeding.tournament_size, generator)
-    relation = f"crossover-{breeding.crossover}+mutation" if breeding.mutation else \
-        f"crossover-{breeding.crossover}"
+    relation = (
+        f"crossover-{breeding.crossover}+mutation"
+        if breeding.mutation
+        else f"crossover-{breeding.crossover}"
+    )
     for a, b in picks.view(count, 2).tolist():
-        child = crossover(population[a], population[b], breeding.crossover, generator,
-                          breeding.blend_alpha)
+        child = crossover(
+            population[a], population[b], breeding.crossover, generator, breeding.blend_alpha
+        )
         child = mutate(child, breeding.mutation, spread, generator)
         parents = (a,) if a == b or breeding.crossover == "none" else (a, b)
         children.append(Child(child, parents, relation))

@@ -1,7 +1,7 @@
 """Evolution of learned embeddings, recorded in the experiment store.
 
 A generation is a run of kind "evolve": its candidates are children made by the operators of
-`oneword.experiments.embedding_ops` from the candidates of the run before (no training), each recorded with its
+`embedding_ops` from the candidates of the run before (no training), each recorded with its
 parents in the store's lineage table. Fitness is a person's ratings or an automatic score
 (`oneword score`); the children are then drawn (and scored, for automatic fitness) so that
 the next generation can be bred. `strategy="cma"` replaces selection, crossover and mutation
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from ..core.embeddings import LearnedEmbedding, write_embedding_files
-from ..errors import OnewordError
-from ..files import file_stem
-from ..events import EventSink, Message, Progressed, ignore
-from ..core.generate import draw, register_words
 from ..adapters.loading import load_model
-from .scoring import ScoreSettings, candidate_embedding, prompt_job, save_candidate_images, score
+from ..core.embeddings import LearnedEmbedding, write_embedding_files
+from ..core.generate import draw, register_words
+from ..errors import OnewordError
+from ..events import EventSink, Message, Progressed, ignore
+from ..files import file_stem
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
 from .recording import recording
+from .scoring import ScoreSettings, candidate_embedding, prompt_job, save_candidate_images, score
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ RATING_FITNESS = "rating"
 @dataclass(frozen=True)
 class EvolveSettings:
     """`oneword evolve`: G generations of P children each."""
+
     generations: int = 1
     population: int = 8
     breeding: Breeding = field(default_factory=Breeding)
@@ -51,13 +52,14 @@ class EvolveSettings:
         if self.population < 1:
             raise OnewordError(f"--population {self.population}: must be 1 or more")
         if self.strategy not in STRATEGIES:
-            raise OnewordError(f"--strategy {self.strategy}: choose one of "
-                               f"{', '.join(STRATEGIES)}")
+            raise OnewordError(f"--strategy {self.strategy}: choose one of {', '.join(STRATEGIES)}")
         if self.strategy == "cma" and self.fitness == RATING_FITNESS:
             raise OnewordError("--strategy cma: needs an automatic --fitness, not rating")
         if self.fitness == RATING_FITNESS and self.generations > 1:
-            raise OnewordError(f"--generations {self.generations}: with --fitness rating a "
-                               "person rates each generation; breed one at a time")
+            raise OnewordError(
+                f"--generations {self.generations}: with --fitness rating a "
+                "person rates each generation; breed one at a time"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,22 +100,27 @@ def latest_scores(store: Store, run: RunRecord) -> dict[int, dict[str, float]]:
     return {}
 
 
-def fitness_of(store: Store, run: RunRecord, cands: list[CandidateRecord],
-               fitness: str) -> tuple[torch.Tensor, str]:
+def fitness_of(
+    store: Store, run: RunRecord, cands: list[CandidateRecord], fitness: str
+) -> tuple[torch.Tensor, str]:
     """(fitness [P], what it is): ratings or a score metric; NaN where missing."""
     ratings = [rating_of(store.ratings(c.id)) for c in cands]
     if fitness == "auto":
         fitness = RATING_FITNESS if any(not math.isnan(r) for r in ratings) else "combined"
     if fitness == RATING_FITNESS:
         if not any(not math.isnan(r) for r in ratings):
-            raise OnewordError(f"run {run.name}: no candidate is rated yet; rate some "
-                               "(`oneword rate` or the gallery) or use an automatic --fitness")
+            raise OnewordError(
+                f"run {run.name}: no candidate is rated yet; rate some "
+                "(`oneword rate` or the gallery) or use an automatic --fitness"
+            )
         return torch.tensor(ratings, dtype=torch.float64), RATING_FITNESS
     scores = latest_scores(store, run)
     values = [metric_sum(scores.get(c.id, {}), fitness) for c in cands]
     if all(math.isnan(v) for v in values):
-        raise OnewordError(f"--fitness {fitness}: run {run.name} has no such score; run "
-                           f"`oneword score {run.name}` first or choose another --fitness")
+        raise OnewordError(
+            f"--fitness {fitness}: run {run.name} has no such score; run "
+            f"`oneword score {run.name}` first or choose another --fitness"
+        )
     return torch.tensor(values, dtype=torch.float64), fitness
 
 
@@ -123,23 +130,41 @@ def metric_sum(metrics: dict[str, float], names: str) -> float:
 
 
 # -- recording children ----------------------------------------------------------------------
-def record_children(project, parent: Population, children: list[Child], kind: str,
-                    info: dict, seed: int, mutation: float) -> RunRecord:
+def record_children(
+    project,
+    parent: Population,
+    children: list[Child],
+    kind: str,
+    info: dict,
+    seed: int,
+    mutation: float,
+) -> RunRecord:
     """A new run holding the children as candidates, with embedding files and lineage."""
     run = parent.run
     settings = {"config": run.settings.get("config", {}), "model": run.model, kind: info}
-    with recording(project, kind, None, run.model, run.token, settings, run.photos,
-                   parent_run=run.id) as rec:
+    with recording(
+        project, kind, None, run.model, run.token, settings, run.photos, parent_run=run.id
+    ) as rec:
         folder = rec.run.folder
         for k, child in enumerate(children):
             parents = [parent.candidates[i] for i in child.parents]
-            cand = rec.store.add_candidate(rec.run.id, k, seed + k, child.relation,
-                                           mutation if "mutation" in child.relation else 0.0,
-                                           0.0, folder / "candidates" / f"c{k:02d}")
+            cand = rec.store.add_candidate(
+                rec.run.id,
+                k,
+                seed + k,
+                child.relation,
+                mutation if "mutation" in child.relation else 0.0,
+                0.0,
+                folder / "candidates" / f"c{k:02d}",
+            )
             rec.store.add_parents(cand.id, [p.id for p in parents], child.relation)
-            meta = {**parent.embeddings[child.parents[0]].metadata, "run": rec.run.name,
-                    "candidate": str(k), "relation": child.relation,
-                    "parents": ",".join(f"r{p.run_id}/{p.name}" for p in parents)}
+            meta = {
+                **parent.embeddings[child.parents[0]].metadata,
+                "run": rec.run.name,
+                "candidate": str(k),
+                "relation": child.relation,
+                "parents": ",".join(f"r{p.run_id}/{p.name}" for p in parents),
+            }
             meta.pop("path", None)
             emb = LearnedEmbedding(run.token, child.vectors.float().cpu(), meta)
             written = write_embedding_files(emb, cand.folder, file_stem(run.token, "embedding"))
@@ -152,29 +177,46 @@ def record_children(project, parent: Population, children: list[Child], kind: st
 def vocabulary_spread_of(model_name: str) -> float:
     """The per-dimension standard deviation of a model's token table."""
     from ..core.vectors import vocabulary_spread
+
     return vocabulary_spread(load_model(model_name, "cpu").vocabulary_table)[1]
 
 
-def breed(run_ref: str, settings: EvolveSettings = EvolveSettings(), generation: int = 0,
-          project: str | Path | None = None, spread: float | None = None) -> RunRecord:
+def breed(
+    run_ref: str,
+    settings: EvolveSettings = EvolveSettings(),
+    generation: int = 0,
+    project: str | Path | None = None,
+    spread: float | None = None,
+) -> RunRecord:
     """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
     with Store.open(project) as store:
         population = load_population(store, store.find_run(run_ref))
-        fitness, source = fitness_of(store, population.run, population.candidates,
-                                     settings.fitness)
+        fitness, source = fitness_of(store, population.run, population.candidates, settings.fitness)
     spread = vocabulary_spread_of(population.run.model) if spread is None else spread
     seed = settings.seed * 1_000_003 + generation * 1009
     gen = torch.Generator().manual_seed(seed)
-    children = next_generation(population.stack, fitness, settings.population,
-                               settings.breeding, spread, gen)
-    info = {"generation": generation, "source": population.run.name, "fitness": source,
-            "strategy": "ga", "breeding": asdict(settings.breeding), "seed": seed}
-    return record_children(project, population, children, "evolve", info, seed,
-                           settings.breeding.mutation)
+    children = next_generation(
+        population.stack, fitness, settings.population, settings.breeding, spread, gen
+    )
+    info = {
+        "generation": generation,
+        "source": population.run.name,
+        "fitness": source,
+        "strategy": "ga",
+        "breeding": asdict(settings.breeding),
+        "seed": seed,
+    }
+    return record_children(
+        project, population, children, "evolve", info, seed, settings.breeding.mutation
+    )
 
 
-def mix_candidates(candidate_ids: list[int], weights: list[float] | None = None,
-                   method: str = "norm-mean", project: str | Path | None = None) -> RunRecord:
+def mix_candidates(
+    candidate_ids: list[int],
+    weights: list[float] | None = None,
+    method: str = "norm-mean",
+    project: str | Path | None = None,
+) -> RunRecord:
     """A new run (kind mix) with one candidate: the mix of the given candidates."""
     with Store.open(project) as store:
         cands = [store.candidate(i) for i in candidate_ids]
@@ -182,29 +224,43 @@ def mix_candidates(candidate_ids: list[int], weights: list[float] | None = None,
         embeddings = [candidate_embedding(store, runs[c.run_id], c) for c in cands]
     if len({(tuple(e.vectors.shape), e.layout) for e in embeddings}) != 1:
         raise OnewordError("mix: the candidates have different numbers of vectors or widths")
-    vectors = mix_by_layout([e.vectors for e in embeddings], embeddings[0].layout, weights,
-                            method)
+    vectors = mix_by_layout([e.vectors for e in embeddings], embeddings[0].layout, weights, method)
     parent = Population(runs[cands[0].run_id], cands, embeddings)
     child = Child(vectors, tuple(range(len(cands))), f"mix-{method}")
-    info = {"method": method, "weights": weights,
-            "parents": [f"r{c.run_id}/{c.name}" for c in cands]}
+    info = {
+        "method": method,
+        "weights": weights,
+        "parents": [f"r{c.run_id}/{c.name}" for c in cands],
+    }
     return record_children(project, parent, [child], "mix", info, 0, 0.0)
 
 
 # -- drawing and the loop --------------------------------------------------------------------
-def render(run_ref: str, settings: ScoreSettings, project: str | Path | None = None,
-           on_event: EventSink = ignore, model=None) -> int:
+def render(
+    run_ref: str,
+    settings: ScoreSettings,
+    project: str | Path | None = None,
+    on_event: EventSink = ignore,
+    model=None,
+) -> int:
     """Draw every candidate of a run (the same prompts and seeds as `score`) without judging;
     the images go to a new evaluation of the run (returned) for a person to rate."""
     with Store.open(project) as store:
         run = store.find_run(run_ref)
         population = load_population(store, run)
-        class_word = settings.class_word or run.settings.get("config", {}).get("init_word") \
-            or "thing"
+        class_word = (
+            settings.class_word or run.settings.get("config", {}).get("init_word") or "thing"
+        )
         job = prompt_job(settings, run.model, run.token, class_word)
-        evaluation = store.add_evaluation(run.id, {"render": True, "prompts": settings.prompts,
-                                                   "images": len(job.drawn),
-                                                   "seed": settings.seed})
+        evaluation = store.add_evaluation(
+            run.id,
+            {
+                "render": True,
+                "prompts": settings.prompts,
+                "images": len(job.drawn),
+                "seed": settings.seed,
+            },
+        )
         folder = (run.folder or store.runs_folder / run.name) / "renders" / f"e{evaluation}"
         store.set_evaluation_folder(evaluation, folder)
         model = model or load_model(run.model, settings.device, settings.dtype)
@@ -212,16 +268,14 @@ def render(run_ref: str, settings: ScoreSettings, project: str | Path | None = N
         on_event(Progressed(0, len(population.candidates), "drawing"))
         for k, (cand, emb) in enumerate(zip(population.candidates, population.embeddings)):
             rows = emb.vectors.float()[None].to(model.device)
-            images = draw(model, job.drawn, job.seeds, replace(words, rows=rows),
-                          settings.sampling)
+            images = draw(model, job.drawn, job.seeds, replace(words, rows=rows), settings.sampling)
             paths = save_candidate_images(images, job, folder / cand.name, settings, run.model)
             store.add_images(evaluation, cand.id, list(zip(job.drawn, job.seeds, paths)))
             on_event(Progressed(k + 1, len(population.candidates), "drawing"))
     return evaluation
 
 
-def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event,
-                  scorer=score) -> None:
+def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event, scorer=score) -> None:
     with Store.open(project) as store:
         scored = bool(latest_scores(store, run))
     if not scored:
@@ -229,9 +283,14 @@ def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event,
         scorer(run.name, scoring, project, on_event)
 
 
-def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None = None,
-           project: str | Path | None = None, on_event: EventSink = ignore,
-           scorer=score) -> list[RunRecord]:
+def evolve(
+    run_ref: str,
+    settings: EvolveSettings,
+    scoring: ScoreSettings | None = None,
+    project: str | Path | None = None,
+    on_event: EventSink = ignore,
+    scorer=score,
+) -> list[RunRecord]:
     """G generations from `run_ref`; returns the new runs (one per generation).
 
     scorer(run, settings, project, on_event) scores a generation: `scoring.score`, or
@@ -245,8 +304,10 @@ def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None
     automatic = settings.fitness != RATING_FITNESS
     if automatic and settings.fitness == "auto":
         with Store.open(project) as store:
-            rated = any(rating_of(store.ratings(c.id)) == rating_of(store.ratings(c.id))
-                        for c in store.candidates(start.id))
+            rated = any(
+                rating_of(store.ratings(c.id)) == rating_of(store.ratings(c.id))
+                for c in store.candidates(start.id)
+            )
         automatic = not rated
     if automatic and scoring is None:
         raise OnewordError("automatic fitness needs scoring settings")
@@ -267,10 +328,18 @@ def evolve(run_ref: str, settings: EvolveSettings, scoring: ScoreSettings | None
     return runs
 
 
-def _evolve_cma(start: RunRecord, settings: EvolveSettings, scoring: ScoreSettings, project,
-                on_event: EventSink, spread: float, scorer=score) -> list[RunRecord]:
+def _evolve_cma(
+    start: RunRecord,
+    settings: EvolveSettings,
+    scoring: ScoreSettings,
+    project,
+    on_event: EventSink,
+    spread: float,
+    scorer=score,
+) -> list[RunRecord]:
     """CMA-ES from the fittest candidate of `start`, step size mutation × vocabulary spread."""
     import warnings
+
     with warnings.catch_warnings():  # cma warns when matplotlib (its plots) is missing
         warnings.simplefilter("ignore")
         import cma
@@ -281,16 +350,34 @@ def _evolve_cma(start: RunRecord, settings: EvolveSettings, scoring: ScoreSettin
     shape = population.embeddings[best].vectors.shape
     sigma = max(settings.breeding.mutation, 1e-3) * spread
     es = cma.CMAEvolutionStrategy(
-        population.embeddings[best].vectors.double().reshape(-1).numpy(), sigma,
-        {"popsize": settings.population, "seed": settings.seed + 1, "verbose": -9,
-         "CMA_diagonal": True})
+        population.embeddings[best].vectors.double().reshape(-1).numpy(),
+        sigma,
+        {
+            "popsize": settings.population,
+            "seed": settings.seed + 1,
+            "verbose": -9,
+            "CMA_diagonal": True,
+        },
+    )
     runs, current = [], population
     for g in range(1, settings.generations + 1):
         solutions = es.ask()
-        children = [Child(torch.tensor(x, dtype=torch.float32).view(shape),
-                          tuple(range(len(current.candidates))), "cma") for x in solutions]
-        info = {"generation": g, "source": current.run.name, "fitness": source,
-                "strategy": "cma", "sigma": float(es.sigma), "seed": settings.seed}
+        children = [
+            Child(
+                torch.tensor(x, dtype=torch.float32).view(shape),
+                tuple(range(len(current.candidates))),
+                "cma",
+            )
+            for x in solutions
+        ]
+        info = {
+            "generation": g,
+            "source": current.run.name,
+            "fitness": source,
+            "strategy": "cma",
+            "sigma": float(es.sigma),
+            "seed": settings.seed,
+        }
         run = record_children(project, current, children, "evolve", info, settings.seed, 0.0)
         on_event(Message(f"generation {g}: {run.name} (CMA-ES, sigma {es.sigma:.4g})"))
         scorer(run.name, scoring, project, on_event)

@@ -21,7 +21,9 @@ CPU_MAX_BATCH = 8  # samples per forward pass on CPU/MPS when --max-batch is aut
 MEMORY_SHARE = 0.8  # of the free GPU memory that auto micro-batching may plan to use
 
 
-def resolve_max_batch(model: TextToImage, config: TrainConfig, max_batch: int | str | None) -> int | None:
+def resolve_max_batch(
+    model: TextToImage, config: TrainConfig, max_batch: int | str | None
+) -> int | None:
     """Samples per forward pass: a number, None (all at once) or 'auto'."""
     total = config.batch_size * len(config.candidate_list)
     if max_batch is None or max_batch == "all":
@@ -52,8 +54,12 @@ def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
     fixed = max(peaks[0] - per_sample, 0)
     free, _ = torch.cuda.mem_get_info(model.device)
     fit = int((MEMORY_SHARE * free - fixed) // per_sample)
-    log.info("micro-batching: %.0f MiB per sample, %.0f MiB free -> %d samples per pass",
-             per_sample / 2**20, free / 2**20, fit)
+    log.info(
+        "micro-batching: %.0f MiB per sample, %.0f MiB free -> %d samples per pass",
+        per_sample / 2**20,
+        free / 2**20,
+        fit,
+    )
     return fit
 
 
@@ -65,16 +71,28 @@ def _probe_pass(model: TextToImage, config: TrainConfig, size: int) -> None:
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(size, channels, side, side, generator=gen).to(model.device)
     caption = templates(config.mode)[0].format(config.token_text)
-    batch = Batch(torch.zeros(size, dtype=torch.long, device=model.device),
-                  model.token_ids([caption] * size), latents, torch.randn_like(latents),
-                  torch.full((size,), 500, dtype=torch.long, device=model.device))
-    rows = torch.zeros(1, config.vectors, model.embedding_width, device=model.device,
-                       requires_grad=True)
+    batch = Batch(
+        torch.zeros(size, dtype=torch.long, device=model.device),
+        model.token_ids([caption] * size),
+        latents,
+        torch.randn_like(latents),
+        torch.full((size,), 500, dtype=torch.long, device=model.device),
+    )
+    rows = torch.zeros(
+        1, config.vectors, model.embedding_width, device=model.device, requires_grad=True
+    )
     batch_loss(model, rows, batch, 1.0, None)
 
 
-def train_fitting_memory(model: TextToImage, pixels, config: TrainConfig, run_dir: Path,
-                         on_event: EventSink, resume: bool, on_preview=None) -> TrainingState:
+def train_fitting_memory(
+    model: TextToImage,
+    pixels,
+    config: TrainConfig,
+    run_dir: Path,
+    on_event: EventSink,
+    resume: bool,
+    on_preview=None,
+) -> TrainingState:
     """`train`, halving the samples per pass after running out of memory and going on from
     the last checkpoint (micro-batching does not change what is learned)."""
     total = config.batch_size * len(config.candidate_list)
@@ -86,8 +104,12 @@ def train_fitting_memory(model: TextToImage, pixels, config: TrainConfig, run_di
             if current <= 1:
                 raise
             config = replace(config, max_batch=current // 2)
-            on_event(Message(f"out of memory: going on from the last checkpoint with "
-                             f"{config.max_batch} samples per pass"))
+            on_event(
+                Message(
+                    f"out of memory: going on from the last checkpoint with "
+                    f"{config.max_batch} samples per pass"
+                )
+            )
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             resume = True

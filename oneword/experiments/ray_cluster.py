@@ -29,12 +29,32 @@ from ..adapters.loading import ModelChoice, load_model
 from ..core.train import CHECKPOINT_NAME, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Finished, Message, Progressed, Started, Stepped, ignore
-from .scoring import (Evaluation, Measured, PromptJob, Scoreboard, ScoreInputs, ScoreSettings,
-                      draw_and_measure, make_judge, open_evaluation, record_ranking,
-                      reference_images, score_inputs)
+from .scoring import (
+    Evaluation,
+    Measured,
+    PromptJob,
+    Scoreboard,
+    ScoreInputs,
+    ScoreSettings,
+    draw_and_measure,
+    make_judge,
+    open_evaluation,
+    record_ranking,
+    reference_images,
+    score_inputs,
+)
 from .store import Store
-from .sweep import (SweepResult, TrainedRows, candidate_folders, first_file, read_photos,
-                    record_run, run_folder, train_candidates, write_candidates)
+from .sweep import (
+    SweepResult,
+    TrainedRows,
+    candidate_folders,
+    first_file,
+    read_photos,
+    record_run,
+    run_folder,
+    train_candidates,
+    write_candidates,
+)
 
 GROUPS_FOLDER = "groups"
 MAX_RETRIES = 3  # re-runs of a group whose worker died
@@ -44,6 +64,7 @@ POLL_SECONDS = 0.5  # how often the driver reads the groups' progress
 @dataclass(frozen=True)
 class Group:
     """Candidates indices[i] of the sweep, trained together in folder."""
+
     number: int
     indices: tuple[int, ...]
     folder: Path
@@ -62,8 +83,9 @@ def connect(address: str | None = None) -> None:
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise OnewordError(f"--ray {address or ''}: cannot reach a Ray cluster "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise OnewordError(
+            f"--ray {address or ''}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def default_group_count(count: int) -> int:
@@ -78,9 +100,10 @@ def plan_groups(count: int, groups: int, run_dir: Path) -> list[Group]:
     if groups < 1:
         raise OnewordError(f"--ray-groups {groups}: must be 1 or more")
     size = math.ceil(count / min(groups, count))
-    return [Group(g, tuple(range(s, min(s + size, count))),
-                  run_dir / GROUPS_FOLDER / f"g{g:02d}")
-            for g, s in enumerate(range(0, count, size))]
+    return [
+        Group(g, tuple(range(s, min(s + size, count))), run_dir / GROUPS_FOLDER / f"g{g:02d}")
+        for g, s in enumerate(range(0, count, size))
+    ]
 
 
 def group_config(config: TrainConfig, group: Group) -> TrainConfig:
@@ -92,6 +115,7 @@ def group_config(config: TrainConfig, group: Group) -> TrainConfig:
 class GroupProgress(NamedTuple):
     """What a group last reported: its step, its loss (NaN: none) and learning rate; for a
     scoring group, step counts the candidates drawn."""
+
     step: int
     loss: float
     lr: float
@@ -112,8 +136,16 @@ class ProgressBoard:
         return dict(self.steps)
 
 
-def train_group(images, config: TrainConfig, choice: ModelChoice, folder: Path,
-                max_batch, board, group: int, on_step: Callable | None = None) -> TrainedRows:
+def train_group(
+    images,
+    config: TrainConfig,
+    choice: ModelChoice,
+    folder: Path,
+    max_batch,
+    board,
+    group: int,
+    on_step: Callable | None = None,
+) -> TrainedRows:
     """One group on one worker: the pipeline's `train_candidates` in the group's folder,
     resuming from its checkpoint when a previous try left one."""
     folder = Path(folder)
@@ -146,11 +178,19 @@ def task_options() -> dict:
 
 
 # -- the driver ------------------------------------------------------------------------------
-def ray_sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelChoice(),
-              project: str | Path | None = None, out: str | Path | None = None,
-              resume: bool = False, max_batch: int | str | None = "auto",
-              on_event: EventSink = ignore, address: str | None = None,
-              groups: int | None = None, on_step: Callable | None = None) -> SweepResult:
+def ray_sweep(
+    photos: list[str],
+    config: TrainConfig,
+    choice: ModelChoice = ModelChoice(),
+    project: str | Path | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    max_batch: int | str | None = "auto",
+    on_event: EventSink = ignore,
+    address: str | None = None,
+    groups: int | None = None,
+    on_step: Callable | None = None,
+) -> SweepResult:
     """`sweep.sweep` with the candidates' groups spread over a Ray cluster; the same run,
     candidates and files in the store, and the same events for a progress display.
 
@@ -160,13 +200,24 @@ def ray_sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = Mode
     images = read_photos(photos, on_event)
     folder = run_folder(project, config.token, out, resume)
     if folder is not None and not resume and (folder / GROUPS_FOLDER).exists():
-        raise OnewordError(f"{folder}: this run folder already has group checkpoints; pass "
-                           "--resume to continue it or choose another --out")
+        raise OnewordError(
+            f"{folder}: this run folder already has group checkpoints; pass "
+            "--resume to continue it or choose another --out"
+        )
     connect(address)
     count = len(config.candidate_list)
     groups = groups or _existing_groups(folder, resume) or default_group_count(count)
-    with record_run(project, "sweep", folder, photos, config, choice, resume,
-                    max_batch=max_batch, ray={"groups": groups}) as rec:
+    with record_run(
+        project,
+        "sweep",
+        folder,
+        photos,
+        config,
+        choice,
+        resume,
+        max_batch=max_batch,
+        ray={"groups": groups},
+    ) as rec:
         plan = plan_groups(count, groups, rec.run.folder)
         return _drive(rec, images, config, choice, plan, max_batch, on_event, on_step)
 
@@ -175,27 +226,51 @@ def _existing_groups(folder: Path | None, resume: bool) -> int:
     """Resuming: the number of groups the run was started with (0: none yet)."""
     if not resume or folder is None or not (folder / GROUPS_FOLDER).is_dir():
         return 0
-    return sum(1 for p in (folder / GROUPS_FOLDER).iterdir()
-               if p.is_dir() and p.name[:1] == "g" and p.name[1:].isdigit())
+    return sum(
+        1
+        for p in (folder / GROUPS_FOLDER).iterdir()
+        if p.is_dir() and p.name[:1] == "g" and p.name[1:].isdigit()
+    )
 
 
-def _drive(rec, images, config: TrainConfig, choice: ModelChoice, plan: list[Group],
-           max_batch, on_event: EventSink, on_step) -> SweepResult:
+def _drive(
+    rec,
+    images,
+    config: TrainConfig,
+    choice: ModelChoice,
+    plan: list[Group],
+    max_batch,
+    on_event: EventSink,
+    on_step,
+) -> SweepResult:
     run_dir = rec.run.folder
     count = len(config.candidate_list)
     folders = candidate_folders(rec, count)
     records = rec.add_candidates(config.candidate_list, config.lr, folders)
-    on_event(Message(f"run r{rec.run.id}: {count} candidates in {len(plan)} Ray tasks, "
-                     f"in {run_dir}"))
+    on_event(
+        Message(f"run r{rec.run.id}: {count} candidates in {len(plan)} Ray tasks, in {run_dir}")
+    )
     for g in plan:
         g.folder.mkdir(parents=True, exist_ok=True)
     board = ProgressBoard.remote()
     remote = ray.remote(train_group).options(**task_options())
     images_ref = ray.put(images)
-    pending = {remote.remote(images_ref, group_config(config, g), choice, g.folder, max_batch,
-                             board, g.number, on_step): g for g in plan}
-    on_event(Started(config.steps * len(plan), 0, count,
-                     config.batch_size * config.grad_accum * count))
+    pending = {
+        remote.remote(
+            images_ref,
+            group_config(config, g),
+            choice,
+            g.folder,
+            max_batch,
+            board,
+            g.number,
+            on_step,
+        ): g
+        for g in plan
+    }
+    on_event(
+        Started(config.steps * len(plan), 0, count, config.batch_size * config.grad_accum * count)
+    )
     files: dict[int, dict[str, Path]] = {}
     seen: dict[int, GroupProgress] = {}  # per group: the furthest step reported
     try:
@@ -206,8 +281,11 @@ def _drive(rec, images, config: TrainConfig, choice: ModelChoice, plan: list[Gro
                 group = pending.pop(ref)
                 trained = _result(ref, group)
                 rec.files("checkpoint", [group.folder / CHECKPOINT_NAME])
-                files.update(write_candidates(rec, config, choice.model, trained,
-                                              group.indices, folders, records))
+                files.update(
+                    write_candidates(
+                        rec, config, choice.model, trained, group.indices, folders, records
+                    )
+                )
                 finished[group.number] = GroupProgress(trained.step, float("nan"), 0.0)
             _report(board, seen, finished, rec, config.steps, len(plan), on_event)
     finally:
@@ -224,15 +302,25 @@ def _result(ref, group: Group):
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, OnewordError) else None
-        raise cause or OnewordError(f"--ray: group {group.name} failed: "
-                                    f"{str(exc).splitlines()[0]}") from None
+        raise cause or OnewordError(
+            f"--ray: group {group.name} failed: {str(exc).splitlines()[0]}"
+        ) from None
     except ray.exceptions.RayError as exc:
-        raise OnewordError(f"--ray: group {group.name} failed after {MAX_RETRIES} retries: "
-                           f"{str(exc).splitlines()[0]}; run again with --resume") from None
+        raise OnewordError(
+            f"--ray: group {group.name} failed after {MAX_RETRIES} retries: "
+            f"{str(exc).splitlines()[0]}; run again with --resume"
+        ) from None
 
 
-def _report(board, seen: dict[int, GroupProgress], finished: dict[int, GroupProgress], rec,
-            steps: int, groups: int, on_event: EventSink) -> None:
+def _report(
+    board,
+    seen: dict[int, GroupProgress],
+    finished: dict[int, GroupProgress],
+    rec,
+    steps: int,
+    groups: int,
+    on_event: EventSink,
+) -> None:
     """Merge the groups' reported progress (a re-run group never goes backwards here) and the
     finished groups' final steps; emit it as one Stepped over all groups' steps."""
     for group, news in {**read_board(board), **finished}.items():
@@ -252,6 +340,7 @@ def _report(board, seen: dict[int, GroupProgress], finished: dict[int, GroupProg
 @dataclass(frozen=True)
 class ScoreTask:
     """What a scoring worker draws and judges: a group of a run's candidates."""
+
     model_name: str
     candidates: list
     embeddings: list
@@ -273,13 +362,19 @@ def score_group(task: ScoreTask, board, group: int) -> Measured:
         if getattr(event, "what", None) == "scoring":
             board.report.remote(group, event.done, float("nan"), 0.0)
 
-    return draw_and_measure(model, task.candidates, task.embeddings, task.job, task.settings,
-                            judge, task.folder, sink)
+    return draw_and_measure(
+        model, task.candidates, task.embeddings, task.job, task.settings, judge, task.folder, sink
+    )
 
 
-def ray_score(run_ref: str, settings: ScoreSettings, project: str | Path | None = None,
-              on_event: EventSink = ignore, address: str | None = None,
-              groups: int | None = None) -> Scoreboard:
+def ray_score(
+    run_ref: str,
+    settings: ScoreSettings,
+    project: str | Path | None = None,
+    on_event: EventSink = ignore,
+    address: str | None = None,
+    groups: int | None = None,
+) -> Scoreboard:
     """`scoring.score` with groups of candidates drawn and judged on Ray workers; only the
     driver records images, scores and the report in the store, as `score` does."""
     connect(address)
@@ -292,16 +387,28 @@ def ray_score(run_ref: str, settings: ScoreSettings, project: str | Path | None 
         return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
-def _score_groups(plan: list[Group], inputs: ScoreInputs, evaluation: Evaluation,
-                  settings: ScoreSettings, on_event: EventSink) -> Measured:
+def _score_groups(
+    plan: list[Group],
+    inputs: ScoreInputs,
+    evaluation: Evaluation,
+    settings: ScoreSettings,
+    on_event: EventSink,
+) -> Measured:
     """Run the scoring groups; what they measured, in candidate order."""
     board = ProgressBoard.remote()
     remote = ray.remote(score_group).options(**task_options())
 
     def task(g: Group) -> ScoreTask:
-        return ScoreTask(inputs.run.model, [inputs.candidates[k] for k in g.indices],
-                         [inputs.embeddings[k] for k in g.indices], evaluation.job, settings,
-                         inputs.class_word, inputs.run.photos, evaluation.folder)
+        return ScoreTask(
+            inputs.run.model,
+            [inputs.candidates[k] for k in g.indices],
+            [inputs.embeddings[k] for k in g.indices],
+            evaluation.job,
+            settings,
+            inputs.class_word,
+            inputs.run.photos,
+            evaluation.folder,
+        )
 
     pending = {remote.remote(task(g), board, g.number): g for g in plan}
     count = len(inputs.candidates)
@@ -314,13 +421,20 @@ def _score_groups(plan: list[Group], inputs: ScoreInputs, evaluation: Evaluation
                 group = pending.pop(ref)
                 by_group[group.number] = _result(ref, group)
             counts = read_board(board)
-            drawn = sum(len(g.indices) if g.number in by_group
-                        else counts.get(g.number, GroupProgress(0, 0.0, 0.0)).step for g in plan)
+            drawn = sum(
+                len(g.indices)
+                if g.number in by_group
+                else counts.get(g.number, GroupProgress(0, 0.0, 0.0)).step
+                for g in plan
+            )
             on_event(Progressed(min(drawn, count - 1) if pending else count, count, "scoring"))
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
         ray.kill(board)
     parts = [by_group[g.number] for g in plan]  # groups are contiguous and in order
-    return Measured([r for m in parts for r in m.raw], [s for m in parts for s in m.sheets],
-                    [i for m in parts for i in m.images])
+    return Measured(
+        [r for m in parts for r in m.raw],
+        [s for m in parts for s in m.sheets],
+        [i for m in parts for i in m.images],
+    )

@@ -17,19 +17,28 @@ class RunRecorder:
         self.store = store
         self.run = run
 
-    def add_candidates(self, candidates, base_lr: float,
-                       folders: list[Path]) -> list[CandidateRecord]:
+    def add_candidates(
+        self, candidates, base_lr: float, folders: list[Path]
+    ) -> list[CandidateRecord]:
         """Record candidates (objects with seed, init, jitter, lr) and their folders."""
-        return [self.store.add_candidate(self.run.id, k, c.seed, _init_name(c),
-                                         float(c.jitter), float(c.lr or base_lr), folder)
-                for k, (c, folder) in enumerate(zip(candidates, folders))]
+        return [
+            self.store.add_candidate(
+                self.run.id,
+                k,
+                c.seed,
+                _init_name(c),
+                float(c.jitter),
+                float(c.lr or base_lr),
+                folder,
+            )
+            for k, (c, folder) in enumerate(zip(candidates, folders))
+        ]
 
     def step(self, step: int) -> None:
         self.store.update_run(self.run.id, step=int(step))
 
     def files(self, kind: str, paths, candidate: CandidateRecord | None = None) -> None:
-        self.store.add_files(self.run.id, kind, list(paths),
-                             candidate.id if candidate else None)
+        self.store.add_files(self.run.id, kind, list(paths), candidate.id if candidate else None)
 
 
 def _init_name(candidate) -> str:
@@ -39,9 +48,17 @@ def _init_name(candidate) -> str:
 
 
 @contextmanager
-def recording(project: str | Path | None, kind: str, folder: Path | None, model: str,
-              token: str, settings: dict, photos: list, resume: bool = False,
-              parent_run: int | None = None):
+def recording(
+    project: str | Path | None,
+    kind: str,
+    folder: Path | None,
+    model: str,
+    token: str,
+    settings: dict,
+    photos: list,
+    resume: bool = False,
+    parent_run: int | None = None,
+):
     """Open the project's store and record a run for the duration of a command.
 
     folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the

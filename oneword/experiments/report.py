@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .score_math import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
 from ..files import atomic_write, atomic_write_text
+from .score_math import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
 
 PLOT_SIZE = (720, 540)
 _MARGIN = (80, 30, 30, 70)  # left, top, right, bottom
@@ -32,21 +32,29 @@ def _init_label(cand) -> str:
 def ranked_table(board) -> str:
     """The ranked candidates as a plain-text table (best first; * marks the Pareto front)."""
     metrics = metric_columns(board.rows)
-    head = ["rank", "cand", "seed", "init", "lr"] + [METRIC_LABELS[m] for m in metrics] + \
-        ["combined", "front"]
+    head = (
+        ["rank", "cand", "seed", "init", "lr"]
+        + [METRIC_LABELS[m] for m in metrics]
+        + ["combined", "front"]
+    )
     lines = [head]
     for row in board.rows:
         c = row.candidate
-        lines.append([str(row.rank), c.name, str(c.seed), _init_label(c), f"{c.lr:g}"] +
-                     [f"{row.metrics[m]:.4f}" for m in metrics] +
-                     [f"{row.metrics['combined']:+.3f}", "*" if row.pareto else ""])
+        lines.append(
+            [str(row.rank), c.name, str(c.seed), _init_label(c), f"{c.lr:g}"]
+            + [f"{row.metrics[m]:.4f}" for m in metrics]
+            + [f"{row.metrics['combined']:+.3f}", "*" if row.pareto else ""]
+        )
     if board.reference:
-        lines.append(["", "photos", "", "", ""] +
-                     [f"{board.reference[m]:.4f}" if m in board.reference else ""
-                      for m in metrics] + ["", ""])
+        lines.append(
+            ["", "photos", "", "", ""]
+            + [f"{board.reference[m]:.4f}" if m in board.reference else "" for m in metrics]
+            + ["", ""]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-                     for line in lines)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines
+    )
 
 
 # -- scatter plot ----------------------------------------------------------------------------
@@ -60,8 +68,7 @@ def _font(size: int):
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     step = (hi - lo) / count
     magnitude = 10 ** math.floor(math.log10(step))
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step),
-               default=step)
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step), default=step)
     first = math.ceil(lo / step) * step
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
@@ -72,21 +79,30 @@ def _axis_range(values: list[float]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def scatter_plot(points: list[tuple[float, float, str, bool]], path: Path,
-                 x_label: str, y_label: str, title: str = "") -> Path:
+def scatter_plot(
+    points: list[tuple[float, float, str, bool]],
+    path: Path,
+    x_label: str,
+    y_label: str,
+    title: str = "",
+) -> Path:
     """A PNG scatter of (x, y, label, on_front) points; the front is joined by a line."""
     width, height = PLOT_SIZE
     left, top, right, bottom = _MARGIN
     img = Image.new("RGB", PLOT_SIZE, "white")
     pen = ImageDraw.Draw(img)
     font, small = _font(14), _font(11)
-    clean = [(0.0 if math.isnan(x) else x, 0.0 if math.isnan(y) else y, lab, f)
-             for x, y, lab, f in points]
+    clean = [
+        (0.0 if math.isnan(x) else x, 0.0 if math.isnan(y) else y, lab, f)
+        for x, y, lab, f in points
+    ]
     (x0, x1), (y0, y1) = _axis_range([p[0] for p in clean]), _axis_range([p[1] for p in clean])
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0) * (width - left - right),
-                height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))
+        return (
+            left + (x - x0) / (x1 - x0) * (width - left - right),
+            height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom),
+        )
 
     _draw_axes(pen, (x0, x1, y0, y1), to_px, small)
     front = sorted((p for p in clean if p[3]), key=lambda p: p[0])
@@ -95,12 +111,15 @@ def scatter_plot(points: list[tuple[float, float, str, bool]], path: Path,
     for x, y, label, on_front in clean:
         px, py = to_px(x, y)
         color = _FRONT if on_front else _OTHER
-        pen.ellipse([px - 5, py - 5, px + 5, py + 5], fill=color if on_front else "white",
-                    outline=color, width=2)
+        pen.ellipse(
+            [px - 5, py - 5, px + 5, py + 5],
+            fill=color if on_front else "white",
+            outline=color,
+            width=2,
+        )
         pen.text((px + 7, py - 14), label, fill=color, font=small)
     pen.text((left, 6), title, fill=_INK, font=font)
-    pen.text(((width + left - right) / 2, height - 22), x_label, fill=_INK, font=font,
-             anchor="mm")
+    pen.text(((width + left - right) / 2, height - 22), x_label, fill=_INK, font=font, anchor="mm")
     _vertical_label(img, y_label, font, (16, (height - bottom + top) / 2))
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
@@ -132,15 +151,19 @@ def axis_labels(board) -> tuple[str, str]:
     metrics = metric_columns(board.rows)
     fid = [METRIC_LABELS[m] for m in metrics if m in FIDELITY_METRICS]
     fol = [METRIC_LABELS[m] for m in metrics if m in PROMPT_METRICS]
+
     def name(parts):
-        return "n/a" if not parts else parts[0] if len(parts) == 1 else \
-            "mean of " + ", ".join(parts)
+        return (
+            "n/a" if not parts else parts[0] if len(parts) == 1 else "mean of " + ", ".join(parts)
+        )
+
     return f"image fidelity ({name(fid)})", f"prompt fidelity ({name(fol)})"
 
 
 def write_scatter(board, path: Path) -> Path:
-    points = [(r.metrics["fidelity"], r.metrics["prompt"], r.candidate.name, r.pareto)
-              for r in board.rows]
+    points = [
+        (r.metrics["fidelity"], r.metrics["prompt"], r.candidate.name, r.pareto) for r in board.rows
+    ]
     x_label, y_label = axis_labels(board)
     title = f"{board.run.name} {board.run.token}: {len(points)} candidates (red: Pareto front)"
     return scatter_plot(points, path, x_label, y_label, title)
@@ -157,45 +180,58 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
     """report.html beside the plot and the candidates' contact sheets (relative links)."""
     base = path.parent
     run = board.run
-    parts = [f"<!doctype html><meta charset='utf-8'><title>oneword {html.escape(run.name)}"
-             f"</title><style>{_STYLE}</style>",
-             f"<h1>{html.escape(run.name)}: {html.escape(run.token)}</h1>",
-             f"<p>model <b>{html.escape(run.model)}</b>, {len(board.rows)} candidates, judge "
-             f"<b>{html.escape(board.judge)}</b>, evaluation e{board.evaluation_id}. "
-             "Ranked by the combined score (standardized fidelity and prompt-following); "
-             "bold rows are on the Pareto front.</p>",
-             _table_html(board),
-             f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
-             "<h2>Candidates</h2>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>oneword {html.escape(run.name)}"
+        f"</title><style>{_STYLE}</style>",
+        f"<h1>{html.escape(run.name)}: {html.escape(run.token)}</h1>",
+        f"<p>model <b>{html.escape(run.model)}</b>, {len(board.rows)} candidates, judge "
+        f"<b>{html.escape(board.judge)}</b>, evaluation e{board.evaluation_id}. "
+        "Ranked by the combined score (standardized fidelity and prompt-following); "
+        "bold rows are on the Pareto front.</p>",
+        _table_html(board),
+        f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
+        "<h2>Candidates</h2>",
+    ]
     for row in board.rows:
         c = row.candidate
-        parts.append(f"<div class='cand'><h3>#{row.rank} {c.name} <small>seed {c.seed}, "
-                     f"init {html.escape(_init_label(c))}, lr {c.lr:g}, combined "
-                     f"{row.metrics['combined']:+.3f}</small></h3>"
-                     f"<img src='{_rel(row.sheet, base)}' alt='{c.name}'></div>")
-    parts.append("<h2>Prompts</h2><ol>" + "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
-                 + "</ol>")
+        parts.append(
+            f"<div class='cand'><h3>#{row.rank} {c.name} <small>seed {c.seed}, "
+            f"init {html.escape(_init_label(c))}, lr {c.lr:g}, combined "
+            f"{row.metrics['combined']:+.3f}</small></h3>"
+            f"<img src='{_rel(row.sheet, base)}' alt='{c.name}'></div>"
+        )
+    parts.append(
+        "<h2>Prompts</h2><ol>" + "".join(f"<li>{html.escape(p)}</li>" for p in prompts) + "</ol>"
+    )
     return atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def _table_html(board) -> str:
     metrics = metric_columns(board.rows)
-    head = ["rank", "candidate", "seed", "init", "lr"] + [METRIC_LABELS[m] for m in metrics] + \
-        ["fidelity", "prompt", "combined", "Pareto"]
+    head = (
+        ["rank", "candidate", "seed", "init", "lr"]
+        + [METRIC_LABELS[m] for m in metrics]
+        + ["fidelity", "prompt", "combined", "Pareto"]
+    )
     cells = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in board.rows:
         c = row.candidate
         values = [str(row.rank), c.name, str(c.seed), html.escape(_init_label(c)), f"{c.lr:g}"]
         values += [f"{row.metrics[m]:.4f}" for m in metrics]
-        values += [f"{row.metrics['fidelity']:.4f}", f"{row.metrics['prompt']:.4f}",
-                   f"{row.metrics['combined']:+.3f}", "yes" if row.pareto else ""]
+        values += [
+            f"{row.metrics['fidelity']:.4f}",
+            f"{row.metrics['prompt']:.4f}",
+            f"{row.metrics['combined']:+.3f}",
+            "yes" if row.pareto else "",
+        ]
         cls = " class='front'" if row.pareto else ""
         cells.append(f"<tr{cls}>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
     if board.reference:
         ref = [f"{board.reference[m]:.4f}" if m in board.reference else "" for m in metrics]
-        cells.append("<tr><td></td><td class='l' colspan='4'>training photos among "
-                     "themselves</td>" + "".join(f"<td>{v}</td>" for v in ref) +
-                     "<td colspan='4'></td></tr>")
+        cells.append(
+            "<tr><td></td><td class='l' colspan='4'>training photos among "
+            "themselves</td>" + "".join(f"<td>{v}</td>" for v in ref) + "<td colspan='4'></td></tr>"
+        )
     return "\n".join(cells) + "</table>"
 
 
@@ -211,12 +247,16 @@ def describe_run(store, run) -> str:
     """Everything the store holds about a run, as text."""
     import json
     import time
+
     config = run.settings.get("config", {})
-    lines = [f"run {run.name}: {run.kind} of {run.token or '-'}, {run.status}"
-             + (f" ({run.note})" if run.note else ""),
-             f"  started  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}, "
-             f"step {run.step}",
-             f"  model    {run.model}", f"  folder   {run.folder}"]
+    lines = [
+        f"run {run.name}: {run.kind} of {run.token or '-'}, {run.status}"
+        + (f" ({run.note})" if run.note else ""),
+        f"  started  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}, "
+        f"step {run.step}",
+        f"  model    {run.model}",
+        f"  folder   {run.folder}",
+    ]
     if run.parent_run:
         lines.append(f"  part of  r{run.parent_run}")
     children = [r for r in store.runs() if r.parent_run == run.id]
@@ -224,8 +264,17 @@ def describe_run(store, run) -> str:
         lines.append("  runs     " + ", ".join(f"{r.name} ({r.token})" for r in children))
     lines.append("  photos   " + ", ".join(run.photos))
     if config:
-        keys = ("init_word", "vectors", "steps", "lr", "batch_size", "grad_accum", "mode",
-                "crop", "resolution")
+        keys = (
+            "init_word",
+            "vectors",
+            "steps",
+            "lr",
+            "batch_size",
+            "grad_accum",
+            "mode",
+            "crop",
+            "resolution",
+        )
         lines.append("  settings " + json.dumps({k: config.get(k) for k in keys}))
     lines += _describe_candidates(store, run)
     lines += _describe_evaluations(store, run)
@@ -243,9 +292,10 @@ def _describe_candidates(store, run) -> list[str]:
         parents = store.parents(c.id)
         if parents:
             extra.append("from " + ", ".join(f"r{p.run_id}/{p.name}" for p in parents))
-        lines.append(f"  {c.name}  seed {c.seed}  init {_init_label(c)}  lr {c.lr:g}  "
-                     f"{main or '(no embedding yet)'}" + ("  " + "; ".join(extra) if extra
-                                                          else ""))
+        lines.append(
+            f"  {c.name}  seed {c.seed}  init {_init_label(c)}  lr {c.lr:g}  "
+            f"{main or '(no embedding yet)'}" + ("  " + "; ".join(extra) if extra else "")
+        )
     return lines
 
 
@@ -255,11 +305,16 @@ def _describe_evaluations(store, run) -> list[str]:
     for ev in store.evaluations(run.id):
         scores = store.scores(ev["id"])
         ranked = sorted(scores.items(), key=lambda kv: kv[1].get("rank", 1e9))
-        lines.append(f"evaluation e{ev['id']}: {len(scores)} candidates scored, "
-                     f"{ev['folder'] / 'report.html' if ev['folder'] else ''}")
+        lines.append(
+            f"evaluation e{ev['id']}: {len(scores)} candidates scored, "
+            f"{ev['folder'] / 'report.html' if ev['folder'] else ''}"
+        )
         for cid, metrics in ranked[:10]:
-            shown = "  ".join(f"{METRIC_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items()
-                              if k in FIDELITY_METRICS + PROMPT_METRICS + ("combined",))
+            shown = "  ".join(
+                f"{METRIC_LABELS.get(k, k)} {v:.4f}"
+                for k, v in metrics.items()
+                if k in FIDELITY_METRICS + PROMPT_METRICS + ("combined",)
+            )
             front = " *" if metrics.get("pareto") else ""
             lines.append(f"  #{int(metrics.get('rank', 0))} {cands[cid].name}  {shown}{front}")
     return lines

@@ -18,10 +18,17 @@ import torch.nn.functional as F
 
 FIDELITY_METRICS = ("clip_i", "dino", "concept_fidelity", "concept_similarity")
 PROMPT_METRICS = ("clip_t", "prompt_fidelity")
-METRIC_LABELS = {"clip_i": "CLIP-I", "dino": "DINO", "clip_t": "CLIP-T",
-                 "concept_fidelity": "concept", "concept_similarity": "concept-sim",
-                 "prompt_fidelity": "prompt", "fidelity": "fidelity", "prompt": "prompt-follow",
-                 "combined": "combined"}
+METRIC_LABELS = {
+    "clip_i": "CLIP-I",
+    "dino": "DINO",
+    "clip_t": "CLIP-T",
+    "concept_fidelity": "concept",
+    "concept_similarity": "concept-sim",
+    "prompt_fidelity": "prompt",
+    "fidelity": "fidelity",
+    "prompt": "prompt-follow",
+    "combined": "combined",
+}
 
 
 def cosine_to_references(features: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
@@ -58,23 +65,28 @@ def standardize(values: torch.Tensor) -> torch.Tensor:
 def axis_scores(metrics: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(fidelity [K], prompt-following [K]): the mean of the fidelity metrics present and of
     the prompt metrics present (NaN if none)."""
+
     def mean_of(names):
         present = [metrics[m].double() for m in names if m in metrics]
         if not present:
             size = len(next(iter(metrics.values()))) if metrics else 0
             return torch.full((size,), float("nan"), dtype=torch.float64)
         return torch.stack(present).mean(dim=0)
+
     return mean_of(FIDELITY_METRICS), mean_of(PROMPT_METRICS)
 
 
-def combined_score(fidelity: torch.Tensor, prompt: torch.Tensor,
-                   fidelity_weight: float = 0.5) -> torch.Tensor:
+def combined_score(
+    fidelity: torch.Tensor, prompt: torch.Tensor, fidelity_weight: float = 0.5
+) -> torch.Tensor:
     """w · z(fidelity) + (1 − w) · z(prompt-following); an axis that is missing (NaN) or
     constant counts zero. Comparable only among candidates scored together."""
     if not 0.0 <= fidelity_weight <= 1.0:
         raise ValueError(f"fidelity weight {fidelity_weight} outside [0, 1]")
+
     def z(x):
         return torch.zeros_like(x, dtype=torch.float64) if torch.isnan(x).any() else standardize(x)
+
     return fidelity_weight * z(fidelity) + (1 - fidelity_weight) * z(prompt)
 
 
@@ -100,5 +112,9 @@ def spread(values: torch.Tensor) -> dict[str, float]:
     """min, median, max and mean of [K] values (an even K's median: the mean of the middle
     two)."""
     v = values.double()
-    return {"min": float(v.min()), "median": float(v.quantile(0.5)), "max": float(v.max()),
-            "mean": float(v.mean())}
+    return {
+        "min": float(v.min()),
+        "median": float(v.quantile(0.5)),
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+    }

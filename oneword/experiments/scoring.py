@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from ..core import data
-from . import dreambench, report, score_math
-from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
-from ..errors import OnewordError
-from ..events import EventSink, Progressed, ignore
-from ..core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
+from ..adapters.device import pick_device
 from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.loading import load_model
-from ..adapters.device import pick_device
-from .store import CandidateRecord, RunRecord, Store
+from ..core import data
+from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
+from ..core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
 from ..core.interface import TextToImage
+from ..errors import OnewordError
+from ..events import EventSink, Progressed, ignore
+from . import dreambench, report, score_math
+from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ REFERENCE_SIZE = 256  # center crops of the training photos that the judges comp
 @dataclass(frozen=True)
 class ScoreSettings:
     """What `oneword score` draws and how it judges the images."""
+
     prompts: str = "auto"  # auto, object, live, world, or a file of prompt templates
     prompt_limit: int | None = None  # use only the first N prompts of the set
     class_word: str | None = None  # None: the run's init word
@@ -91,6 +92,7 @@ class Scoreboard:
 class PromptJob:
     """Image i of each candidate: the prompt drawn, its template and seed; and the text
     judged for each template (the prompt without the learned word)."""
+
     drawn: list[str]
     judged: list[str]  # per template
     prompt_index: torch.Tensor  # [M] into `templates`
@@ -101,6 +103,7 @@ class PromptJob:
 @dataclass(frozen=True)
 class ScoreInputs:
     """A run to score: its candidates, their embeddings and the class word to compare with."""
+
     run: RunRecord
     candidates: list[CandidateRecord]
     embeddings: list[LearnedEmbedding]
@@ -110,6 +113,7 @@ class ScoreInputs:
 @dataclass(frozen=True)
 class Evaluation:
     """One evaluation of a run in the store: what is drawn, where, and the prepared judge."""
+
     run: RunRecord
     id: int
     folder: Path
@@ -120,6 +124,7 @@ class Evaluation:
 @dataclass(frozen=True)
 class CandidateImages:
     """Image rows (prompt, seed, file) drawn for one candidate, for the store."""
+
     candidate_id: int
     rows: list[tuple[str, int, Path]]
 
@@ -127,6 +132,7 @@ class CandidateImages:
 @dataclass(frozen=True)
 class Measured:
     """Per candidate, in order: its raw metrics, its contact sheet and its images."""
+
     raw: list[dict[str, float]]
     sheets: list[Path]
     images: list[CandidateImages]
@@ -137,8 +143,10 @@ def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreIn
     run = store.find_run(run_ref)
     candidates = store.candidates(run.id)
     if not candidates:
-        raise OnewordError(f"run {run.name}: has no candidates yet; finish it first "
-                           "(rerun its command with --resume)")
+        raise OnewordError(
+            f"run {run.name}: has no candidates yet; finish it first "
+            "(rerun its command with --resume)"
+        )
     embeddings = [candidate_embedding(store, run, c) for c in candidates]
     class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
     if not class_word:
@@ -146,16 +154,27 @@ def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreIn
     return ScoreInputs(run, candidates, embeddings, class_word)
 
 
-def score(run_ref: str, settings: ScoreSettings = ScoreSettings(),
-          project: str | Path | None = None, on_event: EventSink = ignore) -> Scoreboard:
+def score(
+    run_ref: str,
+    settings: ScoreSettings = ScoreSettings(),
+    project: str | Path | None = None,
+    on_event: EventSink = ignore,
+) -> Scoreboard:
     """Draw and score every candidate of a run; record images and scores in the store."""
     with Store.open(project) as store:
         inputs = score_inputs(store, run_ref, settings)
         evaluation = open_evaluation(store, inputs, settings)
         model = load_model(inputs.run.model, settings.device, settings.dtype)
-        measured = draw_and_measure(model, inputs.candidates, inputs.embeddings,
-                                    evaluation.job, settings, evaluation.judge,
-                                    evaluation.folder, on_event)
+        measured = draw_and_measure(
+            model,
+            inputs.candidates,
+            inputs.embeddings,
+            evaluation.job,
+            settings,
+            evaluation.judge,
+            evaluation.folder,
+            on_event,
+        )
         return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
@@ -171,19 +190,33 @@ def open_evaluation(store: Store, inputs: ScoreInputs, settings: ScoreSettings) 
     return Evaluation(run, evaluation, folder, job, judge)
 
 
-def record_ranking(store: Store, evaluation: Evaluation, candidates: list[CandidateRecord],
-                   measured: Measured, settings: ScoreSettings) -> Scoreboard:
+def record_ranking(
+    store: Store,
+    evaluation: Evaluation,
+    candidates: list[CandidateRecord],
+    measured: Measured,
+    settings: ScoreSettings,
+) -> Scoreboard:
     """Record the measured candidates' images, rank them, record their scores and write the
     report."""
     for drawn in measured.images:
         store.add_images(evaluation.id, drawn.candidate_id, drawn.rows)
     rows = rank_candidates(candidates, measured.raw, settings.fidelity_weight, measured.sheets)
     for row in rows:
-        store.add_scores(evaluation.id, row.candidate.id,
-                         {**row.metrics, "pareto": float(row.pareto), "rank": row.rank})
-    board = Scoreboard(evaluation.run, evaluation.id, evaluation.folder, rows,
-                       evaluation.judge.reference_scores(),
-                       list(dict.fromkeys(evaluation.job.drawn)), evaluation.judge.name)
+        store.add_scores(
+            evaluation.id,
+            row.candidate.id,
+            {**row.metrics, "pareto": float(row.pareto), "rank": row.rank},
+        )
+    board = Scoreboard(
+        evaluation.run,
+        evaluation.id,
+        evaluation.folder,
+        rows,
+        evaluation.judge.reference_scores(),
+        list(dict.fromkeys(evaluation.job.drawn)),
+        evaluation.judge.name,
+    )
     return write_outputs(store, board)
 
 
@@ -196,10 +229,16 @@ def write_outputs(store: Store, board: Scoreboard) -> Scoreboard:
     return replace(board, report=page, plot=plot)
 
 
-def draw_and_measure(model: TextToImage, candidates: list[CandidateRecord],
-                     embeddings: list[LearnedEmbedding], job: PromptJob,
-                     settings: ScoreSettings, judge, folder: Path,
-                     on_event: EventSink = ignore) -> Measured:
+def draw_and_measure(
+    model: TextToImage,
+    candidates: list[CandidateRecord],
+    embeddings: list[LearnedEmbedding],
+    job: PromptJob,
+    settings: ScoreSettings,
+    judge,
+    folder: Path,
+    on_event: EventSink = ignore,
+) -> Measured:
     """Draw every candidate's images into `folder` and judge them (the store is not touched:
     a Ray worker runs this too)."""
     for emb in embeddings:
@@ -213,16 +252,24 @@ def draw_and_measure(model: TextToImage, candidates: list[CandidateRecord],
         paths = save_candidate_images(images, job, folder / cand.name, settings, model.name)
         drawn.append(CandidateImages(cand.id, list(zip(job.drawn, job.seeds, paths))))
         sheet = contact_sheet(images, columns=min(len(images), 8))
-        sheets.append(save_png(sheet, folder / f"{cand.name}.png",
-                               {"candidate": cand.name, "prompts": job.drawn,
-                                "seeds": job.seeds}))
+        sheets.append(
+            save_png(
+                sheet,
+                folder / f"{cand.name}.png",
+                {"candidate": cand.name, "prompts": job.drawn, "seeds": job.seeds},
+            )
+        )
         raw.append(judge.measure(images, job.prompt_index))
         on_event(Progressed(k + 1, len(candidates), "scoring"))
     return Measured(raw, sheets, drawn)
 
 
-def rank_candidates(candidates: list[CandidateRecord], raw: list[dict[str, float]],
-                    fidelity_weight: float, sheets: list[Path]) -> list[ScoreRow]:
+def rank_candidates(
+    candidates: list[CandidateRecord],
+    raw: list[dict[str, float]],
+    fidelity_weight: float,
+    sheets: list[Path],
+) -> list[ScoreRow]:
     """Combined score, Pareto front and rank of each candidate; best first."""
     names = list(raw[0])
     metrics = {m: torch.tensor([r[m] for r in raw], dtype=torch.float64) for m in names}
@@ -232,28 +279,32 @@ def rank_candidates(candidates: list[CandidateRecord], raw: list[dict[str, float
     order = score_math.ranking(combined)
     rows = []
     for rank, k in enumerate(order, start=1):
-        values = {**raw[k], "fidelity": float(fidelity[k]), "prompt": float(prompt[k]),
-                  "combined": float(combined[k])}
+        values = {
+            **raw[k],
+            "fidelity": float(fidelity[k]),
+            "prompt": float(prompt[k]),
+            "combined": float(combined[k]),
+        }
         rows.append(ScoreRow(candidates[k], values, bool(front[k]), rank, sheets[k]))
     return rows
 
 
-def candidate_embedding(store: Store, run: RunRecord,
-                        cand: CandidateRecord) -> LearnedEmbedding:
+def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:
     files = store.files(run.id, "embedding", cand.id)
     chosen = [f for f in files if f.name == DIFFUSERS_FILE] or files
     if not chosen or not chosen[0].is_file():
-        raise OnewordError(f"run {run.name}: candidate {cand.name} has no embedding file yet; "
-                           "finish the run first (rerun its command with --resume)")
+        raise OnewordError(
+            f"run {run.name}: candidate {cand.name} has no embedding file yet; "
+            "finish the run first (rerun its command with --resume)"
+        )
     (emb,) = load_embeddings(chosen[0])[:1]
     emb.metadata["path"] = str(chosen[0])
     return emb
 
 
-def prompt_job(settings: ScoreSettings, model_name: str, token: str,
-               class_word: str) -> PromptJob:
+def prompt_job(settings: ScoreSettings, model_name: str, token: str, class_word: str) -> PromptJob:
     templates = prompt_templates(settings.prompts, model_name, class_word)
-    templates = templates[:settings.prompt_limit or len(templates)]
+    templates = templates[: settings.prompt_limit or len(templates)]
     count = settings.images or len(templates)
     index = torch.arange(count) % len(templates)
     drawn = [dreambench.fill(templates[i], token, class_word) for i in index.tolist()]
@@ -267,6 +318,7 @@ def prompt_templates(choice: str, model_name: str, class_word: str) -> tuple[str
     live-subject prompts for cats and dogs and its object prompts for anything else."""
     if choice == "world" or (choice == "auto" and model_name == "world"):
         from ..world.evaluate import NOVEL_PROMPTS
+
         return NOVEL_PROMPTS
     if choice == "auto":
         return dreambench.prompts_for(dreambench.prompt_set_for_class(class_word))
@@ -282,13 +334,19 @@ def reference_images(photos: list[str], size: int = REFERENCE_SIZE) -> torch.Ten
     return (crops + 1) / 2
 
 
-def save_candidate_images(images: torch.Tensor, job: PromptJob, folder: Path,
-                          settings: ScoreSettings, model_name: str) -> list[Path]:
+def save_candidate_images(
+    images: torch.Tensor, job: PromptJob, folder: Path, settings: ScoreSettings, model_name: str
+) -> list[Path]:
     paths = []
     for i, (image, prompt, seed) in enumerate(zip(images, job.drawn, job.seeds)):
-        meta = {"prompt": prompt, "seed": seed, "steps": settings.sampling.steps,
-                "cfg": settings.sampling.cfg, "scheduler": settings.sampling.scheduler,
-                "model": model_name}
+        meta = {
+            "prompt": prompt,
+            "seed": seed,
+            "steps": settings.sampling.steps,
+            "cfg": settings.sampling.cfg,
+            "scheduler": settings.sampling.scheduler,
+            "model": model_name,
+        }
         paths.append(save_png(image, folder / f"{i:03d}-s{seed}.png", meta))
     return paths
 
@@ -323,7 +381,9 @@ class FeatureJudge:
         out = {}
         if self.clip is not None:
             feats = self.clip.image_features(images)
-            out["clip_i"] = float(score_math.cosine_to_references(feats, self.refs["clip_i"]).mean())
+            out["clip_i"] = float(
+                score_math.cosine_to_references(feats, self.refs["clip_i"]).mean()
+            )
             out["clip_t"] = float(score_math.paired_cosine(feats, self.texts[prompt_index]).mean())
         if self.dino is not None:
             feats = self.dino.image_features(images)
@@ -346,17 +406,21 @@ class OracleJudge:
 
     def prepare(self, references: torch.Tensor, texts: list[str]) -> None:
         from ..world.captions import parse_prompt
+
         self.refs = references
-        self.requested = [{k: v for k, v in parse_prompt(t).items() if k != "subject"}
-                          for t in texts]
+        self.requested = [
+            {k: v for k, v in parse_prompt(t).items() if k != "subject"} for t in texts
+        ]
 
     def measure(self, images: torch.Tensor, prompt_index: torch.Tensor) -> dict[str, float]:
         from ..world import metrics
+
         follow = []
         for p in prompt_index.unique().tolist():
             chosen = images[prompt_index == p]
-            follow.append((metrics.prompt_fidelity(self.oracle, chosen, self.requested[p]),
-                           len(chosen)))
+            follow.append(
+                (metrics.prompt_fidelity(self.oracle, chosen, self.requested[p]), len(chosen))
+            )
         return {
             "concept_fidelity": metrics.concept_fidelity(self.oracle, images, self.subject),
             "concept_similarity": metrics.concept_similarity(self.oracle, images, self.refs),
@@ -365,8 +429,8 @@ class OracleJudge:
 
     def reference_scores(self) -> dict[str, float]:
         from ..world import metrics
-        return {"concept_fidelity": metrics.concept_fidelity(self.oracle, self.refs,
-                                                             self.subject)}
+
+        return {"concept_fidelity": metrics.concept_fidelity(self.oracle, self.refs, self.subject)}
 
 
 def make_judge(settings: ScoreSettings, model_name: str, class_word: str):
@@ -376,14 +440,16 @@ def make_judge(settings: ScoreSettings, model_name: str, class_word: str):
     if kind == "oracle":
         from ..world.captions import CLASS_WORDS
         from ..world.oracle import load_oracle
+
         subject = settings.subject or CLASS_WORDS.get(class_word.strip())
         if subject is None:
-            raise OnewordError(f"--subject is missing: the oracle judges a world subject; "
-                               f"give one of {', '.join(sorted(CLASS_WORDS.values()))}")
+            raise OnewordError(
+                f"--subject is missing: the oracle judges a world subject; "
+                f"give one of {', '.join(sorted(CLASS_WORDS.values()))}"
+            )
         return OracleJudge(load_oracle(str(pick_device(settings.device))), subject)
     from ..adapters.feature_models import load_clip_model, load_dino_model
-    clip = load_clip_model(settings.clip_model, settings.device) if settings.clip_model \
-        else None
-    dino = load_dino_model(settings.dino_model, settings.device) if settings.dino_model \
-        else None
+
+    clip = load_clip_model(settings.clip_model, settings.device) if settings.clip_model else None
+    dino = load_dino_model(settings.dino_model, settings.device) if settings.dino_model else None
     return FeatureJudge(clip, dino)

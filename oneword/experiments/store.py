@@ -2,9 +2,9 @@
 
 It records runs (learn, sweep, bench), their settings and photos, candidates and their files,
 generated images, scores, ratings and lineage (a candidate's parents). The schema is versioned:
-`MIGRATIONS[i]` takes a store from version i to i + 1, and opening a store applies the missing
-ones in one transaction. Paths inside the project folder are stored relative to it, so a project
-folder can be moved or copied whole.
+`schema.MIGRATIONS[i]` takes a store from version i to i + 1, and opening a store applies
+the missing ones in one transaction. Paths inside the project folder are stored relative to it,
+so a project folder can be moved or copied whole.
 
 The project folder is `--project`, else $ONEWORD_PROJECT, else ./oneword-project.
 """
@@ -21,55 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OnewordError
+from .schema import DB_NAME, migrate
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "oneword.db"
 DEFAULT_PROJECT = "oneword-project"
 RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix")
 RUN_STATES = ("running", "done", "failed")
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
-
-MIGRATIONS: list[str] = [
-    # 0 -> 1
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL,
-        updated REAL NOT NULL, folder TEXT, model TEXT, token TEXT, step INTEGER DEFAULT 0,
-        settings TEXT NOT NULL DEFAULT '{}', photos TEXT NOT NULL DEFAULT '[]',
-        parent_run INTEGER REFERENCES runs(id), note TEXT DEFAULT '');
-    CREATE TABLE candidates (
-        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), idx INTEGER NOT NULL,
-        seed INTEGER NOT NULL, init TEXT NOT NULL, jitter REAL NOT NULL, lr REAL NOT NULL,
-        folder TEXT, UNIQUE (run_id, idx));
-    CREATE TABLE lineage (
-        child INTEGER NOT NULL REFERENCES candidates(id),
-        parent INTEGER NOT NULL REFERENCES candidates(id),
-        relation TEXT NOT NULL DEFAULT '', PRIMARY KEY (child, parent));
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),
-        candidate_id INTEGER REFERENCES candidates(id), kind TEXT NOT NULL, path TEXT NOT NULL,
-        created REAL NOT NULL, UNIQUE (run_id, path));
-    CREATE TABLE evaluations (
-        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id),
-        created REAL NOT NULL, settings TEXT NOT NULL DEFAULT '{}', folder TEXT);
-    CREATE TABLE images (
-        id INTEGER PRIMARY KEY, evaluation_id INTEGER REFERENCES evaluations(id),
-        candidate_id INTEGER NOT NULL REFERENCES candidates(id), prompt TEXT NOT NULL,
-        seed INTEGER NOT NULL, path TEXT NOT NULL);
-    CREATE TABLE scores (
-        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
-        candidate_id INTEGER NOT NULL REFERENCES candidates(id), metric TEXT NOT NULL,
-        value REAL NOT NULL, PRIMARY KEY (evaluation_id, candidate_id, metric));
-    CREATE TABLE ratings (
-        id INTEGER PRIMARY KEY, candidate_id INTEGER NOT NULL REFERENCES candidates(id),
-        image_id INTEGER REFERENCES images(id), rating INTEGER NOT NULL, note TEXT DEFAULT '',
-        created REAL NOT NULL);
-    CREATE INDEX candidates_by_run ON candidates(run_id);
-    CREATE INDEX images_by_candidate ON images(candidate_id);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def project_folder(project: str | Path | None = None) -> Path:
@@ -135,8 +94,10 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn, folder)
         except sqlite3.DatabaseError as exc:
-            raise OnewordError(f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
-                               "choose another --project") from exc
+            raise OnewordError(
+                f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
+                "choose another --project"
+            ) from exc
         return cls(folder, conn)
 
     def close(self) -> None:
@@ -178,9 +139,16 @@ class Store:
         return None if stored is None else self.folder / stored
 
     # -- runs ----------------------------------------------------------------------------
-    def create_run(self, kind: str, folder: str | Path | None = None, model: str = "",
-                   token: str = "", settings: dict | None = None, photos: list | None = None,
-                   parent_run: int | None = None) -> RunRecord:
+    def create_run(
+        self,
+        kind: str,
+        folder: str | Path | None = None,
+        model: str = "",
+        token: str = "",
+        settings: dict | None = None,
+        photos: list | None = None,
+        parent_run: int | None = None,
+    ) -> RunRecord:
         if kind not in RUN_KINDS:
             raise ValueError(f"run kind {kind!r}")
         now = time.time()
@@ -188,10 +156,18 @@ class Store:
             cur = c.execute(
                 "INSERT INTO runs (kind, status, created, updated, folder, model, token, "
                 "settings, photos, parent_run) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, now, now, self.relative(folder), model, token,
-                 json.dumps(settings or {}, sort_keys=True),
-                 json.dumps([str(Path(p).expanduser().absolute()) for p in photos or []]),
-                 parent_run))
+                (
+                    kind,
+                    now,
+                    now,
+                    self.relative(folder),
+                    model,
+                    token,
+                    json.dumps(settings or {}, sort_keys=True),
+                    json.dumps([str(Path(p).expanduser().absolute()) for p in photos or []]),
+                    parent_run,
+                ),
+            )
         return self.run(cur.lastrowid)
 
     def update_run(self, run_id: int, **changes) -> None:
@@ -207,14 +183,15 @@ class Store:
             changes["settings"] = json.dumps(changes["settings"], sort_keys=True)
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self.transaction() as c:
-            c.execute(f"UPDATE runs SET {sets}, updated = ? WHERE id = ?",
-                      (*changes.values(), time.time(), run_id))
+            c.execute(
+                f"UPDATE runs SET {sets}, updated = ? WHERE id = ?",
+                (*changes.values(), time.time(), run_id),
+            )
 
     def run(self, run_id: int) -> RunRecord:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise OnewordError(f"run r{run_id}: no such run in {self.folder}; "
-                               "see `oneword runs`")
+            raise OnewordError(f"run r{run_id}: no such run in {self.folder}; see `oneword runs`")
         return self._run_record(row)
 
     def runs(self, kind: str | None = None, token: str | None = None) -> list[RunRecord]:
@@ -237,52 +214,80 @@ class Store:
         if digits.isdigit():
             return self.run(int(digits))
         stored = self.relative(Path(text).expanduser())
-        row = self.conn.execute("SELECT * FROM runs WHERE folder = ? ORDER BY id DESC",
-                                (stored,)).fetchone()
+        row = self.conn.execute(
+            "SELECT * FROM runs WHERE folder = ? ORDER BY id DESC", (stored,)
+        ).fetchone()
         if row is None:
-            raise OnewordError(f"run {text}: no run with this id or folder in {self.folder}; "
-                               "see `oneword runs` (or pass --project)")
+            raise OnewordError(
+                f"run {text}: no run with this id or folder in {self.folder}; "
+                "see `oneword runs` (or pass --project)"
+            )
         return self._run_record(row)
 
     def latest_run_in(self, folder: Path, kind: str) -> RunRecord | None:
         """The newest run of `kind` recorded for `folder`, if any."""
-        row = self.conn.execute("SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
-                                (self.relative(folder), kind)).fetchone()
+        row = self.conn.execute(
+            "SELECT * FROM runs WHERE folder = ? AND kind = ? ORDER BY id DESC",
+            (self.relative(folder), kind),
+        ).fetchone()
         return self._run_record(row) if row else None
 
     def _run_record(self, row: sqlite3.Row) -> RunRecord:
         return RunRecord(
-            id=row["id"], kind=row["kind"], status=row["status"], created=row["created"],
-            updated=row["updated"], folder=self.resolve(row["folder"]), model=row["model"] or "",
-            token=row["token"] or "", step=row["step"] or 0, settings=json.loads(row["settings"]),
-            photos=json.loads(row["photos"]), parent_run=row["parent_run"], note=row["note"] or "")
+            id=row["id"],
+            kind=row["kind"],
+            status=row["status"],
+            created=row["created"],
+            updated=row["updated"],
+            folder=self.resolve(row["folder"]),
+            model=row["model"] or "",
+            token=row["token"] or "",
+            step=row["step"] or 0,
+            settings=json.loads(row["settings"]),
+            photos=json.loads(row["photos"]),
+            parent_run=row["parent_run"],
+            note=row["note"] or "",
+        )
 
     # -- candidates ----------------------------------------------------------------------
-    def add_candidate(self, run_id: int, index: int, seed: int, init: str, jitter: float,
-                      lr: float, folder: str | Path | None = None,
-                      parents: tuple[int, ...] = ()) -> CandidateRecord:
+    def add_candidate(
+        self,
+        run_id: int,
+        index: int,
+        seed: int,
+        init: str,
+        jitter: float,
+        lr: float,
+        folder: str | Path | None = None,
+        parents: tuple[int, ...] = (),
+    ) -> CandidateRecord:
         """Add (or, for a resumed run, keep) candidate `index` of a run."""
         with self.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO candidates (run_id, idx, seed, init, jitter, lr, "
-                      "folder) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      (run_id, index, seed, init, jitter, lr, self.relative(folder)))
-            row = c.execute("SELECT id FROM candidates WHERE run_id = ? AND idx = ?",
-                            (run_id, index)).fetchone()
+            c.execute(
+                "INSERT OR IGNORE INTO candidates (run_id, idx, seed, init, jitter, lr, "
+                "folder) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, index, seed, init, jitter, lr, self.relative(folder)),
+            )
+            row = c.execute(
+                "SELECT id FROM candidates WHERE run_id = ? AND idx = ?", (run_id, index)
+            ).fetchone()
             for parent in parents:
-                c.execute("INSERT OR IGNORE INTO lineage (child, parent) VALUES (?, ?)",
-                          (row["id"], parent))
+                c.execute(
+                    "INSERT OR IGNORE INTO lineage (child, parent) VALUES (?, ?)",
+                    (row["id"], parent),
+                )
         return self.candidate(row["id"])
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
-        row = self.conn.execute("SELECT * FROM candidates WHERE id = ?",
-                                (candidate_id,)).fetchone()
+        row = self.conn.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
         if row is None:
             raise OnewordError(f"candidate {candidate_id}: not in this project")
         return self._candidate_record(row)
 
     def candidates(self, run_id: int) -> list[CandidateRecord]:
-        rows = self.conn.execute("SELECT * FROM candidates WHERE run_id = ? ORDER BY idx",
-                                 (run_id,))
+        rows = self.conn.execute(
+            "SELECT * FROM candidates WHERE run_id = ? ORDER BY idx", (run_id,)
+        )
         return [self._candidate_record(r) for r in rows]
 
     def find_candidate(self, run_id: int, ref: str) -> CandidateRecord:
@@ -291,37 +296,52 @@ class Store:
         for cand in self.candidates(run_id) if digits.isdigit() else []:
             if cand.index == int(digits):
                 return cand
-        raise OnewordError(f"candidate {ref}: run r{run_id} has no such candidate; "
-                           f"see `oneword show r{run_id}`")
+        raise OnewordError(
+            f"candidate {ref}: run r{run_id} has no such candidate; see `oneword show r{run_id}`"
+        )
 
     def _candidate_record(self, row: sqlite3.Row) -> CandidateRecord:
-        return CandidateRecord(id=row["id"], run_id=row["run_id"], index=row["idx"],
-                               seed=row["seed"], init=row["init"], jitter=row["jitter"],
-                               lr=row["lr"], folder=self.resolve(row["folder"]))
+        return CandidateRecord(
+            id=row["id"],
+            run_id=row["run_id"],
+            index=row["idx"],
+            seed=row["seed"],
+            init=row["init"],
+            jitter=row["jitter"],
+            lr=row["lr"],
+            folder=self.resolve(row["folder"]),
+        )
 
     def add_parents(self, child: int, parents: list[int], relation: str = "") -> None:
         with self.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO lineage (child, parent, relation) "
-                          "VALUES (?, ?, ?)", [(child, p, relation) for p in parents])
+            c.executemany(
+                "INSERT OR IGNORE INTO lineage (child, parent, relation) VALUES (?, ?, ?)",
+                [(child, p, relation) for p in parents],
+            )
 
     def parents(self, candidate_id: int) -> list[CandidateRecord]:
-        rows = self.conn.execute("SELECT parent FROM lineage WHERE child = ? ORDER BY parent",
-                                 (candidate_id,))
+        rows = self.conn.execute(
+            "SELECT parent FROM lineage WHERE child = ? ORDER BY parent", (candidate_id,)
+        )
         return [self.candidate(r["parent"]) for r in rows]
 
     # -- files, images, scores, ratings ----------------------------------------------------
-    def add_files(self, run_id: int, kind: str, paths: list[str | Path],
-                  candidate_id: int | None = None) -> None:
+    def add_files(
+        self, run_id: int, kind: str, paths: list[str | Path], candidate_id: int | None = None
+    ) -> None:
         if kind not in FILE_KINDS:
             raise ValueError(f"file kind {kind!r}")
         now = time.time()
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO files (run_id, candidate_id, kind, path, "
-                          "created) VALUES (?, ?, ?, ?, ?)",
-                          [(run_id, candidate_id, kind, self.relative(p), now) for p in paths])
+            c.executemany(
+                "INSERT OR REPLACE INTO files (run_id, candidate_id, kind, path, "
+                "created) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, candidate_id, kind, self.relative(p), now) for p in paths],
+            )
 
-    def files(self, run_id: int, kind: str | None = None,
-              candidate_id: int | None = None) -> list[Path]:
+    def files(
+        self, run_id: int, kind: str | None = None, candidate_id: int | None = None
+    ) -> list[Path]:
         sql, args = "SELECT path FROM files WHERE run_id = ?", [run_id]
         if kind:
             sql, args = sql + " AND kind = ?", args + [kind]
@@ -331,111 +351,107 @@ class Store:
 
     def add_evaluation(self, run_id: int, settings: dict) -> int:
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO evaluations (run_id, created, settings) "
-                            "VALUES (?, ?, ?)",
-                            (run_id, time.time(), json.dumps(settings, sort_keys=True)))
+            cur = c.execute(
+                "INSERT INTO evaluations (run_id, created, settings) VALUES (?, ?, ?)",
+                (run_id, time.time(), json.dumps(settings, sort_keys=True)),
+            )
         return int(cur.lastrowid)
 
     def set_evaluation_folder(self, evaluation_id: int, folder: Path) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE evaluations SET folder = ? WHERE id = ?",
-                      (self.relative(folder), evaluation_id))
+            c.execute(
+                "UPDATE evaluations SET folder = ? WHERE id = ?",
+                (self.relative(folder), evaluation_id),
+            )
 
     def evaluations(self, run_id: int) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id",
-                                 (run_id,))
-        return [{"id": r["id"], "created": r["created"], "settings": json.loads(r["settings"]),
-                 "folder": self.resolve(r["folder"])} for r in rows]
+        rows = self.conn.execute(
+            "SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [
+            {
+                "id": r["id"],
+                "created": r["created"],
+                "settings": json.loads(r["settings"]),
+                "folder": self.resolve(r["folder"]),
+            }
+            for r in rows
+        ]
 
-    def add_images(self, evaluation_id: int | None, candidate_id: int,
-                   images: list[tuple[str, int, Path]]) -> None:
+    def add_images(
+        self, evaluation_id: int | None, candidate_id: int, images: list[tuple[str, int, Path]]
+    ) -> None:
         """(prompt, seed, path) of each image drawn for a candidate."""
         with self.transaction() as c:
-            c.executemany("INSERT INTO images (evaluation_id, candidate_id, prompt, seed, path) "
-                          "VALUES (?, ?, ?, ?, ?)",
-                          [(evaluation_id, candidate_id, p, s, self.relative(f))
-                           for p, s, f in images])
+            c.executemany(
+                "INSERT INTO images (evaluation_id, candidate_id, prompt, seed, path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(evaluation_id, candidate_id, p, s, self.relative(f)) for p, s, f in images],
+            )
 
     def images(self, candidate_id: int, evaluation_id: int | None = None) -> list[dict]:
         sql, args = "SELECT * FROM images WHERE candidate_id = ?", [candidate_id]
         if evaluation_id is not None:
             sql, args = sql + " AND evaluation_id = ?", args + [evaluation_id]
-        return [{"id": r["id"], "prompt": r["prompt"], "seed": r["seed"],
-                 "evaluation_id": r["evaluation_id"], "path": self.resolve(r["path"])}
-                for r in self.conn.execute(sql + " ORDER BY id", args)]
+        return [
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                "seed": r["seed"],
+                "evaluation_id": r["evaluation_id"],
+                "path": self.resolve(r["path"]),
+            }
+            for r in self.conn.execute(sql + " ORDER BY id", args)
+        ]
 
     def image(self, image_id: int) -> dict | None:
         """One image by id: candidate, evaluation, prompt, seed and resolved path."""
         r = self.conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if r is None:
             return None
-        return {"id": r["id"], "candidate_id": r["candidate_id"],
-                "evaluation_id": r["evaluation_id"], "prompt": r["prompt"], "seed": r["seed"],
-                "path": self.resolve(r["path"])}
+        return {
+            "id": r["id"],
+            "candidate_id": r["candidate_id"],
+            "evaluation_id": r["evaluation_id"],
+            "prompt": r["prompt"],
+            "seed": r["seed"],
+            "path": self.resolve(r["path"]),
+        }
 
     def relations(self, child: int) -> list[tuple[int, str]]:
         """(parent id, relation) of a candidate's parents."""
-        rows = self.conn.execute("SELECT parent, relation FROM lineage WHERE child = ? "
-                                 "ORDER BY parent", (child,))
+        rows = self.conn.execute(
+            "SELECT parent, relation FROM lineage WHERE child = ? ORDER BY parent", (child,)
+        )
         return [(r["parent"], r["relation"]) for r in rows]
 
-    def add_scores(self, evaluation_id: int, candidate_id: int,
-                   metrics: dict[str, float]) -> None:
+    def add_scores(self, evaluation_id: int, candidate_id: int, metrics: dict[str, float]) -> None:
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
-                          [(evaluation_id, candidate_id, k, float(v))
-                           for k, v in metrics.items()])
+            c.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
+                [(evaluation_id, candidate_id, k, float(v)) for k, v in metrics.items()],
+            )
 
     def scores(self, evaluation_id: int) -> dict[int, dict[str, float]]:
         """{candidate id: {metric: value}} of one evaluation."""
         out: dict[int, dict[str, float]] = {}
-        rows = self.conn.execute("SELECT * FROM scores WHERE evaluation_id = ?",
-                                 (evaluation_id,))
+        rows = self.conn.execute("SELECT * FROM scores WHERE evaluation_id = ?", (evaluation_id,))
         for r in rows:
             out.setdefault(r["candidate_id"], {})[r["metric"]] = r["value"]
         return out
 
-    def rate(self, candidate_id: int, rating: int, note: str = "",
-             image_id: int | None = None) -> None:
+    def rate(
+        self, candidate_id: int, rating: int, note: str = "", image_id: int | None = None
+    ) -> None:
         with self.transaction() as c:
-            c.execute("INSERT INTO ratings (candidate_id, image_id, rating, note, created) "
-                      "VALUES (?, ?, ?, ?, ?)",
-                      (candidate_id, image_id, int(rating), note, time.time()))
+            c.execute(
+                "INSERT INTO ratings (candidate_id, image_id, rating, note, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (candidate_id, image_id, int(rating), note, time.time()),
+            )
 
     def ratings(self, candidate_id: int) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM ratings WHERE candidate_id = ? ORDER BY id",
-                                 (candidate_id,))
-        return [{"rating": r["rating"], "note": r["note"], "image_id": r["image_id"]}
-                for r in rows]
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
-    return int(row[0] or 0)
-
-
-def migrate(conn: sqlite3.Connection, folder: Path, migrations: list[str] = MIGRATIONS) -> int:
-    """Bring the store up to the newest schema; returns the version it was at."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = schema_version(conn)
-        if found > len(migrations):
-            raise OnewordError(
-                f"{folder / DB_NAME}: made by a newer oneword (schema {found}, this one knows "
-                f"{len(migrations)}); upgrade oneword or choose another --project")
-        for version in range(found, len(migrations)):
-            for statement in _statements(migrations[version]):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
-            log.info("store %s: migrated to schema %d", folder, version + 1)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return found
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a migration (executescript would commit our transaction)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+        rows = self.conn.execute(
+            "SELECT * FROM ratings WHERE candidate_id = ? ORDER BY id", (candidate_id,)
+        )
+        return [{"rating": r["rating"], "note": r["note"], "image_id": r["image_id"]} for r in rows]

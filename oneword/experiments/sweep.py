@@ -23,8 +23,9 @@ from ..adapters.loading import ModelChoice
 from ..core import data
 from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
 from ..core.interface import TextToImage
+from ..core.invariant import TextualInversionInvariant
 from ..core.prompts import placeholder_names
-from ..core.train import CHECKPOINT_NAME, Candidate, TextualInversionInvariant, TrainConfig
+from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import file_stem
@@ -44,6 +45,7 @@ PreviewerFactory = Callable[[TextToImage], Callable[[int, torch.Tensor], None] |
 class CandidatePlan:
     """How K candidates differ: seeds seed..seed+K-1, and a grid of inits x learning rates
     assigned in turn (candidate k gets combination k mod the grid size)."""
+
     count: int = 8
     seed: int = 0
     inits: tuple[str, ...] = ("word",)
@@ -55,8 +57,9 @@ class CandidatePlan:
             raise OnewordError(f"--candidates {self.count}: must be 1 or more")
         bad = [i for i in self.inits if i not in INIT_KINDS]
         if bad or not self.inits:
-            raise OnewordError(f"--inits {','.join(self.inits)}: choose among "
-                               f"{', '.join(INIT_KINDS)}")
+            raise OnewordError(
+                f"--inits {','.join(self.inits)}: choose among {', '.join(INIT_KINDS)}"
+            )
         if not self.jitter > 0:
             raise OnewordError(f"--jitter {self.jitter}: must be positive")
         if any(not lr > 0 for lr in self.lrs):
@@ -68,8 +71,14 @@ class CandidatePlan:
         for k in range(self.count):
             init, lr = grid[k % len(grid)]
             kind = "random" if init == "random" else "word"
-            out.append(Candidate(seed=self.seed + k, init=kind,
-                                 jitter=self.jitter if init == "jitter" else 0.0, lr=lr))
+            out.append(
+                Candidate(
+                    seed=self.seed + k,
+                    init=kind,
+                    jitter=self.jitter if init == "jitter" else 0.0,
+                    lr=lr,
+                )
+            )
         return tuple(out)
 
 
@@ -84,6 +93,7 @@ class SweepResult:
 class TrainedRows:
     """What training a group of candidates gives: their rows, the step reached and the
     model's embedding layout."""
+
     rows: torch.Tensor  # [k, N, d] float32 on CPU
     step: int
     layout: tuple[int, ...]
@@ -95,10 +105,17 @@ class WrittenRun:
     files: list[dict[str, Path]]  # per candidate: format -> embedding file
 
 
-def sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelChoice(),
-          project: str | Path | None = None, out: str | Path | None = None,
-          resume: bool = False, max_batch: int | str | None = "auto",
-          on_event: EventSink = ignore, parent_run: int | None = None) -> SweepResult:
+def sweep(
+    photos: list[str],
+    config: TrainConfig,
+    choice: ModelChoice = ModelChoice(),
+    project: str | Path | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    max_batch: int | str | None = "auto",
+    on_event: EventSink = ignore,
+    parent_run: int | None = None,
+) -> SweepResult:
     """Train every candidate of `config.candidates` in one batched run and record it.
 
     max_batch: samples per forward pass; "auto" fits them to the free memory, None: all.
@@ -107,35 +124,62 @@ def sweep(photos: list[str], config: TrainConfig, choice: ModelChoice = ModelCho
     images = read_photos(photos, on_event)
     folder = run_folder(project, config.token, out, resume)
     if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
-        raise OnewordError(f"{folder}: this run folder already has a checkpoint; pass --resume "
-                           "to continue it or choose another --out")
-    with record_run(project, "sweep", folder, photos, config, choice, resume, parent_run,
-                    max_batch=max_batch) as rec:
+        raise OnewordError(
+            f"{folder}: this run folder already has a checkpoint; pass --resume "
+            "to continue it or choose another --out"
+        )
+    with record_run(
+        project, "sweep", folder, photos, config, choice, resume, parent_run, max_batch=max_batch
+    ) as rec:
         count = len(config.candidate_list)
         on_event(Message(f"run r{rec.run.id}: {count} candidates in {rec.run.folder}"))
-        written = train_and_write(rec, images, config, choice, candidate_folders(rec, count),
-                                  on_event, resume, max_batch)
+        written = train_and_write(
+            rec, images, config, choice, candidate_folders(rec, count), on_event, resume, max_batch
+        )
         on_event(Finished(written.step, {"candidates": [first_file(f) for f in written.files]}))
         return SweepResult(rec.run.id, rec.run.folder, written.files)
 
 
-def train_and_write(rec: RunRecorder, images, config: TrainConfig, choice: ModelChoice,
-                    folders: list[Path], on_event: EventSink, resume: bool,
-                    max_batch: int | str | None, preview: PreviewerFactory | None = None
-                    ) -> WrittenRun:
+def train_and_write(
+    rec: RunRecorder,
+    images,
+    config: TrainConfig,
+    choice: ModelChoice,
+    folders: list[Path],
+    on_event: EventSink,
+    resume: bool,
+    max_batch: int | str | None,
+    preview: PreviewerFactory | None = None,
+) -> WrittenRun:
     """Record the candidates, train them in the run folder and write their files."""
     records = rec.add_candidates(config.candidate_list, config.lr, folders)
-    trained = train_candidates(images, config, choice, rec.run.folder,
-                               recording_steps(rec, on_event), resume, max_batch, preview)
+    trained = train_candidates(
+        images,
+        config,
+        choice,
+        rec.run.folder,
+        recording_steps(rec, on_event),
+        resume,
+        max_batch,
+        preview,
+    )
     rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
-    files = write_candidates(rec, config, choice.model, trained,
-                             range(len(config.candidate_list)), folders, records)
+    files = write_candidates(
+        rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
+    )
     return WrittenRun(trained.step, [files[k] for k in sorted(files)])
 
 
-def train_candidates(images, config: TrainConfig, choice: ModelChoice, folder: Path,
-                     on_event: EventSink, resume: bool, max_batch: int | str | None,
-                     preview: PreviewerFactory | None = None) -> TrainedRows:
+def train_candidates(
+    images,
+    config: TrainConfig,
+    choice: ModelChoice,
+    folder: Path,
+    on_event: EventSink,
+    resume: bool,
+    max_batch: int | str | None,
+    preview: PreviewerFactory | None = None,
+) -> TrainedRows:
     """Load the model, cut the training crops, add the placeholder tokens, train in `folder`
     (micro-batched to fit memory) and check that only the placeholder rows changed."""
     model = choice.load()
@@ -145,48 +189,94 @@ def train_candidates(images, config: TrainConfig, choice: ModelChoice, folder: P
     chunk = resolve_max_batch(model, config, max_batch)
     if chunk:
         on_event(Message(f"{chunk} samples per forward pass"))
-    state = train_fitting_memory(model, pixels, replace(config, max_batch=chunk), folder,
-                                 on_event, resume, preview(model) if preview else None)
+    state = train_fitting_memory(
+        model,
+        pixels,
+        replace(config, max_batch=chunk),
+        folder,
+        on_event,
+        resume,
+        preview(model) if preview else None,
+    )
     invariant.check()
     return TrainedRows(state.rows().float().cpu(), state.step, tuple(model.embedding_layout))
 
 
-def write_candidates(rec: RunRecorder, config: TrainConfig, model_name: str,
-                     trained: TrainedRows, indices: Iterable[int], folders: list[Path],
-                     records: list[CandidateRecord]) -> dict[int, dict[str, Path]]:
+def write_candidates(
+    rec: RunRecorder,
+    config: TrainConfig,
+    model_name: str,
+    trained: TrainedRows,
+    indices: Iterable[int],
+    folders: list[Path],
+    records: list[CandidateRecord],
+) -> dict[int, dict[str, Path]]:
     """The embedding files and store rows of trained candidates `indices` (rows in that
     order); writing a candidate again replaces its files and adds no rows."""
     out = {}
     for row, k in zip(trained.rows, indices):
         cand = config.candidate_list[k]
-        metadata = {**embedding_metadata(config, model_name, cand, k, rec.run.id, trained.step),
-                    **layout_metadata(trained.layout)}
-        written = write_embedding_files(LearnedEmbedding(config.token, row, metadata),
-                                        folders[k], file_stem(config.token, "embedding"))
+        metadata = {
+            **embedding_metadata(config, model_name, cand, k, rec.run.id, trained.step),
+            **layout_metadata(trained.layout),
+        }
+        written = write_embedding_files(
+            LearnedEmbedding(config.token, row, metadata),
+            folders[k],
+            file_stem(config.token, "embedding"),
+        )
         rec.files("embedding", written.values(), records[k])
         out[k] = written
     return out
 
 
-def embedding_metadata(config: TrainConfig, model_name: str, cand: Candidate, index: int,
-                       run_id: int, step: int) -> dict[str, str]:
+def embedding_metadata(
+    config: TrainConfig, model_name: str, cand: Candidate, index: int, run_id: int, step: int
+) -> dict[str, str]:
     """What an embedding file says about how it was learned."""
     init = "random" if cand.init == "random" else ("jitter" if cand.jitter else "word")
-    return {"token": config.token, "init_word": config.init_word or "", "model": model_name,
-            "steps": str(step), "seed": str(cand.seed), "vectors": str(config.vectors),
-            "mode": config.mode, "trainer": "oneword", "candidate": str(index),
-            "init": init, "jitter": str(cand.jitter), "lr": str(cand.lr or config.lr),
-            "run": f"r{run_id}"}
+    return {
+        "token": config.token,
+        "init_word": config.init_word or "",
+        "model": model_name,
+        "steps": str(step),
+        "seed": str(cand.seed),
+        "vectors": str(config.vectors),
+        "mode": config.mode,
+        "trainer": "oneword",
+        "candidate": str(index),
+        "init": init,
+        "jitter": str(cand.jitter),
+        "lr": str(cand.lr or config.lr),
+        "run": f"r{run_id}",
+    }
 
 
-def record_run(project: str | Path | None, kind: str, folder: Path | None, photos: list,
-               config: TrainConfig, choice: ModelChoice, resume: bool,
-               parent_run: int | None = None, **settings):
+def record_run(
+    project: str | Path | None,
+    kind: str,
+    folder: Path | None,
+    photos: list,
+    config: TrainConfig,
+    choice: ModelChoice,
+    resume: bool,
+    parent_run: int | None = None,
+    **settings,
+):
     """`store.recording` of a training run: its settings are the config, the model and
     `settings`."""
     recorded = {"config": json.loads(config.to_json()), "model": choice.model, **settings}
-    return recording(project, kind, folder, choice.model, config.token, recorded,
-                     [str(p) for p in photos], resume, parent_run)
+    return recording(
+        project,
+        kind,
+        folder,
+        choice.model,
+        config.token,
+        recorded,
+        [str(p) for p in photos],
+        resume,
+        parent_run,
+    )
 
 
 def read_photos(photos: list[str], on_event: EventSink) -> list:
@@ -205,8 +295,9 @@ def first_file(files: dict[str, Path]) -> Path:
     return next(iter(files.values()))
 
 
-def run_folder(project: str | Path | None, token: str, out: str | Path | None,
-               resume: bool) -> Path | None:
+def run_folder(
+    project: str | Path | None, token: str, out: str | Path | None, resume: bool
+) -> Path | None:
     """The run folder: --out, else (resuming) the newest unfinished sweep of this token,
     else None (a new folder in the project)."""
     if out is not None:
@@ -216,8 +307,10 @@ def run_folder(project: str | Path | None, token: str, out: str | Path | None,
     with Store.open(project) as store:
         unfinished = [r for r in store.runs("sweep", token) if r.status != "done"]
     if not unfinished:
-        raise OnewordError(f"--resume: no unfinished sweep of {token} in "
-                           f"{store.folder}; start without --resume or pass --out")
+        raise OnewordError(
+            f"--resume: no unfinished sweep of {token} in "
+            f"{store.folder}; start without --resume or pass --out"
+        )
     return unfinished[-1].folder
 
 
@@ -226,17 +319,27 @@ def recording_steps(rec: RunRecorder, on_event: EventSink) -> EventSink:
         if isinstance(event, (Checkpointed, Finished)):
             rec.step(event.step)
         on_event(event)
+
     return sink
 
 
-def candidate_photos(images, config: TrainConfig,
-                     resolution: int) -> torch.Tensor | list[torch.Tensor]:
+def candidate_photos(
+    images, config: TrainConfig, resolution: int
+) -> torch.Tensor | list[torch.Tensor]:
     """The training crops: one shared tensor for center crops or a single candidate; for
     random crops, each candidate's own crops drawn from its seed (as `learn` with that seed
     draws them)."""
+
     def crops(seed: int) -> torch.Tensor:
-        return data.photo_batch(images, resolution, config.crop, config.crops_per_photo,
-                                config.flip, torch.Generator().manual_seed(seed))
+        return data.photo_batch(
+            images,
+            resolution,
+            config.crop,
+            config.crops_per_photo,
+            config.flip,
+            torch.Generator().manual_seed(seed),
+        )
+
     if config.crop == "center":
         return crops(config.seed)
     if len(config.candidate_list) == 1:

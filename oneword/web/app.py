@@ -10,8 +10,8 @@ background jobs in one worker thread; the page polls their progress.
 
 from __future__ import annotations
 
-import math
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +21,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from ..errors import OnewordError
-from ..experiments.evolve import (EvolveSettings, breed, latest_scores, mix_candidates, rating_of,
-                                  render)
-from ..experiments.scoring import ScoreSettings
 from ..experiments.embedding_ops import MIX_METHODS, Breeding
+from ..experiments.evolve import (
+    EvolveSettings,
+    breed,
+    latest_scores,
+    mix_candidates,
+    rating_of,
+    render,
+)
+from ..experiments.scoring import ScoreSettings
 from ..experiments.store import Store
 from .jobs import JobRunner
 
@@ -37,6 +43,7 @@ FAVOURITE = "favourite"
 @dataclass(frozen=True)
 class GalleryOptions:
     """How the gallery breeds and draws new generations."""
+
     population: int = 8
     breeding: Breeding = field(default_factory=Breeding)
     drawing: ScoreSettings = field(default_factory=lambda: ScoreSettings(images=4))
@@ -59,8 +66,9 @@ class MixIn(BaseModel):
     method: str = "slerp"
 
 
-def create_app(project: str | Path | None = None,
-               options: GalleryOptions = GalleryOptions()) -> FastAPI:
+def create_app(
+    project: str | Path | None = None, options: GalleryOptions = GalleryOptions()
+) -> FastAPI:
     app = FastAPI(title="oneword gallery", docs_url=None, redoc_url=None)
     with Store.open(project) as s:  # creates and migrates the store once
         folder = s.folder
@@ -114,8 +122,7 @@ def _add_rating(app: FastAPI, folder: Path) -> None:
                 found = s.image(body.image_id)
                 if found is None or found["candidate_id"] != candidate_id:
                     raise HTTPException(400, "this image is not one of the candidate's")
-            s.rate(candidate_id, body.rating, FAVOURITE if body.favourite else "",
-                   body.image_id)
+            s.rate(candidate_id, body.rating, FAVOURITE if body.favourite else "", body.image_id)
             return _rating_state(s.ratings(candidate_id))
 
 
@@ -124,20 +131,24 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
     def next_generation(run_id: int) -> dict:
         with Store.open(folder) as s:
             record = _found(lambda: s.run(run_id))
-            if not any(rating_of(s.ratings(c.id)) == rating_of(s.ratings(c.id))
-                       for c in s.candidates(record.id)):
+            if not any(
+                rating_of(s.ratings(c.id)) == rating_of(s.ratings(c.id))
+                for c in s.candidates(record.id)
+            ):
                 raise HTTPException(400, "rate some candidates first")
             bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in s.runs())
         generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
         # breeding from the same run again (after more ratings) draws other random numbers
-        settings = EvolveSettings(1, options.population, options.breeding, "ga", "rating",
-                                  options.seed + 7919 * bred)
+        settings = EvolveSettings(
+            1, options.population, options.breeding, "ga", "rating", options.seed + 7919 * bred
+        )
 
         def work(on_event, started):
             child = breed(record.name, settings, generation, folder)
             started(child.id)
             render(child.name, options.drawing, folder, on_event)
             return child.id
+
         return jobs.submit(f"generation {generation} from {record.name}", work).as_dict()
 
     @app.post("/api/mix")
@@ -153,6 +164,7 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
             started(child.id)
             render(child.name, options.drawing, folder, on_event)
             return child.id
+
         return jobs.submit("mix", work).as_dict()
 
     @app.get("/api/jobs/{job_id}")
@@ -183,10 +195,17 @@ def _inside(folder: Path, path: Path | None) -> Path | None:
 
 def _run_summary(s: Store, r) -> dict:
     evolve_info = r.settings.get("evolve") or r.settings.get("mix") or {}
-    return {"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "token": r.token,
-            "model": r.model, "parent_run": r.parent_run,
-            "generation": evolve_info.get("generation"),
-            "candidates": len(s.candidates(r.id))}
+    return {
+        "id": r.id,
+        "name": r.name,
+        "kind": r.kind,
+        "status": r.status,
+        "token": r.token,
+        "model": r.model,
+        "parent_run": r.parent_run,
+        "generation": evolve_info.get("generation"),
+        "candidates": len(s.candidates(r.id)),
+    }
 
 
 def _rating_state(ratings: list[dict]) -> dict:
@@ -197,8 +216,11 @@ def _rating_state(ratings: list[dict]) -> dict:
     for r in ratings:
         if r["image_id"] is not None:
             by_image[r["image_id"]] = r["rating"]
-    return {"rating": None if math.isnan(value) else round(value, 3), "favourite": favourite,
-            "image_ratings": by_image}
+    return {
+        "rating": None if math.isnan(value) else round(value, 3),
+        "favourite": favourite,
+        "image_ratings": by_image,
+    }
 
 
 def _candidates(s: Store, run) -> list[dict]:
@@ -207,12 +229,24 @@ def _candidates(s: Store, run) -> list[dict]:
     for c in s.candidates(run.id):
         images = s.images(c.id)
         newest = max((i["evaluation_id"] or 0 for i in images), default=0)
-        shown = [{"id": i["id"], "prompt": i["prompt"], "seed": i["seed"]}
-                 for i in images if (i["evaluation_id"] or 0) == newest]
+        shown = [
+            {"id": i["id"], "prompt": i["prompt"], "seed": i["seed"]}
+            for i in images
+            if (i["evaluation_id"] or 0) == newest
+        ]
         parents = [{"id": p.id, "name": f"r{p.run_id}/{p.name}"} for p in s.parents(c.id)]
-        out.append({"id": c.id, "name": c.name, "seed": c.seed, "relation": c.init,
-                    "parents": parents, "scores": scores.get(c.id, {}), "images": shown,
-                    **_rating_state(s.ratings(c.id))})
+        out.append(
+            {
+                "id": c.id,
+                "name": c.name,
+                "seed": c.seed,
+                "relation": c.init,
+                "parents": parents,
+                "scores": scores.get(c.id, {}),
+                "images": shown,
+                **_rating_state(s.ratings(c.id)),
+            }
+        )
     return out
 
 

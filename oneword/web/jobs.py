@@ -28,14 +28,22 @@ class Job:
     error: str = ""
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "what": self.what, "state": self.state, "done": self.done,
-                "total": self.total, "message": self.message, "run_id": self.run_id,
-                "error": self.error}
+        return {
+            "id": self.id,
+            "what": self.what,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "message": self.message,
+            "run_id": self.run_id,
+            "error": self.error,
+        }
 
 
 @dataclass
 class JobRunner:
     """Runs submitted work(on_event, job) -> run id one at a time in a daemon thread."""
+
     jobs: dict[int, Job] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -72,6 +80,7 @@ class JobRunner:
                     self._update(job, done=event.done, total=event.total, message=event.what)
                 elif isinstance(event, Message):
                     self._update(job, message=event.text)
+
             try:
                 run_id = work(on_event, lambda run_id, job=job: self._update(job, run_id=run_id))
                 self._update(job, state="done", run_id=run_id, message="done")
