@@ -70,15 +70,15 @@ def register(sub) -> None:
 
 def _scorer(a: argparse.Namespace):
     """Plain scoring, or scoring on Ray workers with --ray."""
-    from ..experiments.scoring import score
+    from ..experiments.scoring import score_run
 
     if a.ray is None:
         if a.ray_groups is not None:
             raise OnewordError("--ray-groups: only with --ray")
-        return score
-    ray_score = load_ray_cluster().ray_score
-    return lambda run, settings, project, on_event: ray_score(
-        run, settings, project, on_event, a.ray or None, a.ray_groups
+        return score_run
+    ray_score_run = load_ray_cluster().ray_score_run
+    return lambda store, run, settings, on_event: ray_score_run(
+        store, run, settings, on_event, a.ray or None, a.ray_groups
     )
 
 
@@ -87,9 +87,22 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
     from ..experiments.evolve import EvolveSettings, evolve
 
     breeding = Breeding(
-        a.selection, a.top_k, a.tournament_size, a.crossover, a.blend_alpha, a.mutation, a.elites
+        selection=a.selection,
+        top_k=a.top_k,
+        tournament_size=a.tournament_size,
+        crossover=a.crossover,
+        blend_alpha=a.blend_alpha,
+        mutation=a.mutation,
+        elites=a.elites,
     )
-    settings = EvolveSettings(a.generations, a.population, breeding, a.strategy, a.fitness, a.seed)
+    settings = EvolveSettings(
+        generations=a.generations,
+        population=a.population,
+        breeding=breeding,
+        strategy=a.strategy,
+        fitness=a.fitness,
+        seed=a.seed,
+    )
     scoring = (
         None
         if a.no_render

@@ -25,7 +25,7 @@ from ..events import EventSink, Message, ignore
 from ..files import atomic_write_text
 from . import dreambench
 from .recording import recording
-from .scoring import ScoreSettings, score
+from .scoring import ScoreSettings, score_run
 from .sweep import CandidatePlan, sweep
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def bench_subject(
         device=choice.device,
         dtype=choice.dtype,
     )
-    board = score(f"r{result.run_id}", scoring, project, on_event)
+    board = score_run(rec.store, f"r{result.run_id}", scoring, on_event)
     metrics = [r.metrics for r in board.rows]
     return {
         "class": class_word,

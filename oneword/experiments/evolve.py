@@ -25,8 +25,14 @@ from ..errors import OnewordError
 from ..events import EventSink, Message, Progressed, ignore
 from ..files import file_stem
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
-from .recording import recording
-from .scoring import ScoreSettings, candidate_embedding, prompt_job, save_candidate_images, score
+from .recording import recording_in
+from .scoring import (
+    ScoreSettings,
+    candidate_embedding,
+    prompt_job,
+    save_candidate_images,
+    score_run,
+)
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
@@ -131,7 +137,7 @@ def metric_sum(metrics: dict[str, float], names: str) -> float:
 
 # -- recording children ----------------------------------------------------------------------
 def record_children(
-    project,
+    store: Store,
     parent: Population,
     children: list[Child],
     kind: str,
@@ -142,8 +148,8 @@ def record_children(
     """A new run holding the children as candidates, with embedding files and lineage."""
     run = parent.run
     settings = {"config": run.settings.get("config", {}), "model": run.model, kind: info}
-    with recording(
-        project, kind, None, run.model, run.token, settings, run.photos, parent_run=run.id
+    with recording_in(
+        store, kind, None, run.model, run.token, settings, run.photos, parent_run=run.id
     ) as rec:
         folder = rec.run.folder
         for k, child in enumerate(children):
@@ -169,9 +175,7 @@ def record_children(
             emb = LearnedEmbedding(run.token, child.vectors.float().cpu(), meta)
             written = write_embedding_files(emb, cand.folder, file_stem(run.token, "embedding"))
             rec.files("embedding", written.values(), cand)
-        run_id = rec.run.id
-    with Store.open(project) as store:
-        return store.run(run_id)
+    return store.run(rec.run.id)
 
 
 def vocabulary_spread_of(model_name: str) -> float:
@@ -190,8 +194,15 @@ def breed(
 ) -> RunRecord:
     """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
     with Store.open(project) as store:
-        population = load_population(store, store.find_run(run_ref))
-        fitness, source = fitness_of(store, population.run, population.candidates, settings.fitness)
+        return breed_in(store, store.find_run(run_ref), settings, generation, spread)
+
+
+def breed_in(
+    store: Store, run: RunRecord, settings: EvolveSettings, generation: int, spread: float | None
+) -> RunRecord:
+    """`breed` in an open store."""
+    population = load_population(store, run)
+    fitness, source = fitness_of(store, population.run, population.candidates, settings.fitness)
     spread = vocabulary_spread_of(population.run.model) if spread is None else spread
     seed = settings.seed * 1_000_003 + generation * 1009
     gen = torch.Generator().manual_seed(seed)
@@ -207,7 +218,7 @@ def breed(
         "seed": seed,
     }
     return record_children(
-        project, population, children, "evolve", info, seed, settings.breeding.mutation
+        store, population, children, "evolve", info, seed, settings.breeding.mutation
     )
 
 
@@ -219,9 +230,15 @@ def mix_candidates(
 ) -> RunRecord:
     """A new run (kind mix) with one candidate: the mix of the given candidates."""
     with Store.open(project) as store:
-        cands = [store.candidate(i) for i in candidate_ids]
-        runs = {c.run_id: store.run(c.run_id) for c in cands}
-        embeddings = [candidate_embedding(store, runs[c.run_id], c) for c in cands]
+        return _mix_in(store, candidate_ids, weights, method)
+
+
+def _mix_in(
+    store: Store, candidate_ids: list[int], weights: list[float] | None, method: str
+) -> RunRecord:
+    cands = [store.candidate(i) for i in candidate_ids]
+    runs = {c.run_id: store.run(c.run_id) for c in cands}
+    embeddings = [candidate_embedding(store, runs[c.run_id], c) for c in cands]
     if len({(tuple(e.vectors.shape), e.layout) for e in embeddings}) != 1:
         raise OnewordError("mix: the candidates have different numbers of vectors or widths")
     vectors = mix_by_layout([e.vectors for e in embeddings], embeddings[0].layout, weights, method)
@@ -232,7 +249,7 @@ def mix_candidates(
         "weights": weights,
         "parents": [f"r{c.run_id}/{c.name}" for c in cands],
     }
-    return record_children(project, parent, [child], "mix", info, 0, 0.0)
+    return record_children(store, parent, [child], "mix", info, 0, 0.0)
 
 
 # -- drawing and the loop --------------------------------------------------------------------
@@ -246,41 +263,45 @@ def render(
     """Draw every candidate of a run (the same prompts and seeds as `score`) without judging;
     the images go to a new evaluation of the run (returned) for a person to rate."""
     with Store.open(project) as store:
-        run = store.find_run(run_ref)
-        population = load_population(store, run)
-        class_word = (
-            settings.class_word or run.settings.get("config", {}).get("init_word") or "thing"
-        )
-        job = prompt_job(settings, run.model, run.token, class_word)
-        evaluation = store.add_evaluation(
-            run.id,
-            {
-                "render": True,
-                "prompts": settings.prompts,
-                "images": len(job.drawn),
-                "seed": settings.seed,
-            },
-        )
-        folder = (run.folder or store.runs_folder / run.name) / "renders" / f"e{evaluation}"
-        store.set_evaluation_folder(evaluation, folder)
-        model = model or load_model(run.model, settings.device, settings.dtype)
-        words = register_words(model, population.embeddings[:1])
-        on_event(Progressed(0, len(population.candidates), "drawing"))
-        for k, (cand, emb) in enumerate(zip(population.candidates, population.embeddings)):
-            rows = emb.vectors.float()[None].to(model.device)
-            images = draw(model, job.drawn, job.seeds, replace(words, rows=rows), settings.sampling)
-            paths = save_candidate_images(images, job, folder / cand.name, settings, run.model)
-            store.add_images(evaluation, cand.id, list(zip(job.drawn, job.seeds, paths)))
-            on_event(Progressed(k + 1, len(population.candidates), "drawing"))
+        return render_in(store, store.find_run(run_ref), settings, on_event, model)
+
+
+def render_in(
+    store: Store, run: RunRecord, settings: ScoreSettings, on_event: EventSink = ignore, model=None
+) -> int:
+    """`render` in an open store."""
+    population = load_population(store, run)
+    class_word = settings.class_word or run.settings.get("config", {}).get("init_word") or "thing"
+    job = prompt_job(settings, run.model, run.token, class_word)
+    evaluation = store.add_evaluation(
+        run.id,
+        {
+            "render": True,
+            "prompts": settings.prompts,
+            "images": len(job.drawn),
+            "seed": settings.seed,
+        },
+    )
+    folder = (run.folder or store.runs_folder / run.name) / "renders" / f"e{evaluation}"
+    store.set_evaluation_folder(evaluation, folder)
+    model = model or load_model(run.model, settings.device, settings.dtype)
+    words = register_words(model, population.embeddings[:1])
+    on_event(Progressed(0, len(population.candidates), "drawing"))
+    for k, (cand, emb) in enumerate(zip(population.candidates, population.embeddings)):
+        rows = emb.vectors.float()[None].to(model.device)
+        images = draw(model, job.drawn, job.seeds, replace(words, rows=rows), settings.sampling)
+        paths = save_candidate_images(images, job, folder / cand.name, settings, run.model)
+        store.add_images(evaluation, cand.id, list(zip(job.drawn, job.seeds, paths)))
+        on_event(Progressed(k + 1, len(population.candidates), "drawing"))
     return evaluation
 
 
-def ensure_scored(run: RunRecord, scoring: ScoreSettings, project, on_event, scorer=score) -> None:
-    with Store.open(project) as store:
-        scored = bool(latest_scores(store, run))
-    if not scored:
+def ensure_scored(
+    store: Store, run: RunRecord, scoring: ScoreSettings, on_event: EventSink, scorer=score_run
+) -> None:
+    if not latest_scores(store, run):
         on_event(Message(f"scoring {run.name}"))
-        scorer(run.name, scoring, project, on_event)
+        scorer(store, run.name, scoring, on_event)
 
 
 def evolve(
@@ -289,53 +310,49 @@ def evolve(
     scoring: ScoreSettings | None = None,
     project: str | Path | None = None,
     on_event: EventSink = ignore,
-    scorer=score,
+    scorer=score_run,
 ) -> list[RunRecord]:
     """G generations from `run_ref`; returns the new runs (one per generation).
 
-    scorer(run, settings, project, on_event) scores a generation: `scoring.score`, or
-    `ray_cluster.ray_score` to draw and judge on Ray workers.
+    scorer(store, run, settings, on_event) scores a generation: `scoring.score_run`, or
+    `ray_cluster.ray_score_run` to draw and judge on Ray workers.
 
     Automatic fitness: each generation is scored with `scoring` (the start run too, if it has
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
     to rate (or not drawn when scoring is None)."""
     with Store.open(project) as store:
         start = store.find_run(run_ref)
-    automatic = settings.fitness != RATING_FITNESS
-    if automatic and settings.fitness == "auto":
-        with Store.open(project) as store:
-            rated = any(
-                rating_of(store.ratings(c.id)) == rating_of(store.ratings(c.id))
-                for c in store.candidates(start.id)
-            )
-        automatic = not rated
-    if automatic and scoring is None:
-        raise OnewordError("automatic fitness needs scoring settings")
-    if automatic:
-        ensure_scored(start, scoring, project, on_event, scorer)
-    spread = vocabulary_spread_of(start.model)
-    if settings.strategy == "cma":
-        return _evolve_cma(start, settings, scoring, project, on_event, spread, scorer)
-    runs, current = [], start
-    for g in range(1, settings.generations + 1):
-        current = breed(current.name, settings, g, project, spread)
-        on_event(Message(f"generation {g}: {current.name}"))
+        automatic = settings.fitness != RATING_FITNESS
+        if automatic and settings.fitness == "auto":
+            ratings = [rating_of(store.ratings(c.id)) for c in store.candidates(start.id)]
+            automatic = all(math.isnan(r) for r in ratings)
+        if automatic and scoring is None:
+            raise OnewordError("automatic fitness needs scoring settings")
         if automatic:
-            scorer(current.name, scoring, project, on_event)
-        elif scoring is not None:
-            render(current.name, scoring, project, on_event)
-        runs.append(current)
-    return runs
+            ensure_scored(store, start, scoring, on_event, scorer)
+        spread = vocabulary_spread_of(start.model)
+        if settings.strategy == "cma":
+            return _evolve_cma(store, start, settings, scoring, on_event, spread, scorer)
+        runs, current = [], start
+        for g in range(1, settings.generations + 1):
+            current = breed_in(store, current, settings, g, spread)
+            on_event(Message(f"generation {g}: {current.name}"))
+            if automatic:
+                scorer(store, current.name, scoring, on_event)
+            elif scoring is not None:
+                render_in(store, current, scoring, on_event)
+            runs.append(current)
+        return runs
 
 
 def _evolve_cma(
+    store: Store,
     start: RunRecord,
     settings: EvolveSettings,
     scoring: ScoreSettings,
-    project,
     on_event: EventSink,
     spread: float,
-    scorer=score,
+    scorer=score_run,
 ) -> list[RunRecord]:
     """CMA-ES from the fittest candidate of `start`, step size mutation × vocabulary spread."""
     import warnings
@@ -343,9 +360,8 @@ def _evolve_cma(
     with warnings.catch_warnings():  # cma warns when matplotlib (its plots) is missing
         warnings.simplefilter("ignore")
         import cma
-    with Store.open(project) as store:
-        population = load_population(store, start)
-        fitness, source = fitness_of(store, start, population.candidates, settings.fitness)
+    population = load_population(store, start)
+    fitness, source = fitness_of(store, start, population.candidates, settings.fitness)
     best = int(torch.nan_to_num(fitness, nan=float("-inf")).argmax())
     shape = population.embeddings[best].vectors.shape
     sigma = max(settings.breeding.mutation, 1e-3) * spread
@@ -378,12 +394,11 @@ def _evolve_cma(
             "sigma": float(es.sigma),
             "seed": settings.seed,
         }
-        run = record_children(project, current, children, "evolve", info, settings.seed, 0.0)
+        run = record_children(store, current, children, "evolve", info, settings.seed, 0.0)
         on_event(Message(f"generation {g}: {run.name} (CMA-ES, sigma {es.sigma:.4g})"))
-        scorer(run.name, scoring, project, on_event)
-        with Store.open(project) as store:
-            current = load_population(store, run)
-            values, _ = fitness_of(store, run, current.candidates, settings.fitness)
+        scorer(store, run.name, scoring, on_event)
+        current = load_population(store, run)
+        values, _ = fitness_of(store, run, current.candidates, settings.fitness)
         es.tell(solutions, (-torch.nan_to_num(values, nan=-1e9)).tolist())
         runs.append(run)
     return runs

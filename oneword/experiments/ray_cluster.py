@@ -377,14 +377,26 @@ def ray_score(
 ) -> Scoreboard:
     """`scoring.score` with groups of candidates drawn and judged on Ray workers; only the
     driver records images, scores and the report in the store, as `score` does."""
-    connect(address)
     with Store.open(project) as store:
-        inputs = score_inputs(store, run_ref, settings)
-        evaluation = open_evaluation(store, inputs, settings)
-        count = len(inputs.candidates)
-        plan = plan_groups(count, groups or default_group_count(count), evaluation.folder)
-        measured = _score_groups(plan, inputs, evaluation, settings, on_event)
-        return record_ranking(store, evaluation, inputs.candidates, measured, settings)
+        return ray_score_run(store, run_ref, settings, on_event, address, groups)
+
+
+def ray_score_run(
+    store: Store,
+    run_ref: str,
+    settings: ScoreSettings,
+    on_event: EventSink = ignore,
+    address: str | None = None,
+    groups: int | None = None,
+) -> Scoreboard:
+    """`ray_score` in an open store."""
+    connect(address)
+    inputs = score_inputs(store, run_ref, settings)
+    evaluation = open_evaluation(store, inputs, settings)
+    count = len(inputs.candidates)
+    plan = plan_groups(count, groups or default_group_count(count), evaluation.folder)
+    measured = _score_groups(plan, inputs, evaluation, settings, on_event)
+    return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
 def _score_groups(

@@ -59,26 +59,46 @@ def recording(
     resume: bool = False,
     parent_run: int | None = None,
 ):
-    """Open the project's store and record a run for the duration of a command.
+    """Open the project's store and record a run in it for the duration of a command (see
+    `recording_in`)."""
+    with Store.open(project) as store:
+        with recording_in(
+            store, kind, folder, model, token, settings, photos, resume, parent_run
+        ) as recorder:
+            yield recorder
+
+
+@contextmanager
+def recording_in(
+    store: Store,
+    kind: str,
+    folder: Path | None,
+    model: str,
+    token: str,
+    settings: dict,
+    photos: list,
+    resume: bool = False,
+    parent_run: int | None = None,
+):
+    """Record a run in an open store for the duration of a command.
 
     folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the
     newest run recorded for the same folder. The run is marked done when the block ends,
     failed (with the one-line reason as its note) if it raises.
     """
-    with Store.open(project) as store:
-        run = store.latest_run_in(folder, kind) if resume and folder else None
-        if run is None:
-            run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
-        else:
-            store.update_run(run.id, status="running", note="", settings=settings)
-        if run.folder is None:
-            stem = file_stem(token, "run")
-            store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{stem}")
-        recorder = RunRecorder(store, store.run(run.id))
-        try:
-            yield recorder
-        except BaseException as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            store.update_run(run.id, status="failed", note=reason[:500])
-            raise
-        store.update_run(run.id, status="done")
+    run = store.latest_run_in(folder, kind) if resume and folder else None
+    if run is None:
+        run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
+    else:
+        store.update_run(run.id, status="running", note="", settings=settings)
+    if run.folder is None:
+        stem = file_stem(token, "run")
+        store.update_run(run.id, folder=store.runs_folder / f"r{run.id}-{stem}")
+    recorder = RunRecorder(store, store.run(run.id))
+    try:
+        yield recorder
+    except BaseException as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        store.update_run(run.id, status="failed", note=reason[:500])
+        raise
+    store.update_run(run.id, status="done")

@@ -162,20 +162,27 @@ def score(
 ) -> Scoreboard:
     """Draw and score every candidate of a run; record images and scores in the store."""
     with Store.open(project) as store:
-        inputs = score_inputs(store, run_ref, settings)
-        evaluation = open_evaluation(store, inputs, settings)
-        model = load_model(inputs.run.model, settings.device, settings.dtype)
-        measured = draw_and_measure(
-            model,
-            inputs.candidates,
-            inputs.embeddings,
-            evaluation.job,
-            settings,
-            evaluation.judge,
-            evaluation.folder,
-            on_event,
-        )
-        return record_ranking(store, evaluation, inputs.candidates, measured, settings)
+        return score_run(store, run_ref, settings, on_event)
+
+
+def score_run(
+    store: Store, run_ref: str, settings: ScoreSettings, on_event: EventSink = ignore
+) -> Scoreboard:
+    """`score` in an open store."""
+    inputs = score_inputs(store, run_ref, settings)
+    evaluation = open_evaluation(store, inputs, settings)
+    model = load_model(inputs.run.model, settings.device, settings.dtype)
+    measured = draw_and_measure(
+        model,
+        inputs.candidates,
+        inputs.embeddings,
+        evaluation.job,
+        settings,
+        evaluation.judge,
+        evaluation.folder,
+        on_event,
+    )
+    return record_ranking(store, evaluation, inputs.candidates, measured, settings)
 
 
 def open_evaluation(store: Store, inputs: ScoreInputs, settings: ScoreSettings) -> Evaluation:
