@@ -18,6 +18,7 @@ from .core.prompts import PREVIEW_PROMPTS
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
+from .experiments.store import Store
 from .experiments.sweep import read_photos, record_run, train_and_write
 from .files import atomic_write_text, file_stem
 
@@ -71,7 +72,10 @@ def learn(
     def previewer(model: TextToImage):
         return _previewer(model, config, preview, run_dir, on_event)
 
-    with record_run(project, "learn", run_dir.absolute(), photos, config, choice, resume) as rec:
+    with (
+        Store.open(project) as store,
+        record_run(store, "learn", run_dir.absolute(), photos, config, choice, resume) as rec,
+    ):
         written = train_and_write(
             rec, images, config, choice, [run_dir], on_event, resume, config.max_batch, previewer
         )

@@ -24,9 +24,9 @@ from ..errors import OnewordError
 from ..events import EventSink, Message, ignore
 from ..files import atomic_write_text
 from . import dreambench
-from .recording import recording
+from .recording import RunRecorder, recording
 from .scoring import ScoreSettings, score_run
-from .sweep import CandidatePlan, sweep
+from .sweep import CandidatePlan, sweep_in
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_dreambench(
         for i, subject in enumerate(chosen):
             on_event(Message(f"[{i + 1}/{len(chosen)}] {subject}"))
             results[subject] = bench_subject(
-                subject, folders[subject], classes, settings, choice, project, rec, on_event
+                subject, folders[subject], classes, settings, choice, rec, on_event
             )
         summary = summarize(results)
         write_results(rec.run.folder, summary, results)
@@ -114,8 +114,7 @@ def bench_subject(
     classes: dict[str, str],
     settings: DreamBenchSettings,
     choice: ModelChoice,
-    project,
-    rec,
+    rec: RunRecorder,
     on_event: EventSink,
 ) -> dict:
     class_word = classes.get(subject) or subject.rstrip("0123456789_")
@@ -127,12 +126,13 @@ def bench_subject(
         seed=settings.plan.seed,
         candidates=settings.plan.candidates(),
     )
-    result = sweep(
+    result = sweep_in(
+        rec.store,
         [str(photos)],
         config,
         choice,
-        project,
         rec.run.folder / subject,
+        resume=False,
         max_batch=settings.max_batch,
         on_event=on_event,
         parent_run=rec.run.id,

@@ -198,28 +198,20 @@ def ray_sweep(
     on_step(group, step, folder): called in the worker after each step (for tests).
     """
     images = read_photos(photos, on_event)
-    folder = run_folder(project, config.token, out, resume)
-    if folder is not None and not resume and (folder / GROUPS_FOLDER).exists():
-        raise OnewordError(
-            f"{folder}: this run folder already has group checkpoints; pass "
-            "--resume to continue it or choose another --out"
-        )
-    connect(address)
-    count = len(config.candidate_list)
-    groups = groups or _existing_groups(folder, resume) or default_group_count(count)
-    with record_run(
-        project,
-        "sweep",
-        folder,
-        photos,
-        config,
-        choice,
-        resume,
-        max_batch=max_batch,
-        ray={"groups": groups},
-    ) as rec:
-        plan = plan_groups(count, groups, rec.run.folder)
-        return _drive(rec, images, config, choice, plan, max_batch, on_event, on_step)
+    with Store.open(project) as store:
+        folder = run_folder(store, config.token, out, resume)
+        if folder is not None and not resume and (folder / GROUPS_FOLDER).exists():
+            raise OnewordError(
+                f"{folder}: this run folder already has group checkpoints; pass "
+                "--resume to continue it or choose another --out"
+            )
+        connect(address)
+        count = len(config.candidate_list)
+        groups = groups or _existing_groups(folder, resume) or default_group_count(count)
+        settings = {"max_batch": max_batch, "ray": {"groups": groups}}
+        with record_run(store, "sweep", folder, photos, config, choice, resume, **settings) as rec:
+            plan = plan_groups(count, groups, rec.run.folder)
+            return _drive(rec, images, config, choice, plan, max_batch, on_event, on_step)
 
 
 def _existing_groups(folder: Path | None, resume: bool) -> int:
@@ -412,14 +404,14 @@ def _score_groups(
 
     def task(g: Group) -> ScoreTask:
         return ScoreTask(
-            inputs.run.model,
-            [inputs.candidates[k] for k in g.indices],
-            [inputs.embeddings[k] for k in g.indices],
-            evaluation.job,
-            settings,
-            inputs.class_word,
-            inputs.run.photos,
-            evaluation.folder,
+            model_name=inputs.run.model,
+            candidates=[inputs.candidates[k] for k in g.indices],
+            embeddings=[inputs.embeddings[k] for k in g.indices],
+            job=evaluation.job,
+            settings=settings,
+            class_word=inputs.class_word,
+            photos=inputs.run.photos,
+            folder=evaluation.folder,
         )
 
     pending = {remote.remote(task(g), board, g.number): g for g in plan}

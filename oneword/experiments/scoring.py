@@ -216,13 +216,13 @@ def record_ranking(
             {**row.metrics, "pareto": float(row.pareto), "rank": row.rank},
         )
     board = Scoreboard(
-        evaluation.run,
-        evaluation.id,
-        evaluation.folder,
-        rows,
-        evaluation.judge.reference_scores(),
-        list(dict.fromkeys(evaluation.job.drawn)),
-        evaluation.judge.name,
+        run=evaluation.run,
+        evaluation_id=evaluation.id,
+        folder=evaluation.folder,
+        rows=rows,
+        reference=evaluation.judge.reference_scores(),
+        prompts=list(dict.fromkeys(evaluation.job.drawn)),
+        judge=evaluation.judge.name,
     )
     return write_outputs(store, board)
 

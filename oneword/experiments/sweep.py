@@ -30,7 +30,7 @@ from ..errors import OnewordError
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import file_stem
 from .micro_batch import resolve_max_batch, train_fitting_memory
-from .recording import RunRecorder, recording
+from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,31 @@ def sweep(
     max_batch: samples per forward pass; "auto" fits them to the free memory, None: all.
     parent_run: the store's run this sweep is part of (a benchmark).
     """
+    with Store.open(project) as store:
+        return sweep_in(store, photos, config, choice, out, resume, max_batch, on_event, parent_run)
+
+
+def sweep_in(
+    store: Store,
+    photos: list[str],
+    config: TrainConfig,
+    choice: ModelChoice,
+    out: str | Path | None,
+    resume: bool,
+    max_batch: int | str | None,
+    on_event: EventSink,
+    parent_run: int | None = None,
+) -> SweepResult:
+    """`sweep` in an open store."""
     images = read_photos(photos, on_event)
-    folder = run_folder(project, config.token, out, resume)
+    folder = run_folder(store, config.token, out, resume)
     if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
         raise OnewordError(
             f"{folder}: this run folder already has a checkpoint; pass --resume "
             "to continue it or choose another --out"
         )
     with record_run(
-        project, "sweep", folder, photos, config, choice, resume, parent_run, max_batch=max_batch
+        store, "sweep", folder, photos, config, choice, resume, parent_run, max_batch=max_batch
     ) as rec:
         count = len(config.candidate_list)
         on_event(Message(f"run r{rec.run.id}: {count} candidates in {rec.run.folder}"))
@@ -253,7 +269,7 @@ def embedding_metadata(
 
 
 def record_run(
-    project: str | Path | None,
+    store: Store,
     kind: str,
     folder: Path | None,
     photos: list,
@@ -263,11 +279,11 @@ def record_run(
     parent_run: int | None = None,
     **settings,
 ):
-    """`store.recording` of a training run: its settings are the config, the model and
+    """`recording_in` of a training run: its settings are the config, the model and
     `settings`."""
     recorded = {"config": json.loads(config.to_json()), "model": choice.model, **settings}
-    return recording(
-        project,
+    return recording_in(
+        store,
         kind,
         folder,
         choice.model,
@@ -295,17 +311,14 @@ def first_file(files: dict[str, Path]) -> Path:
     return next(iter(files.values()))
 
 
-def run_folder(
-    project: str | Path | None, token: str, out: str | Path | None, resume: bool
-) -> Path | None:
+def run_folder(store: Store, token: str, out: str | Path | None, resume: bool) -> Path | None:
     """The run folder: --out, else (resuming) the newest unfinished sweep of this token,
     else None (a new folder in the project)."""
     if out is not None:
         return Path(out).absolute()
     if not resume:
         return None
-    with Store.open(project) as store:
-        unfinished = [r for r in store.runs("sweep", token) if r.status != "done"]
+    unfinished = [r for r in store.runs("sweep", token) if r.status != "done"]
     if not unfinished:
         raise OnewordError(
             f"--resume: no unfinished sweep of {token} in "

@@ -140,7 +140,12 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
         # breeding from the same run again (after more ratings) draws other random numbers
         settings = EvolveSettings(
-            1, options.population, options.breeding, "ga", "rating", options.seed + 7919 * bred
+            generations=1,
+            population=options.population,
+            breeding=options.breeding,
+            strategy="ga",
+            fitness="rating",
+            seed=options.seed + 7919 * bred,
         )
 
         def work(on_event, started):
