@@ -1,4 +1,4 @@
-"""Score math (pure functions) and the evaluator models (tiny, built in code)."""
+"""Score math (pure functions) and the CLIP and DINO feature models (tiny, built in code)."""
 
 from __future__ import annotations
 
