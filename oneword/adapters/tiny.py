@@ -189,27 +189,11 @@ def build_sdxl_components(
         )
 
     def make():
-        n = len(shapes.unet_channels)
         m = len(shapes.vae_channels)
         return dict(
             text_encoder=CLIPTextModel(text_config(shapes.width_l, False)),
             text_encoder_2=CLIPTextModelWithProjection(text_config(shapes.width_g, True)),
-            unet=diffusers.UNet2DConditionModel(
-                sample_size=shapes.latent_size,
-                in_channels=4,
-                out_channels=4,
-                layers_per_block=1,
-                block_out_channels=shapes.unet_channels,
-                norm_num_groups=8,
-                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-                up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-                cross_attention_dim=shapes.width_l + shapes.width_g,
-                attention_head_dim=8,
-                use_linear_projection=True,
-                addition_embed_type="text_time",
-                addition_time_embed_dim=shapes.time_embed_dim,
-                projection_class_embeddings_input_dim=6 * shapes.time_embed_dim + shapes.width_g,
-            ),
+            unet=_build_sdxl_unet(shapes),
             vae=diffusers.AutoencoderKL(
                 in_channels=3,
                 out_channels=3,
@@ -233,6 +217,28 @@ def build_sdxl_components(
         timestep_spacing="leading",
     )
     return dict(parts, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler)
+
+
+def _build_sdxl_unet(shapes: TinySDXLShapes):
+    import diffusers
+
+    n = len(shapes.unet_channels)
+    return diffusers.UNet2DConditionModel(
+        sample_size=shapes.latent_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=shapes.unet_channels,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        cross_attention_dim=shapes.width_l + shapes.width_g,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=shapes.time_embed_dim,
+        projection_class_embeddings_input_dim=6 * shapes.time_embed_dim + shapes.width_g,
+    )
 
 
 def build_tiny_sdxl_pipeline(

@@ -242,24 +242,8 @@ def _drive(
     on_event(
         Message(f"run r{rec.run.id}: {count} candidates in {len(plan)} Ray tasks, in {run_dir}")
     )
-    for g in plan:
-        g.folder.mkdir(parents=True, exist_ok=True)
     board = ProgressBoard.remote()
-    remote = ray.remote(train_group).options(**task_options())
-    images_ref = ray.put(images)
-    pending = {
-        remote.remote(
-            images_ref,
-            group_config(config, g),
-            choice,
-            g.folder,
-            max_batch,
-            board,
-            g.number,
-            on_step,
-        ): g
-        for g in plan
-    }
+    pending = _launch_groups(plan, images, config, choice, max_batch, board, on_step)
     on_event(
         Started(config.steps * len(plan), 0, count, config.batch_size * config.grad_accum * count)
     )
@@ -287,6 +271,29 @@ def _drive(
     ordered = [files[k] for k in range(count)]
     on_event(Finished(config.steps, {"candidates": [first_file(f) for f in ordered]}))
     return SweepResult(rec.run.id, run_dir, ordered)
+
+
+def _launch_groups(
+    plan: list[Group], images, config: TrainConfig, choice: ModelChoice, max_batch, board, on_step
+) -> dict:
+    """One Ray task per group (the photos sent once); {task ref: group}."""
+    for g in plan:
+        g.folder.mkdir(parents=True, exist_ok=True)
+    remote = ray.remote(train_group).options(**task_options())
+    images_ref = ray.put(images)
+    return {
+        remote.remote(
+            images_ref,
+            group_config(config, g),
+            choice,
+            g.folder,
+            max_batch,
+            board,
+            g.number,
+            on_step,
+        ): g
+        for g in plan
+    }
 
 
 def _result(ref, group: Group):
