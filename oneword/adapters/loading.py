@@ -13,7 +13,7 @@ from ..errors import OnewordError
 from ..files import atomic_write_text
 from .device import pick_device, pick_dtype
 from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
-from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline
+from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline, sd_pipeline
 
 BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
 WORLD_MODEL_FOLDER = Path(__file__).parent.parent / "world" / "weights" / "model"
@@ -180,19 +180,8 @@ def model_from_components(
     parts: Components, name: str, device: str | None = None, dtype: str | None = None
 ) -> TextToImageModel:
     """A TextToImageModel over parts held in memory (benchmarks; no save and reload)."""
-    import diffusers
-
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_pipeline(parts)
     pipe.to(dtype=dt)
     return wrap_pipeline(pipe, name, dev, dt)

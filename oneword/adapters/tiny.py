@@ -111,12 +111,11 @@ def _build_unet(shapes: TinyShapes):
     )
 
 
-def save_components(parts: Components, folder: str | Path) -> Path:
-    """Save the parts as a diffusers StableDiffusionPipeline folder (atomically)."""
+def sd_pipeline(parts: Components):
+    """A diffusers StableDiffusionPipeline over the parts (no safety checker)."""
     import diffusers
 
-    diffusers.utils.logging.disable_progress_bar()
-    pipe = diffusers.StableDiffusionPipeline(
+    return diffusers.StableDiffusionPipeline(
         vae=parts.vae,
         text_encoder=parts.text_encoder,
         tokenizer=parts.tokenizer,
@@ -126,8 +125,15 @@ def save_components(parts: Components, folder: str | Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def save_components(parts: Components, folder: str | Path) -> Path:
+    """Save the parts as a diffusers StableDiffusionPipeline folder (atomically)."""
+    import diffusers
+
+    diffusers.utils.logging.disable_progress_bar()
     folder = Path(folder)
-    save_pipeline_atomically(pipe, folder)
+    save_pipeline_atomically(sd_pipeline(parts), folder)
     return folder
 
 
