@@ -29,7 +29,7 @@ from oneword.core import diffusion
 from oneword.core.generate import Sampling, draw
 from oneword.adapters.tiny import (TinySDXLShapes, TinyShapes, build_components,
                                    build_sdxl_components)
-from bench.full_size import build_sd15_components, build_sdxl_base_components
+from full_size import build_sd15_components, build_sdxl_base_components
 from oneword.adapters.loading import model_from_components, sdxl_model_from_parts
 from oneword.core.prompts import template_words
 from oneword.core.train import Candidate, PhotoLatents, TrainConfig, caption_token_ids, \
