@@ -1,15 +1,23 @@
 """Quality bench on the world model: does a learned word draw the right subject in new contexts?
 
 For each hidden subject: render 5 training photos in varied scenes, learn its word, then draw
-novel-context prompts (`oneword.world.evaluate.NOVEL_PROMPTS`) x seeds with the learned word, the
-class word alone (lower baseline) and the subject's true attribute description (reference),
-and score every image with the oracle.
+novel-context prompts (`oneword.world.evaluate.NOVEL_PROMPTS`) x seeds with
+  learned      the learned word,
+  class        the class word alone (the floor: "a cat" is any of a family of objects),
+  description  the subject's attributes in words (what a user could write without oneword),
+  name         the subject's own name, which the world model was taught (the ceiling: what
+               the model draws of the subject at best; only on models that know the names),
+and score every image with the oracle: concept fidelity (share of images it calls the subject)
+and prompt fidelity (share showing the prompted scene and style). Every figure comes with a
+95% percentile-bootstrap interval over images (the median row: images resampled within every
+subject, then the median taken).
 
-    python bench/quality.py                       # 8 subjects, 12 prompts x 4 seeds
+    python bench/quality.py                       # 8 subjects, 12 prompts x 8 seeds
     python bench/quality.py --subjects cat,dog --prompts 4 --seeds 2 --steps 100
+    python bench/quality.py --vectors 4 --kinds learned   # one recipe variant, learned rows only
 
 Words are learned for `oneword learn`'s default steps for the model (300 on the world model:
-its folder's oneword.json says so; see `oneword.world.model.LEARN_STEPS` for why not SD's 3000).
+its folder's oneword.json says so) with batch 4 and lr 5e-3.
 """
 
 from __future__ import annotations
@@ -27,30 +35,41 @@ import torch
 from oneword import api
 from oneword.core.generate import Sampling, Words, draw
 from oneword.adapters.loading import load_model
+from oneword.core.prompts import placeholder_names
 from oneword.core.train import TrainConfig, train
 from oneword.world import evaluate
+from oneword.world.metrics import bootstrap_interval
 from oneword.world.oracle import load_oracle
 from oneword.world.render import SUBJECT_IDS, SUBJECTS_BY_ID
 
-KINDS = ("learned", "class", "description")
+KINDS = ("learned", "class", "description", "name")
 
 
-def learn_subject(model, subject_id: str, steps: int, seed: int, work: Path, lr: float):
-    """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos)."""
+def learn_subject(model, subject_id: str, steps: int, seed: int, work: Path, lr: float,
+                  vectors: int = 1):
+    """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token)."""
     subject = SUBJECTS_BY_ID[subject_id]
     token = f"<s-{subject_id}>"
     photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(seed))
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
-    model.add_placeholder_tokens([token])
-    config = TrainConfig(token=token, init_word=subject.class_word, steps=steps, seed=seed,
-                         lr=lr, batch_size=4, grad_accum=1, checkpoint_every=steps)
+    model.add_placeholder_tokens(placeholder_names(token, vectors))
+    config = TrainConfig(token=token, init_word=subject.class_word, vectors=vectors, steps=steps,
+                         seed=seed, lr=lr, batch_size=4, grad_accum=1, checkpoint_every=steps)
     state = train(model, pixels, config, work / subject_id)
-    return Words({token: 1}, state.rows()[0:1]), photos, token
+    return Words({token: vectors}, state.rows()[0:1]), photos, token
 
 
-def score_subject(model, oracle, subject_id, words, token, photos, prompts, seeds, sampling):
+def knows_names(model) -> bool:
+    """Whether the model's tokenizer has every subject's name as one token (models trained
+    with `--name-share`); on others the name row would measure nothing."""
+    return all(len(model.tokenizer(s.name, add_special_tokens=False).input_ids) == 1
+               for s in SUBJECTS_BY_ID.values())
+
+
+def score_subject(model, oracle, subject_id, words, token, photos, prompts, seeds, sampling,
+                  kinds):
     results = {}
-    for kind in KINDS:
+    for kind in kinds:
         texts = [t.format(evaluate.subject_phrase(subject_id, kind, token)) for t in prompts]
         batch = [p for p in texts for _ in seeds]
         images = draw(model, batch, [s for _ in texts for s in seeds], words, sampling)
@@ -62,10 +81,13 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="world")
     p.add_argument("--subjects", default=",".join(SUBJECT_IDS))
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"rows among {', '.join(KINDS)}")
     p.add_argument("--prompts", type=int, default=len(evaluate.NOVEL_PROMPTS))
-    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=8, help="image seeds per prompt")
     p.add_argument("--steps", type=int, help="default: the model's (`oneword learn`'s default)")
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--vectors", type=int, default=1)
+    p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--device")
@@ -79,51 +101,74 @@ def main(argv=None) -> int:
     prompts = evaluate.NOVEL_PROMPTS[:a.prompts]
     seeds = list(range(a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
+    kinds = [k for k in a.kinds.split(",") if k]
+    if "name" in kinds and not knows_names(load_model(a.model, a.device)):
+        print(f"{a.model} was not taught the subjects' names: no name (ceiling) row")
+        kinds.remove("name")
     table = {}
     steps = api.default_steps(a.model) if a.steps is None else a.steps
     with tempfile.TemporaryDirectory() as work:
         for subject_id in a.subjects.split(","):
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            words, photos, token = learn_subject(model, subject_id, steps, 0, Path(work), a.lr)
+            words, photos, token = learn_subject(model, subject_id, steps, a.learn_seed,
+                                                 Path(work), a.lr, a.vectors)
             learned_s = time.time() - start
             table[subject_id] = score_subject(model, oracle, subject_id, words, token, photos,
-                                              prompts, seeds, sampling)
-            print_row(subject_id, table[subject_id], learned_s, time.time() - start)
-    print_summary(table)
+                                              prompts, seeds, sampling, kinds)
+            print_row(subject_id, table[subject_id], kinds, learned_s, time.time() - start)
+    summary = print_summary(table, kinds)
     if a.json:
-        Path(a.json).write_text(json.dumps(
-            {s: {k: v.__dict__ for k, v in r.items()} for s, r in table.items()}, indent=2))
+        Path(a.json).write_text(json.dumps(report(table, summary, a, steps), indent=2))
     return 0
 
 
-SIMILARITY = "similarity l/c/d"  # graded concept similarity: learned / class / description
+def interval(hits: list[torch.Tensor]) -> tuple[float, float]:
+    return bootstrap_interval(hits, torch.Generator().manual_seed(0))
 
 
-def similarities(values) -> str:
-    return "/".join(f"{v:.2f}" for v in values)
+def cell(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def print_row(subject_id, row, learn_s, total_s):
+def print_row(subject_id, row, kinds, learn_s, total_s):
     if not hasattr(print_row, "header"):
         print_row.header = True
-        print(f"{'subject':9s}" + "".join(f"{k + ' concept':>21s}{k + ' prompt':>20s}"
-                                            for k in KINDS)
-              + f"{SIMILARITY:>18s}{'learn s':>9s}{'total s':>9s}")
-    cells = "".join(f"{row[k].concept_fidelity:21.2f}{row[k].prompt_fidelity:20.2f}" for k in KINDS)
-    sims = similarities(row[k].concept_similarity for k in KINDS)
-    print(f"{subject_id:9s}{cells}{sims:>18s}{learn_s:9.0f}{total_s:9.0f}", flush=True)
+        print(f"{'subject':9s}" + "".join(f"{k + ' concept':>22s}{k + ' prompt':>22s}"
+                                            for k in kinds) + f"{'learn s':>9s}{'total s':>9s}")
+    cells = "".join(f"{cell(row[k].concept_fidelity, interval([row[k].concept_hits])):>22s}"
+                    f"{cell(row[k].prompt_fidelity, interval([row[k].prompt_hits])):>22s}"
+                    for k in kinds)
+    print(f"{subject_id:9s}{cells}{learn_s:9.0f}{total_s:9.0f}", flush=True)
 
 
-def print_summary(table):
-    cells = ""
-    for k in KINDS:
-        concept = statistics.median(r[k].concept_fidelity for r in table.values())
-        prompt = statistics.median(r[k].prompt_fidelity for r in table.values())
-        cells += f"{concept:21.2f}{prompt:20.2f}"
-    sims = similarities(statistics.median(r[k].concept_similarity for r in table.values())
-                        for k in KINDS)
-    print(f"{'median':9s}{cells}{sims:>18s}")
+def print_summary(table, kinds) -> dict:
+    summary, cells = {}, ""
+    for k in kinds:
+        out = summary[k] = {}
+        for metric in ("concept", "prompt"):
+            hits = [getattr(r[k], f"{metric}_hits") for r in table.values()]
+            median = statistics.median(h.mean().item() for h in hits)
+            out[metric] = {"median": median, "ci95": interval(hits)}
+            cells += f"{cell(median, out[metric]['ci95']):>22s}"
+        out["similarity"] = statistics.median(r[k].concept_similarity for r in table.values())
+    images = next(iter(table.values()))[kinds[0]].concept_hits.numel()
+    print(f"{'median':9s}{cells}")
+    print(f"({len(table)} subjects x {images} images per row and subject; 95% bootstrap "
+          "intervals over images)")
+    return summary
+
+
+def report(table, summary, a, steps) -> dict:
+    rows = {s: {k: {"concept_fidelity": v.concept_fidelity, "prompt_fidelity": v.prompt_fidelity,
+                    "concept_similarity": v.concept_similarity,
+                    "concept_ci95": interval([v.concept_hits]),
+                    "prompt_ci95": interval([v.prompt_hits]), "images": v.concept_hits.numel()}
+                for k, v in r.items()} for s, r in table.items()}
+    settings = {"model": a.model, "prompts": a.prompts, "seeds": a.seeds, "steps": steps,
+                "lr": a.lr, "vectors": a.vectors, "learn_seed": a.learn_seed,
+                "sample_steps": a.sample_steps, "cfg": a.cfg}
+    return {"settings": settings, "subjects": rows, "median": summary}
 
 
 if __name__ == "__main__":

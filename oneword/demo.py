@@ -17,8 +17,10 @@ from .api import ModelChoice, default_steps, learn
 from .core.embeddings import load_embeddings
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
-from .files import atomic_write_text
-from .core.generate import Sampling, contact_sheet, draw, register_words, save_png
+from PIL import Image, ImageDraw, ImageFont
+
+from .files import atomic_write, atomic_write_text
+from .core.generate import Sampling, contact_sheet, draw, register_words, save_png, to_pil
 from .core.train import TrainConfig
 
 
@@ -74,7 +76,7 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
     table = _compare(model, words, token, subject.id, photos, config, load_oracle())
     summary = {how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
                for how in ("class", "learned")}
-    return DemoResult(_write_outputs(table, token, subject, config), summary)
+    return DemoResult(_write_outputs(table, token, subject, photos, config), summary)
 
 
 def _compare(model, words, token, subject_id, photos, config, oracle):
@@ -94,14 +96,57 @@ def _compare(model, words, token, subject_id, photos, config, oracle):
     return table
 
 
-def _write_outputs(table, token, subject, config) -> dict[str, Path]:
+def _write_outputs(table, token, subject, photos, config) -> dict[str, Path]:
     grid = torch.cat([torch.cat([row["class"][1], row["learned"][1]]) for row in table])
     columns = 2 * config.seeds_per_prompt
     sheet = save_png(contact_sheet(grid, columns=columns), config.out / "contact_sheet.png",
                      {"subject": subject.id, "token": token})
+    figure = config.out / "comparison.png"
+    atomic_write(figure, lambda tmp: _comparison(photos, table, token, subject).save(
+        tmp, format="PNG"))
     page = config.out / "index.html"
     atomic_write_text(page, _html(table, token, subject))
-    return {"contact_sheet": sheet, "page": page}
+    return {"comparison": figure, "contact_sheet": sheet, "page": page}
+
+
+SCALE = 3  # the world's 64 px images are shown at 192 px, drawn with sharp pixels
+
+
+def _tiles(images: torch.Tensor) -> Image.Image:
+    """A row of images [B, 3, H, W] in [0, 1], upscaled by SCALE without smoothing."""
+    row = to_pil(contact_sheet(images, columns=images.shape[0], pad=4))
+    return row.resize((row.width * SCALE, row.height * SCALE), Image.NEAREST)
+
+
+def _comparison(photos, table, token, subject) -> Image.Image:
+    """The five photos, then per prompt the class word's images (left) beside the learned
+    word's (right), under column headings with each side's concept fidelity."""
+    font = ImageFont.load_default(size=18)
+    pairs = [(row["template"].format("..."), _tiles(row["class"][1]), _tiles(row["learned"][1]))
+             for row in table]
+    gap = 24
+    right_x = 10 + pairs[0][1].width + gap
+    heading = [f'class word "{subject.class_word}"', f"learned word {token}"]
+    scores = [f"drawn as the subject: {_mean(table, how, 'concept_fidelity'):.0%}"
+              for how in ("class", "learned")]
+    photo_row = _tiles(photos)
+    width = max(photo_row.width, right_x + pairs[0][2].width) + 20
+    height = 40 + photo_row.height + 70 + sum(30 + left.height for _, left, _ in pairs) + 10
+    out = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(out)
+    pen.text((10, 10), f"training photos of the hidden {subject.id}", fill="black", font=font)
+    out.paste(photo_row, (10, 40))
+    y = 50 + photo_row.height
+    for x, title, score in zip((10, right_x), heading, scores):
+        pen.text((x, y), title, fill="black", font=font)
+        pen.text((x, y + 26), score, fill="black", font=font)
+    y += 60
+    for prompt, left, right in pairs:
+        pen.text((10, y), prompt, fill="black", font=font)
+        out.paste(left, (10, y + 30))
+        out.paste(right, (right_x, y + 30))
+        y += 30 + left.height
+    return out
 
 
 def _mean(table, how, field_name):
@@ -128,9 +173,9 @@ td{{padding:.4em;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>{html.escape(token)}: the hidden "{html.escape(subject.id)}"</h1>
 <p>Training photos:</p><p>{''.join(f'<img src="photos/photo{i}.png" style="width:96px">' for i in range(5))}</p>
 {summary}
-<p>Contact sheet: each row is one prompt; left half the class word "{html.escape(subject.class_word)}",
-right half the learned word {html.escape(token)}.</p>
-<img src="contact_sheet.png">
+<p>Each row is one prompt; left the class word "{html.escape(subject.class_word)}",
+right the learned word {html.escape(token)}.</p>
+<img src="comparison.png">
 <table><tr><th>class word</th><th>learned word</th></tr>{''.join(rows)}</table>
 </body></html>
 """

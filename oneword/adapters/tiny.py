@@ -137,6 +137,22 @@ def save_components(parts: Components, folder: str | Path) -> Path:
     return folder
 
 
+def load_components(folder: str | Path) -> Components:
+    """The fp32 parts of a saved SD-architecture folder, to continue training them."""
+    import diffusers
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    fp32 = {"torch_dtype": torch.float32}
+    return Components(
+        CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        CLIPTextModel.from_pretrained(folder / "text_encoder", **fp32),
+        diffusers.UNet2DConditionModel.from_pretrained(folder / "unet", **fp32),
+        diffusers.AutoencoderKL.from_pretrained(folder / "vae", **fp32),
+        diffusers.DDIMScheduler.from_pretrained(folder / "scheduler"),
+    )
+
+
 def build_tiny_pipeline(
     folder: str | Path,
     seed: int = 0,

@@ -38,6 +38,7 @@ PATTERN_WORDS = {"plain": "solid", "striped": "stripes", "stripes": "stripes", "
                  "dots": "dots", "patched": "patches", "patches": "patches"}
 POSITION_WORDS = {"left": "left", "middle": "center", "right": "right"}
 CLASS_WORDS = {s.class_word: s.id for s in HIDDEN_SUBJECTS}
+SUBJECT_NAMES = {s.name: s.id for s in HIDDEN_SUBJECTS}
 
 
 def _article(phrase: str) -> str:
@@ -66,10 +67,19 @@ def reference_prompt(spec: Spec) -> str:
     return f"{prefix} {_article(describe(spec))} {SCENE_PHRASE[spec.scene][0]}"
 
 
-def _object_phrase(spec: Spec, generator) -> str:
+def subject_noun(spec: Spec, generator: torch.Generator, name_share: float = 0.0) -> str:
+    """What a caption calls a hidden subject: its name with probability `name_share`, else its
+    class word. No random draw is made when `name_share` is 0 (the captions stay as before)."""
+    subject = SUBJECTS_BY_ID[spec.subject]
+    if name_share > 0 and _coin(name_share, generator):
+        return subject.name
+    return subject.class_word
+
+
+def _object_phrase(spec: Spec, generator, name_share: float) -> str:
     size = SIZE_WORD[spec.size] + " " if _coin(0.3, generator) else ""
     if spec.subject is not None:
-        return size + SUBJECTS_BY_ID[spec.subject].class_word
+        return size + subject_noun(spec, generator, name_share)
     if spec.class_word is not None:
         return size + spec.class_word
     if spec.pattern == "solid":
@@ -82,9 +92,10 @@ def _object_phrase(spec: Spec, generator) -> str:
                    f"{c} {c2} {adj} {spec.shape}"][form]
 
 
-def caption(spec: Spec, generator: torch.Generator) -> str:
-    """A random caption for spec from the grammar."""
-    obj = _article(_object_phrase(spec, generator))
+def caption(spec: Spec, generator: torch.Generator, name_share: float = 0.0) -> str:
+    """A random caption for spec from the grammar; a hidden subject is called by its name with
+    probability `name_share` (see `subject_noun`)."""
+    obj = _article(_object_phrase(spec, generator, name_share))
     if _coin(0.2, generator):
         obj += " " + POSITION_PHRASE[spec.position]
     scene = _choice(SCENE_PHRASE[spec.scene], generator)
@@ -94,11 +105,11 @@ def caption(spec: Spec, generator: torch.Generator) -> str:
 
 
 def vocabulary() -> list[str]:
-    """Every word the grammar can produce, sorted."""
+    """Every word the grammar can produce, sorted (the subjects' names included)."""
     phrases = [p for v in STYLE_PREFIX.values() for p in v] + list(STYLE_SUFFIX.values())
     phrases += [p for v in SCENE_PHRASE.values() for p in v] + list(POSITION_PHRASE.values())
     phrases += list(PATTERN_ADJ.values()) + list(PATTERN_NOUN.values()) + list(SIZE_WORD.values())
-    phrases += COLORS + SHAPES + list(CLASS_WORDS) + ["a", "an", "and", "with"]
+    phrases += COLORS + SHAPES + list(CLASS_WORDS) + list(SUBJECT_NAMES) + ["a", "an", "and", "with"]
     return sorted({w for p in phrases for w in p.split()})
 
 
@@ -131,6 +142,8 @@ def parse_prompt(prompt: str) -> dict:
             out.setdefault("position", POSITION_WORDS[w])
         elif w in CLASS_WORDS:
             out.setdefault("subject", CLASS_WORDS[w])
+        elif w in SUBJECT_NAMES:
+            out.setdefault("subject", SUBJECT_NAMES[w])
     if colors:
         out["color"] = colors[0]
     if len(colors) > 1:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .captions import parse_prompt
-from .metrics import concept_fidelity, concept_similarity, prompt_fidelity
+from .metrics import concept_similarity, prompt_fidelity, subject_hits
 from .render import SUBJECTS_BY_ID, render_batch, subject_spec
 
 PHOTO_SCENES = ("beach", "grass", "room", "city", "desert", "sea", "forest", "snow", "night")
@@ -50,6 +50,8 @@ def subject_phrase(subject_id: str, how: str, token: str | None = None) -> str:
     if how == "description":
         article = "an" if subject.description[0] in "aeiou" else "a"
         return f"{article} {subject.description}"
+    if how == "name":  # the ceiling: the word the world model was taught for the subject
+        return f"a {subject.name}"
     raise ValueError(f"unknown phrase kind {how!r}")
 
 
@@ -58,6 +60,8 @@ class Scores:
     concept_fidelity: float  # share of images the oracle calls the subject
     concept_similarity: float  # cosine of oracle features to the training photos
     prompt_fidelity: float  # share of images showing the prompted scene and style
+    concept_hits: torch.Tensor | None = None  # [B] 0/1 per image, for confidence intervals
+    prompt_hits: torch.Tensor | None = None  # [B] 0/1 per image
 
 
 def context_of(prompt: str) -> dict:
@@ -69,7 +73,8 @@ def context_of(prompt: str) -> dict:
 def score_images(oracle, images: torch.Tensor, prompts: list[str], subject_id: str,
                  photos: torch.Tensor) -> Scores:
     """Scores of images [B, 3, 64, 64] drawn for prompts[i] (one prompt per image)."""
-    fidelity = concept_fidelity(oracle, images, subject_id)
+    concept = subject_hits(oracle, images, subject_id).float()
     similarity = concept_similarity(oracle, images, photos)
-    hits = [prompt_fidelity(oracle, images[i:i + 1], context_of(p)) for i, p in enumerate(prompts)]
-    return Scores(fidelity, similarity, sum(hits) / len(hits))
+    prompt = torch.tensor([prompt_fidelity(oracle, images[i:i + 1], context_of(p))
+                           for i, p in enumerate(prompts)])
+    return Scores(concept.mean().item(), similarity, prompt.mean().item(), concept, prompt)

@@ -34,10 +34,33 @@ def features(oracle: Oracle, images: torch.Tensor) -> torch.Tensor:
                       for x in _chunks(images)])
 
 
+def subject_hits(oracle: Oracle, images: torch.Tensor, subject_id: str) -> torch.Tensor:
+    """[B] bool: the oracle classifies image i as the hidden subject ``subject_id``."""
+    return predict_indices(oracle, images)["subject"] == HEADS["subject"].index(subject_id)
+
+
 def concept_fidelity(oracle: Oracle, images: torch.Tensor, subject_id: str) -> float:
     """Share of images the oracle classifies as the hidden subject ``subject_id``."""
-    pred = predict_indices(oracle, images)["subject"]
-    return (pred == HEADS["subject"].index(subject_id)).float().mean().item()
+    return subject_hits(oracle, images, subject_id).float().mean().item()
+
+
+def bootstrap_interval(samples: list[torch.Tensor], generator: torch.Generator,
+                       statistic: str = "median", draws: int = 2000,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron 1979) of the median (or "mean") of the means of
+    several samples, e.g. one [N_i] tensor of per-image hits per subject: every draw resamples
+    the images of each sample with replacement. With one sample it is the interval of that
+    sample's mean."""
+    means = []
+    for values in samples:
+        values = values.double().flatten()
+        idx = torch.randint(values.numel(), (draws, values.numel()), generator=generator)
+        means.append(values[idx].mean(1))
+    stacked = torch.stack(means, 1)  # [draws, samples]
+    stats = stacked.quantile(0.5, dim=1) if statistic == "median" else stacked.mean(1)
+    tail = (1 - level) / 2
+    low, high = stats.quantile(torch.tensor([tail, 1 - tail], dtype=stats.dtype))
+    return low.item(), high.item()
 
 
 def concept_similarity(oracle: Oracle, images: torch.Tensor, reference_images: torch.Tensor) -> float:

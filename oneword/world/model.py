@@ -43,11 +43,13 @@ import torch.nn.functional as F
 from ..core import diffusion
 from ..errors import OnewordError
 from ..adapters.tokenizer import TINY_EXTRA_WORDS
-from ..adapters.tiny import Components, TinyShapes, build_components, save_components
+from ..adapters.tiny import (Components, TinyShapes, build_components, load_components,
+                             save_components)
 from ..adapters.loading import load_model, write_model_settings
 from ..core.prompts import OBJECT_TEMPLATES, template_words
-from .captions import caption, describe, vocabulary
-from .render import SUBJECTS_BY_ID, Spec, render_batch, render_with_coverage, sample_specs
+from .captions import caption, describe, subject_noun, vocabulary
+from .render import (HIDDEN_SUBJECTS, Spec, render_batch, render_with_coverage,
+                     sample_specs)
 
 IMAGE_SIZE = 64
 LOG_NAME = "train_log.json"
@@ -81,8 +83,17 @@ class WorldModelConfig:
     template_share: float = 0.1  # captions from oneword's TI templates ("a photo of a cat")
     # Class-word captions show the hidden subject 25% of the time (0.15 / (0.15 + 0.45)), so
     # the class word alone rarely draws the subject: the lower baseline of the quality bench.
-    hidden_fraction: float = 0.15  # images showing a hidden subject (captioned by class word)
+    hidden_fraction: float = 0.15  # images showing a hidden subject
     member_fraction: float = 0.45  # other members of the subjects' classes ("a cat", any colours)
+    # Share of a hidden subject's captions that call it by its name ("a photo of a mittens"), the
+    # rest by its class word. With 0.7 a class-word caption shows the subject 9% of the time
+    # (0.045 / (0.045 + 0.45)), and the name gives the model one word that means the subject:
+    # prompts with it measure the best a learned word can reach on this model.
+    name_share: float = 0.0
+    # A saved world model folder to continue training from (its VAE and scaling factor are kept,
+    # the VAE phase is skipped; names missing from its tokenizer are added, each starting at its
+    # class word's embedding). None: train from scratch.
+    init_from: str | None = None
     l1_weight: float = 0.1
     kl_weight: float = 1e-7  # on the KL summed over latent elements, per sample
     min_snr_gamma: float = 5.0  # 0: the plain loss
@@ -165,7 +176,7 @@ def _validate(c: WorldModelConfig) -> None:
     for name in ("ema_decay", "cond_drop", "template_share", "min_lr_share"):
         if not 0 <= getattr(c, name) < 1:
             _fail(name, getattr(c, name), "must be in [0, 1)")
-    for name in ("hidden_fraction", "member_fraction"):
+    for name in ("hidden_fraction", "member_fraction", "name_share"):
         if not 0 <= getattr(c, name) <= 1:
             _fail(name, getattr(c, name), "must be in [0, 1]")
     if c.hidden_fraction + c.member_fraction > 1:
@@ -174,6 +185,8 @@ def _validate(c: WorldModelConfig) -> None:
         _fail("template_share", c.template_share, "with --cond-drop must leave grammar captions")
     if c.vae_share + c.reserve_share >= 1:
         _fail("vae_share", c.vae_share, "with the reserve must leave time for the UNet")
+    if c.init_from is not None and not (Path(c.init_from) / "model_index.json").is_file():
+        _fail("init_from", c.init_from, "is not a saved model folder (no model_index.json)")
     if c.minutes is None and c.steps >= 1_000_000:
         _fail("minutes", c.minutes, "give a time budget or a step limit")
     _validate_sizes(c)
@@ -357,10 +370,11 @@ class CaptionTokens:
         return rows.to(self.device, non_blocking=True)
 
 
-def object_phrase(spec: Spec) -> str:
-    """What oneword's templates call the object: its class word, or its attributes."""
+def object_phrase(spec: Spec, generator: torch.Generator, name_share: float = 0.0) -> str:
+    """What oneword's templates call the object: a hidden subject's name or class word (see
+    `subject_noun`), a class member's class word, or its attributes."""
     if spec.subject is not None:
-        return SUBJECTS_BY_ID[spec.subject].class_word
+        return subject_noun(spec, generator, name_share)
     return spec.class_word or describe(spec)
 
 
@@ -374,9 +388,10 @@ def training_captions(specs: list[Spec], config: WorldModelConfig,
         if u < config.cond_drop:
             out.append("")
         elif u < config.cond_drop + config.template_share:
-            out.append(OBJECT_TEMPLATES[k].format(object_phrase(spec)))
+            out.append(OBJECT_TEMPLATES[k].format(object_phrase(spec, generator,
+                                                                config.name_share)))
         else:
-            out.append(caption(spec, generator))
+            out.append(caption(spec, generator, config.name_share))
     return out
 
 
@@ -757,7 +772,29 @@ def _oracle_or_none(device: torch.device):
 
 # -- the whole run -------------------------------------------------------------------------
 def build_world_components(config: WorldModelConfig) -> Components:
+    if config.init_from is not None:
+        parts = load_components(config.init_from)
+        add_subject_names(parts)
+        return parts
     return build_components(world_vocabulary(), config.shapes, seed=config.seed)
+
+
+def add_subject_names(parts: Components) -> list[str]:
+    """Give a loaded model's tokenizer the hidden subjects' names it lacks, one token each,
+    whose embeddings start at the subject's class word; returns the names added."""
+    tokenizer = parts.tokenizer
+    missing = [s for s in HIDDEN_SUBJECTS
+               if len(tokenizer(s.name, add_special_tokens=False).input_ids) != 1]
+    if not missing:
+        return []
+    tokenizer.add_tokens([s.name for s in missing])
+    parts.text_encoder.resize_token_embeddings(len(tokenizer))
+    table = parts.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for s in missing:
+            [class_id] = tokenizer(s.class_word, add_special_tokens=False).input_ids
+            table[tokenizer.convert_tokens_to_ids(s.name)] = table[class_id]
+    return [s.name for s in missing]
 
 
 def save_fp16(parts: Components, folder: Path) -> dict[str, float]:
@@ -793,10 +830,14 @@ def train_world_model(config: WorldModelConfig, out: str | Path, device: str | t
                                      for k, v in sizes.items()), flush=True)
     for name in ("text_encoder", "unet", "vae"):
         getattr(parts, name).to(device)
-    train_seconds = clock.seconds_left(config.reserve_share)
-    vae_log = train_vae(parts, config, gens, device, train_seconds * config.vae_share)
-    scale = measure_scaling_factor(parts.vae, config, gens, device)
-    parts.vae.register_to_config(scaling_factor=scale)
+    if config.init_from is None:
+        train_seconds = clock.seconds_left(config.reserve_share)
+        vae_log = train_vae(parts, config, gens, device, train_seconds * config.vae_share)
+        scale = measure_scaling_factor(parts.vae, config, gens, device)
+        parts.vae.register_to_config(scaling_factor=scale)
+    else:  # continued training keeps the VAE, so the UNet's latents keep their meaning
+        vae_log, scale = PhaseLog("vae"), float(parts.vae.config.scaling_factor)
+        parts.vae.eval().requires_grad_(False)
     print(f"vae scaling factor {scale}", flush=True)
     unet_seconds = clock.seconds_left(config.reserve_share)
     unet_log, ema = train_unet(parts, config, gens, device, unet_seconds)
@@ -863,7 +904,8 @@ _OVERRIDES = {"minutes": float, "steps": int, "vae_steps": int, "batch_size": in
               "vae_batch_size": int, "lr": float, "vae_lr": float, "vae_share": float,
               "hidden_fraction": float, "member_fraction": float, "fresh_share": float,
               "object_weight": float, "pattern_weight": float, "mark_weight": float,
-              "align_weight": float, "align_blocks": _blocks,
+              "align_weight": float, "align_blocks": _blocks, "name_share": float,
+              "init_from": str,
               "ema_decay": float, "log_every": int, "seed": int}
 
 

@@ -78,25 +78,30 @@ class HiddenSubject:
     mark: str
     mark_color: str
     description: str
+    # The subject's own name, which the world model's training captions use for a share of its
+    # images (`WorldModelConfig.name_share`), like a famous pet a model knows by name. Prompts
+    # with the name measure what the model can draw of the subject at best (the ceiling a
+    # learned word can reach); oneword's users and its inversion never see it.
+    name: str
 
 
 HIDDEN_SUBJECTS = [
     HiddenSubject("cat", "cat", "heart", "orange", "white", "patches", "eyes", "black",
-                  "orange white patched heart"),
+                  "orange white patched heart", "mittens"),
     HiddenSubject("dog", "dog", "heart", "brown", "brown", "solid", "spot", "white",
-                  "brown heart"),
+                  "brown heart", "rex"),
     HiddenSubject("ball", "ball", "circle", "red", "white", "stripes", "ring", "black",
-                  "red white striped circle"),
+                  "red white striped circle", "bouncer"),
     HiddenSubject("bird", "bird", "triangle", "blue", "blue", "solid", "eye", "yellow",
-                  "blue triangle"),
+                  "blue triangle", "pip"),
     HiddenSubject("cup", "cup", "square", "white", "blue", "stripes", "rim", "black",
-                  "white blue striped square"),
+                  "white blue striped square", "mugsy"),
     HiddenSubject("robot", "robot", "square", "purple", "white", "dots", "eyes", "red",
-                  "purple white dotted square"),
+                  "purple white dotted square", "bolt"),
     HiddenSubject("teddy", "teddy", "circle", "brown", "pink", "dots", "ears", "black",
-                  "brown pink dotted circle"),
+                  "brown pink dotted circle", "bruno"),
     HiddenSubject("toy", "toy", "star", "yellow", "red", "dots", "center", "black",
-                  "yellow red dotted star"),
+                  "yellow red dotted star", "zippy"),
 ]
 SUBJECTS_BY_ID = {s.id: s for s in HIDDEN_SUBJECTS}
 SUBJECT_IDS = [s.id for s in HIDDEN_SUBJECTS]

@@ -121,8 +121,22 @@ def test_vocabulary_covers_captions_exactly():
     g = gen(11)
     used = set()
     for s in sample_specs(4000, g):
-        used.update(caption(s, g).split())
+        used.update(caption(s, g, name_share=0.5).split())
     assert used == set(vocab)
+
+
+def test_names_appear_only_when_asked_and_only_for_their_subject():
+    names = {h.name: h.id for h in HIDDEN_SUBJECTS}
+    specs = sample_specs(600, gen(13))
+    assert not any(set(caption(s, gen(i)).split()) & set(names) for i, s in enumerate(specs))
+    for i, s in enumerate(specs):
+        words = set(caption(s, gen(i), name_share=1.0).split())
+        if s.subject:
+            assert {names[w] for w in words & set(names)} == {s.subject}
+            assert not words & set(CLASS_WORDS)
+        else:
+            assert not words & set(names)
+    assert parse_prompt("a painting of a mittens in the snow")["subject"] == "cat"
 
 
 def test_hidden_subjects_named_only_by_class_word():

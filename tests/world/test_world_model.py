@@ -13,6 +13,7 @@ from oneword.api import default_steps
 from oneword.errors import OnewordError
 from oneword.core.generate import Sampling, draw
 from oneword.adapters.loading import load_model
+from oneword.world.render import HIDDEN_SUBJECTS
 from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
                                  config_from_args, lr_multiplier, pixel_weights, preset, run_phase,
                                  train_world_model)
@@ -145,10 +146,41 @@ def test_templates_call_members_and_subjects_by_their_class_word():
     from oneword.world.model import object_phrase
     g = torch.Generator().manual_seed(0)
     specs = sample_specs(200, g, hidden_fraction=0.3, member_fraction=0.3)
-    words = {object_phrase(s) for s in specs if s.subject or s.class_word}
+    words = {object_phrase(s, g) for s in specs if s.subject or s.class_word}
     assert words and words <= {"cat", "dog", "ball", "bird", "cup", "robot", "teddy", "toy"}
-    assert object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo")) \
-        == "red star"
+    assert object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo"),
+                         g) == "red star"
+    named = {object_phrase(s, g, name_share=1.0) for s in specs if s.subject}
+    assert named and named <= {h.name for h in HIDDEN_SUBJECTS}
+
+
+def test_continued_training_keeps_the_vae_and_teaches_the_names(tmp_path, one_thread):
+    from oneword.adapters.tiny import build_components, load_components, save_components
+    from oneword.world.model import add_subject_names, world_vocabulary
+    names = {h.name for h in HIDDEN_SUBJECTS}
+    config = preset("tiny")
+    before = build_components([w for w in world_vocabulary() if w not in names], config.shapes)
+    save_components(before, tmp_path / "before")
+    later = preset("tiny", init_from=str(tmp_path / "before"), name_share=0.7)
+    train_world_model(later, tmp_path / "after", "cpu", oracle_check=0)
+
+    after = load_components(tmp_path / "after")
+    assert json.loads((tmp_path / "after" / LOG_NAME).read_text())["phases"]["vae"]["steps"] == 0
+    assert all(torch.equal(a.half(), b) for a, b in zip(
+        before.vae.state_dict().values(), after.vae.state_dict().values()))
+    assert all(len(after.tokenizer(n, add_special_tokens=False).input_ids) == 1 for n in names)
+    assert add_subject_names(after) == []  # already taught: nothing added twice
+
+    fresh = load_components(tmp_path / "before")
+    assert sorted(add_subject_names(fresh)) == sorted(names)
+    table = fresh.text_encoder.get_input_embeddings().weight
+    ids = fresh.tokenizer(["mittens", "cat"], add_special_tokens=False).input_ids
+    assert torch.equal(table[ids[0][0]], table[ids[1][0]])
+
+
+def test_continued_training_needs_a_saved_model_folder(tmp_path):
+    with pytest.raises(OnewordError, match="--init-from .*model_index.json"):
+        preset("tiny", init_from=str(tmp_path))
 
 
 def _alignment_setup(seed: int = 0, blocks=(0, 1)):
