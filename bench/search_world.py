@@ -37,15 +37,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sweep_world import subject_photo_folder, timing_model  # noqa: E402
 
 from oneword.api import ModelChoice  # noqa: E402
-from oneword.experiments.evolve import (EvolveSettings, evolve, latest_scores, metric_sum,
+from oneword.experiments.evolve import (EvolveSettings, evolve, latest_scores, metric_sum,  # noqa: E402
                                         mix_candidates)
-from oneword.core.generate import Sampling, Words, draw, register_words
-from oneword.experiments.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,
+from oneword.core.generate import Sampling, Words, draw, register_words  # noqa: E402
+from oneword.experiments.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,  # noqa: E402
                                          reference_images, score)
-from oneword.experiments.embedding_ops import MIX_METHODS, Breeding
-from oneword.experiments.store import Store
-from oneword.experiments.sweep import CandidatePlan, sweep
-from oneword.core.train import TrainConfig
+from oneword.experiments.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
+from oneword.experiments.store import Store  # noqa: E402
+from oneword.experiments.sweep import CandidatePlan, sweep  # noqa: E402
+from oneword.core.train import TrainConfig  # noqa: E402
 
 FITNESS = "concept_fidelity+prompt_fidelity"
 HELD_OUT_SEED = 10_000

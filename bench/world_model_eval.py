@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oneword.core.generate import Sampling, contact_sheet, draw, to_pil
-from oneword.adapters.pipelines import SCHEDULERS
-from oneword.adapters.loading import load_model
+from oneword.core.generate import Sampling, contact_sheet, draw, to_pil  # noqa: E402
+from oneword.adapters.pipelines import SCHEDULERS  # noqa: E402
+from oneword.adapters.loading import load_model  # noqa: E402
 from oneword.world.captions import caption  # noqa: E402
 from oneword.world.metrics import predict_indices  # noqa: E402
 from oneword.world.model import reconstruction_check  # noqa: E402

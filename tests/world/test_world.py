@@ -1,6 +1,7 @@
 import torch
 
-from oneword.world import (COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, STYLES, Spec, caption, decoy_spec, describe, parse_prompt, reference_prompt,
+from oneword.world import (COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, STYLES, Spec,
+                           caption, decoy_spec, describe, parse_prompt, reference_prompt,
                            render_batch, sample_specs, subject_spec, tokenize, vocabulary)
 from oneword.world.captions import CLASS_WORDS
 from oneword.world.render import render_with_coverage
