@@ -56,8 +56,8 @@ LOG_NAME = "train_log.json"
 MAX_FILE_MB = 15.0  # each .safetensors must come back from a GPU machine
 MAX_TOTAL_MB = 25.0
 # Default learning steps for words on this model, written into its folder (oneword.json). SD at
-# 512 px wants thousands; the 64 px world model overfits its 5 photos after a few hundred (ball,
-# concept fidelity over 40 images: 0.13 after 150 steps, 0.35 after 300, 0.10 after 600 and 3000).
+# 512 px wants thousands; the 64 px world model overfits its 5 photos after a few hundred
+# (measured in docs/experiments.md).
 LEARN_STEPS = 300
 
 
@@ -81,13 +81,13 @@ class WorldModelConfig:
     ema_decay: float = 0.999  # 0: no EMA
     cond_drop: float = 0.1  # captions replaced by "" (classifier-free guidance)
     template_share: float = 0.1  # captions from oneword's TI templates ("a photo of a cat")
-    # Class-word captions show the hidden subject 25% of the time (0.15 / (0.15 + 0.45)), so
-    # the class word alone rarely draws the subject: the lower baseline of the quality bench.
+    # A class-word caption shows the hidden subject h(1 - n) / (h(1 - n) + m) of the time (h, m:
+    # the two fractions, n: name_share): 25% without names, 9% at n = 0.7. So the class word
+    # alone rarely draws the subject: the floor of the quality bench.
     hidden_fraction: float = 0.15  # images showing a hidden subject
     member_fraction: float = 0.45  # other members of the subjects' classes ("a cat", any colours)
     # Share of a hidden subject's captions that call it by its name ("a photo of a mittens"), the
-    # rest by its class word. With 0.7 a class-word caption shows the subject 9% of the time
-    # (0.045 / (0.045 + 0.45)), and the name gives the model one word that means the subject:
+    # rest by its class word: the name gives the model one word that means the subject, so
     # prompts with it measure the best a learned word can reach on this model.
     name_share: float = 0.0
     # A saved world model folder to continue training from (its VAE and scaling factor are kept,
@@ -107,25 +107,18 @@ class WorldModelConfig:
     vae_channels: tuple[int, ...] = (32, 64, 128)
     object_weight: float = 3.0  # extra loss weight on the object's pixels (it is small)
     # Extra loss weight on the pixels of the pattern's second colour and of a hidden subject's
-    # mark, the details that decide a subject but cover ~1% of an image. A 95-min cpu-preset
-    # run with 3 and 12 drew them far better (class-word look-alikes of a subject carrying its
-    # mark: 0.69-0.82 vs 0-0.37; patterns 0.42 vs 0.29; shape 0.80 vs 0.70), but the weighted
-    # loss favours marked images, so class words drew the subject 2-7x as often (quality bench
-    # class-word median 0.28 vs 0.05) while learned words did not gain: not the default.
+    # mark, the details that decide a subject but cover ~1% of an image. Off by default: the
+    # weighted loss favours marked images, so class words drew the subjects far more often
+    # (docs/experiments.md).
     pattern_weight: float = 0.0
     mark_weight: float = 0.0
     # Representation alignment (REPA): weight of the loss pulling the UNet's 8x8 hidden states
-    # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. On the
-    # cpu preset it doubled the share of samples with the prompted shape (0.36 -> 0.70). At 1.0
-    # (a 100-min run alone on the cpu preset) named prompts improved (shape 0.77 vs 0.70, pattern
-    # 0.42 vs 0.29) but learned words did not (quality bench median 0.03 vs 0.15; class words
-    # 0.20 vs 0.05), so the committed model and the default stay at 0.5.
+    # towards the oracle's features of the clean image; 0: off. See `FeatureAlignment`. It
+    # doubles the shapes drawn at the same budget; a larger weight did not help learned words
+    # (docs/experiments.md).
     align_weight: float = 0.5
-    # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8). Adding block 0 (the oracle's
-    # finer features, where patterns and marks live) did not pay on the cpu preset: a 100-min run
-    # with (0, 1) drew patterns a little better (0.42 vs 0.29) but learned words worse (quality
-    # bench median concept fidelity 0.08 vs 0.15), at ~10% fewer UNet samples per second. That run
-    # shared the cores for its first 20 min (its VAE got 1,834 steps, not 3,346): not conclusive.
+    # UNet down blocks aligned (0: 16x16 for 16x16 latents, 1: 8x8); block 0 as well did not
+    # pay on the cpu preset (docs/experiments.md).
     align_blocks: tuple[int, ...] = (1,)
     amp: bool | None = None  # bf16 autocast; None: on CUDA only
     vae_amp: bool | None = None  # bf16 autocast for the VAE; None: as `amp`

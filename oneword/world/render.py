@@ -16,9 +16,7 @@ import torch.nn.functional as F
 H = W = 64
 
 # No "blob": a wobbly circle and a circle differ by a pixel or two at 64 px, and the world model
-# drew both as the same lump: 21 of 39 circles it drew were read as the blob (stop 15), the one
-# confusion that kept named-prompt shapes at 0.70-0.78. A peanut-shaped blob did not separate
-# them either (circles 0.10).
+# drew both as the same lump (docs/experiments.md).
 SHAPES = ["circle", "square", "triangle", "star", "heart", "cross"]
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black", "brown"]
 PATTERNS = ["solid", "stripes", "dots", "patches"]
@@ -36,10 +34,8 @@ COLOR_RGB = {
 SIZE_RADIUS = {"small": 9.0, "medium": 13.0, "large": 17.0}
 POSITION_X = {"left": 20.0, "center": 32.0, "right": 44.0}
 
-# Mark primitives in object-local units: (kind, dx, dy, radius). Marks 1.25x larger (stop 15,
-# model retrained) were drawn on 0.70 of a subject's look-alikes under its class word (0 to 0.37 at
-# this size), but the class word then drew the robot itself 0.75 of the time and learned words
-# fell (quality bench median 0.05 vs 0.15): not kept.
+# Mark primitives in object-local units: (kind, dx, dy, radius). Larger marks are drawn more
+# often but made class words draw the subjects themselves (docs/experiments.md).
 MARKS = {
     "eyes": [("dot", -0.32, -0.22, 0.17), ("dot", 0.32, -0.22, 0.17)],
     "ears": [("dot", -0.62, -0.72, 0.26), ("dot", 0.62, -0.72, 0.26)],
