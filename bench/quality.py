@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from oneword import api
-from oneword.core.generate import Sampling, Words, draw
 from oneword.adapters.loading import load_model
+from oneword.core.generate import Sampling, Words, draw
 from oneword.core.prompts import placeholder_names
 from oneword.core.train import TrainConfig, train
 from oneword.world import evaluate
@@ -45,16 +45,26 @@ from oneword.world.render import SUBJECT_IDS, SUBJECTS_BY_ID
 KINDS = ("learned", "class", "description", "name")
 
 
-def learn_subject(model, subject_id: str, steps: int, seed: int, work: Path, lr: float,
-                  vectors: int = 1):
+def learn_subject(
+    model, subject_id: str, steps: int, seed: int, work: Path, lr: float, vectors: int = 1
+):
     """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token)."""
     subject = SUBJECTS_BY_ID[subject_id]
     token = f"<s-{subject_id}>"
     photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(seed))
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
     model.add_placeholder_tokens(placeholder_names(token, vectors))
-    config = TrainConfig(token=token, init_word=subject.class_word, vectors=vectors, steps=steps,
-                         seed=seed, lr=lr, batch_size=4, grad_accum=1, checkpoint_every=steps)
+    config = TrainConfig(
+        token=token,
+        init_word=subject.class_word,
+        vectors=vectors,
+        steps=steps,
+        seed=seed,
+        lr=lr,
+        batch_size=4,
+        grad_accum=1,
+        checkpoint_every=steps,
+    )
     state = train(model, pixels, config, work / subject_id)
     return Words({token: vectors}, state.rows()[0:1]), photos, token
 
@@ -62,12 +72,13 @@ def learn_subject(model, subject_id: str, steps: int, seed: int, work: Path, lr:
 def knows_names(model) -> bool:
     """Whether the model's tokenizer has every subject's name as one token (models trained
     with `--name-share`); on others the name row would measure nothing."""
-    return all(len(model.tokenizer(s.name, add_special_tokens=False).input_ids) == 1
-               for s in SUBJECTS_BY_ID.values())
+    return all(
+        len(model.tokenizer(s.name, add_special_tokens=False).input_ids) == 1
+        for s in SUBJECTS_BY_ID.values()
+    )
 
 
-def score_subject(model, oracle, subject_id, words, token, photos, prompts, seeds, sampling,
-                  kinds):
+def score_subject(model, oracle, subject_id, words, token, photos, prompts, seeds, sampling, kinds):
     results = {}
     for kind in kinds:
         texts = [t.format(evaluate.subject_phrase(subject_id, kind, token)) for t in prompts]
@@ -98,7 +109,7 @@ def parse(argv):
 def main(argv=None) -> int:
     a = parse(argv)
     oracle = load_oracle(str(load_model(a.model, a.device).device))
-    prompts = evaluate.NOVEL_PROMPTS[:a.prompts]
+    prompts = evaluate.NOVEL_PROMPTS[: a.prompts]
     seeds = list(range(a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
     kinds = [k for k in a.kinds.split(",") if k]
@@ -111,11 +122,13 @@ def main(argv=None) -> int:
         for subject_id in a.subjects.split(","):
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            words, photos, token = learn_subject(model, subject_id, steps, a.learn_seed,
-                                                 Path(work), a.lr, a.vectors)
+            words, photos, token = learn_subject(
+                model, subject_id, steps, a.learn_seed, Path(work), a.lr, a.vectors
+            )
             learned_s = time.time() - start
-            table[subject_id] = score_subject(model, oracle, subject_id, words, token, photos,
-                                              prompts, seeds, sampling, kinds)
+            table[subject_id] = score_subject(
+                model, oracle, subject_id, words, token, photos, prompts, seeds, sampling, kinds
+            )
             print_row(subject_id, table[subject_id], kinds, learned_s, time.time() - start)
     summary = print_summary(table, kinds)
     if a.json:
@@ -134,11 +147,16 @@ def cell(value: float, ci: tuple[float, float]) -> str:
 def print_row(subject_id, row, kinds, learn_s, total_s):
     if not hasattr(print_row, "header"):
         print_row.header = True
-        print(f"{'subject':9s}" + "".join(f"{k + ' concept':>22s}{k + ' prompt':>22s}"
-                                            for k in kinds) + f"{'learn s':>9s}{'total s':>9s}")
-    cells = "".join(f"{cell(row[k].concept_fidelity, interval([row[k].concept_hits])):>22s}"
-                    f"{cell(row[k].prompt_fidelity, interval([row[k].prompt_hits])):>22s}"
-                    for k in kinds)
+        print(
+            f"{'subject':9s}"
+            + "".join(f"{k + ' concept':>22s}{k + ' prompt':>22s}" for k in kinds)
+            + f"{'learn s':>9s}{'total s':>9s}"
+        )
+    cells = "".join(
+        f"{cell(row[k].concept_fidelity, interval([row[k].concept_hits])):>22s}"
+        f"{cell(row[k].prompt_fidelity, interval([row[k].prompt_hits])):>22s}"
+        for k in kinds
+    )
     print(f"{subject_id:9s}{cells}{learn_s:9.0f}{total_s:9.0f}", flush=True)
 
 
@@ -154,20 +172,39 @@ def print_summary(table, kinds) -> dict:
         out["similarity"] = statistics.median(r[k].concept_similarity for r in table.values())
     images = next(iter(table.values()))[kinds[0]].concept_hits.numel()
     print(f"{'median':9s}{cells}")
-    print(f"({len(table)} subjects x {images} images per row and subject; 95% bootstrap "
-          "intervals over images)")
+    print(
+        f"({len(table)} subjects x {images} images per row and subject; 95% bootstrap "
+        "intervals over images)"
+    )
     return summary
 
 
 def report(table, summary, a, steps) -> dict:
-    rows = {s: {k: {"concept_fidelity": v.concept_fidelity, "prompt_fidelity": v.prompt_fidelity,
-                    "concept_similarity": v.concept_similarity,
-                    "concept_ci95": interval([v.concept_hits]),
-                    "prompt_ci95": interval([v.prompt_hits]), "images": v.concept_hits.numel()}
-                for k, v in r.items()} for s, r in table.items()}
-    settings = {"model": a.model, "prompts": a.prompts, "seeds": a.seeds, "steps": steps,
-                "lr": a.lr, "vectors": a.vectors, "learn_seed": a.learn_seed,
-                "sample_steps": a.sample_steps, "cfg": a.cfg}
+    rows = {
+        s: {
+            k: {
+                "concept_fidelity": v.concept_fidelity,
+                "prompt_fidelity": v.prompt_fidelity,
+                "concept_similarity": v.concept_similarity,
+                "concept_ci95": interval([v.concept_hits]),
+                "prompt_ci95": interval([v.prompt_hits]),
+                "images": v.concept_hits.numel(),
+            }
+            for k, v in r.items()
+        }
+        for s, r in table.items()
+    }
+    settings = {
+        "model": a.model,
+        "prompts": a.prompts,
+        "seeds": a.seeds,
+        "steps": steps,
+        "lr": a.lr,
+        "vectors": a.vectors,
+        "learn_seed": a.learn_seed,
+        "sample_steps": a.sample_steps,
+        "cfg": a.cfg,
+    }
     return {"settings": settings, "subjects": rows, "median": summary}
 
 

@@ -37,31 +37,49 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sweep_world import subject_photo_folder, timing_model  # noqa: E402
 
 from oneword.api import ModelChoice  # noqa: E402
-from oneword.experiments.evolve import (EvolveSettings, evolve, latest_scores, metric_sum,  # noqa: E402
-                                        mix_candidates)
 from oneword.core.generate import Sampling, Words, draw, register_words  # noqa: E402
-from oneword.experiments.scoring import (ScoreSettings, candidate_embedding, make_judge, prompt_job,  # noqa: E402
-                                         reference_images, score)
+from oneword.core.train import TrainConfig  # noqa: E402
 from oneword.experiments.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
+from oneword.experiments.evolve import (
+    EvolveSettings,
+    evolve,
+    latest_scores,
+    metric_sum,  # noqa: E402
+    mix_candidates,
+)
+from oneword.experiments.scoring import (
+    ScoreSettings,
+    candidate_embedding,
+    make_judge,
+    prompt_job,  # noqa: E402
+    reference_images,
+    score,
+)
 from oneword.experiments.store import Store  # noqa: E402
 from oneword.experiments.sweep import CandidatePlan, sweep  # noqa: E402
-from oneword.core.train import TrainConfig  # noqa: E402
 
 FITNESS = "concept_fidelity+prompt_fidelity"
 HELD_OUT_SEED = 10_000
 
 
 def image_settings(a, seed: int, subject: str) -> ScoreSettings:
-    return ScoreSettings(prompts="world", images=a.prompts * a.images_per_prompt, seed=seed,
-                         sampling=Sampling(a.sample_steps, a.cfg, "ddim", None),
-                         judge="oracle", subject=subject, device=a.device)
+    return ScoreSettings(
+        prompts="world",
+        images=a.prompts * a.images_per_prompt,
+        seed=seed,
+        sampling=Sampling(a.sample_steps, a.cfg, "ddim", None),
+        judge="oracle",
+        subject=subject,
+        device=a.device,
+    )
 
 
 class HeldOut:
     """Draws an embedding on the held-out images and asks the oracle."""
 
-    def __init__(self, model, a, subject: str, class_word: str, photos: Path, token: str,
-                 vectors: int):
+    def __init__(
+        self, model, a, subject: str, class_word: str, photos: Path, token: str, vectors: int
+    ):
         self.settings = image_settings(a, HELD_OUT_SEED, subject)
         self.job = prompt_job(self.settings, "world", token, class_word)
         self.judge = make_judge(self.settings, "world", class_word)
@@ -90,12 +108,19 @@ def selection_fitness(store: Store, run) -> dict[int, float]:
 
 def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
     from oneword.world.render import SUBJECTS_BY_ID
+
     class_word = SUBJECTS_BY_ID[subject].class_word
     photos = subject_photo_folder(subject, project / "photos" / subject, a.photo_seed)
-    config = TrainConfig(token=f"<s-{subject}>", init_word=class_word, steps=a.steps, lr=a.lr,
-                         batch_size=a.batch_size, grad_accum=1,
-                         checkpoint_every=max(a.steps // 2, 1),
-                         candidates=CandidatePlan(count=a.candidates, seed=0).candidates())
+    config = TrainConfig(
+        token=f"<s-{subject}>",
+        init_word=class_word,
+        steps=a.steps,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        grad_accum=1,
+        checkpoint_every=max(a.steps // 2, 1),
+        candidates=CandidatePlan(count=a.candidates, seed=0).candidates(),
+    )
     t0 = time.time()
     result = sweep([str(photos)], config, ModelChoice(model_name, a.device), project)
     seeds_run = f"r{result.run_id}"
@@ -104,6 +129,7 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
     score(seeds_run, image_settings(a, 0, subject), project)
     timings["select_s"] = time.time() - t0
     from oneword.adapters.loading import load_model
+
     model = load_model(model_name, a.device)
     held = HeldOut(model, a, subject, class_word, photos, config.token, config.vectors)
     with Store.open(project) as store:
@@ -113,12 +139,14 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
         embs = {c.id: candidate_embedding(store, run, c).vectors for c in cands}
     t0 = time.time()
     seed_held = {c.id: held(embs[c.id]) for c in cands}
-    print(f"\n## {subject} ({seeds_run}; {a.candidates} seeds x {a.steps} steps; trained in "
-          f"{timings['train_s']:.0f}s)", flush=True)
+    print(
+        f"\n## {subject} ({seeds_run}; {a.candidates} seeds x {a.steps} steps; trained in "
+        f"{timings['train_s']:.0f}s)",
+        flush=True,
+    )
     out = {"run": seeds_run, "mixing": mixing_table(a, cands, sel, seed_held, held, project, embs)}
     print_table("mixing", out["mixing"])
-    out["evolution"] = evolution_table(a, seeds_run, cands, sel, seed_held, held, project,
-                                       subject)
+    out["evolution"] = evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject)
     print_table("evolution", out["evolution"])
     timings["rest_s"] = time.time() - t0
     out["timings"] = timings
@@ -128,9 +156,11 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
 def mixing_table(a, cands, sel, seed_held, held, project, seed_embs) -> dict:
     ranked = sorted(cands, key=lambda c: -sel[c.id])
     values = [seed_held[c.id]["oracle"] for c in cands]
-    rows = {"median seed": statistics.median(values),
-            "best single seed (by selection)": seed_held[ranked[0].id]["oracle"],
-            "best seed in hindsight (held-out max)": max(values)}
+    rows = {
+        "median seed": statistics.median(values),
+        "best single seed (by selection)": seed_held[ranked[0].id]["oracle"],
+        "best seed in hindsight (held-out max)": max(values),
+    }
     for k in a.top_k:
         norms = {}
         for method in MIX_METHODS:
@@ -142,18 +172,26 @@ def mixing_table(a, cands, sel, seed_held, held, project, seed_embs) -> dict:
             inputs = torch.stack([seed_embs[c.id].norm(dim=-1) for c in ranked[:k]]).mean()
             norms[method] = f"{float(vectors.norm(dim=-1).mean() / inputs):.3f}"
         rows[f"top-{k} mix norm / inputs' mean norm"] = ", ".join(
-            f"{m} {v}" for m, v in norms.items())
+            f"{m} {v}" for m, v in norms.items()
+        )
     return rows
 
 
 def evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject) -> dict:
-    breeding = Breeding(selection=a.selection, crossover=a.crossover, mutation=a.mutation,
-                        elites=a.elites, top_k=a.parents)
-    rows = {"best of K seeds (by selection)": seed_held[max(cands, key=lambda c: sel[c.id]).id]
-            ["oracle"]}
+    breeding = Breeding(
+        selection=a.selection,
+        crossover=a.crossover,
+        mutation=a.mutation,
+        elites=a.elites,
+        top_k=a.parents,
+    )
+    rows = {
+        "best of K seeds (by selection)": seed_held[max(cands, key=lambda c: sel[c.id]).id][
+            "oracle"
+        ]
+    }
     for strategy in a.strategies:
-        settings = EvolveSettings(a.generations, a.population, breeding, strategy, FITNESS,
-                                  a.seed)
+        settings = EvolveSettings(a.generations, a.population, breeding, strategy, FITNESS, a.seed)
         t0 = time.time()
         runs = evolve(seeds_run, settings, image_settings(a, 0, subject), project)
         best_id, best_sel, per_gen = None, max(sel.values()), []
@@ -168,8 +206,11 @@ def evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject)
             if best_id is not None:
                 cand = store.candidate(best_id)
                 vectors = candidate_embedding(store, store.run(cand.run_id), cand).vectors
-        value = held(vectors)["oracle"] if vectors is not None else rows[
-            "best of K seeds (by selection)"]
+        value = (
+            held(vectors)["oracle"]
+            if vectors is not None
+            else rows["best of K seeds (by selection)"]
+        )
         rows[f"evolution {strategy}: {a.generations} generations x {a.population}"] = value
         rows[f"evolution {strategy}: best selection score per generation"] = per_gen
         rows[f"evolution {strategy}: seconds"] = round(time.time() - t0, 1)
@@ -225,12 +266,16 @@ def main(argv=None) -> int:
         model_name = str(project / "world-shape")
     started = time.time()
     results = {s: subject_bench(s, a, project, model_name) for s in a.subjects.split(",")}
-    report = {"args": vars(a), "machine": platform.platform(), "threads": torch.get_num_threads(),
-              "seconds": round(time.time() - started, 1), "subjects": results,
-              "project": str(project)}
+    report = {
+        "args": vars(a),
+        "machine": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "seconds": round(time.time() - started, 1),
+        "subjects": results,
+        "project": str(project),
+    }
     for subject, r in results.items():
-        print(f"{subject} timings: "
-              f"{json.dumps({k: round(v, 1) for k, v in r['timings'].items()})}")
+        print(f"{subject} timings: {json.dumps({k: round(v, 1) for k, v in r['timings'].items()})}")
     print(f"\ntotal {report['seconds']}s, {report['threads']} threads, project {project}")
     if a.out:
         Path(a.out).write_text(json.dumps(report, indent=2, default=str))

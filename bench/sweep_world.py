@@ -142,7 +142,8 @@ def quality(a) -> dict:
 # -- timing --------------------------------------------------------------------------------------
 def timing_model(name: str, work: Path, device: str | None):
     if name == "world-shape":
-        from oneword.world.model import WorldModelConfig, build_world_components
+        from oneword.world.model import build_world_components
+        from oneword.world.training_config import WorldModelConfig
 
         folder = work / "world-shape"
         save_components(build_world_components(WorldModelConfig(minutes=1.0)), folder)

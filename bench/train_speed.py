@@ -44,13 +44,23 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from oneword.core.generate import Sampling, draw
-from oneword.adapters.tiny import (TinySDXLShapes, TinyShapes, build_components,
-                                   build_sdxl_components)
 from oneword.adapters.loading import model_from_components, sdxl_model_from_parts
+from oneword.adapters.tiny import (
+    TinySDXLShapes,
+    TinyShapes,
+    build_components,
+    build_sdxl_components,
+)
+from oneword.core.generate import Sampling, draw
 from oneword.core.prompts import template_words, templates
-from oneword.core.train import Candidate, PhotoLatents, TrainConfig, caption_token_ids, \
-    optimizer_step, start_state
+from oneword.core.train import (
+    Candidate,
+    PhotoLatents,
+    TrainConfig,
+    caption_token_ids,
+    optimizer_step,
+    start_state,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))  # the full-size builders beside this file
 from full_size import build_sd15_components, build_sdxl_base_components  # noqa: E402
@@ -133,9 +143,13 @@ class ScriptPhotos(torch.utils.data.Dataset):
         image = Image.open(self.paths[i % len(self.paths)])
         if image.mode != "RGB":
             image = image.convert("RGB")
-        ids = self.tokenizer(self.rng.choice(self.captions), padding="max_length",
-                             truncation=True, max_length=self.tokenizer.model_max_length,
-                             return_tensors="pt").input_ids[0]
+        ids = self.tokenizer(
+            self.rng.choice(self.captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids[0]
         # through a uint8 array and back, where the script's optional centre crop happens
         image = Image.fromarray(np.array(image).astype(np.uint8))
         image = image.resize((self.size, self.size), resample=Image.Resampling.BICUBIC)
@@ -163,6 +177,7 @@ def write_photos(folder: Path, res: int, count: int = 4) -> list[Path]:
 @dataclass
 class ScriptRun:
     """What the script holds while it trains, for one --mixed_precision mode."""
+
     accelerator: object
     tokenizer: object  # the script's copies: it adds a token and grows the table
     text_encoder: torch.nn.Module
@@ -202,16 +217,27 @@ def script_accelerator(mode: str, device: torch.device, folder: Path):
     is installed."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, is_tensorboard_available
+
     tensorboard = is_tensorboard_available()
     accelerator = Accelerator(
-        gradient_accumulation_steps=SCRIPT_ACCUM, mixed_precision=mode,
-        cpu=device.type == "cpu", log_with="tensorboard" if tensorboard else None,
-        project_config=ProjectConfiguration(project_dir=str(folder),
-                                            logging_dir=str(folder / "logs")))
+        gradient_accumulation_steps=SCRIPT_ACCUM,
+        mixed_precision=mode,
+        cpu=device.type == "cpu",
+        log_with="tensorboard" if tensorboard else None,
+        project_config=ProjectConfiguration(
+            project_dir=str(folder), logging_dir=str(folder / "logs")
+        ),
+    )
     if tensorboard and accelerator.is_main_process:
-        accelerator.init_trackers("textual_inversion", config={
-            "learning_rate": SCRIPT_LR, "gradient_accumulation_steps": SCRIPT_ACCUM,
-            "train_batch_size": 1, "mixed_precision": mode})
+        accelerator.init_trackers(
+            "textual_inversion",
+            config={
+                "learning_rate": SCRIPT_LR,
+                "gradient_accumulation_steps": SCRIPT_ACCUM,
+                "train_batch_size": 1,
+                "mixed_precision": mode,
+            },
+        )
     return accelerator
 
 
@@ -221,6 +247,7 @@ def start_script_run(parts, mode: str, device: torch.device, res: int) -> Script
     VAE are cast to the mode's dtype."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
+
     folder = tempfile.TemporaryDirectory(prefix="ti-script-")
     accelerator = script_accelerator(mode, device, Path(folder.name))
     tokenizer, text_encoder = copy.deepcopy(parts.tokenizer), copy.deepcopy(parts.text_encoder)
@@ -230,27 +257,46 @@ def start_script_run(parts, mode: str, device: torch.device, res: int) -> Script
     body = getattr(text_encoder, "text_model", text_encoder)  # transformers 5 has no text_model
     for frozen in (body.encoder, body.final_layer_norm, body.embeddings.position_embedding):
         frozen.requires_grad_(False)  # what is left trainable is the token table
-    optimizer = torch.optim.AdamW(text_encoder.get_input_embeddings().parameters(), lr=SCRIPT_LR,
-                                  betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    optimizer = torch.optim.AdamW(
+        text_encoder.get_input_embeddings().parameters(),
+        lr=SCRIPT_LR,
+        betas=(0.9, 0.999),
+        weight_decay=1e-2,
+        eps=1e-8,
+    )
     token_text = " ".join(tokenizer.convert_ids_to_tokens(placeholder_ids))
-    photos = ScriptPhotos(write_photos(Path(folder.name) / "photos", res), tokenizer, res,
-                          token_text)
+    photos = ScriptPhotos(
+        write_photos(Path(folder.name) / "photos", res), tokenizer, res, token_text
+    )
     loader = torch.utils.data.DataLoader(photos, batch_size=1, shuffle=True, num_workers=0)
-    lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0,
-                                 num_training_steps=3000)
+    lr_scheduler = get_scheduler(
+        "constant", optimizer=optimizer, num_warmup_steps=0, num_training_steps=3000
+    )
     text_encoder, optimizer, loader, lr_scheduler = accelerator.prepare(
-        text_encoder, optimizer, loader, lr_scheduler)
+        text_encoder, optimizer, loader, lr_scheduler
+    )
     weight_dtype = SCRIPT_MODES[mode]
     parts.unet.to(accelerator.device, dtype=weight_dtype)
     parts.vae.to(accelerator.device, dtype=weight_dtype)
     table = accelerator.unwrap_model(text_encoder).get_input_embeddings()
     original_rows = table.weight.data.clone()
     text_encoder.train()
-    return ScriptRun(accelerator, tokenizer, text_encoder, parts.unet, parts.vae, weight_dtype,
-                     DDPMScheduler.from_config(parts.scheduler.config), optimizer, lr_scheduler,
-                     epochs(loader), placeholder_ids, original_rows,
-                     tqdm(total=3000, desc="Steps", file=open(Path(folder.name) / "bar", "w")),
-                     folder)
+    return ScriptRun(
+        accelerator,
+        tokenizer,
+        text_encoder,
+        parts.unet,
+        parts.vae,
+        weight_dtype,
+        DDPMScheduler.from_config(parts.scheduler.config),
+        optimizer,
+        lr_scheduler,
+        epochs(loader),
+        placeholder_ids,
+        original_rows,
+        tqdm(total=3000, desc="Steps", file=open(Path(folder.name) / "bar", "w")),
+        folder,
+    )
 
 
 def epochs(loader) -> Iterator[dict]:
@@ -280,7 +326,7 @@ def restore_frozen_rows(run: ScriptRun) -> None:
     """Put back every row but the new token's: a boolean mask over the whole table, built on
     the host each micro-batch (as the script does), so AdamW's weight decay moves only it."""
     frozen = torch.ones((len(run.tokenizer),), dtype=torch.bool)
-    frozen[min(run.placeholder_ids):max(run.placeholder_ids) + 1] = False
+    frozen[min(run.placeholder_ids) : max(run.placeholder_ids) + 1] = False
     table = run.accelerator.unwrap_model(run.text_encoder).get_input_embeddings()
     with torch.no_grad():
         table.weight[frozen] = run.original_rows[frozen]
@@ -324,6 +370,7 @@ def forget_accelerate_state() -> None:
     """accelerate keeps one process-wide state and refuses a second --mixed_precision in the
     same process; its own test scripts clear that state this way between cases."""
     from accelerate.state import AcceleratorState, GradientState
+
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
 
@@ -347,8 +394,10 @@ def baseline_rows(parts, res, device, warmup, repeat) -> tuple[list[Row], dict[s
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     if device.type == "cpu" and not any(name.startswith("1b") for name in skipped):
-        print("# 1b on a CPU: accelerate applies no autocast and no GradScaler there, so the row "
-              "runs an fp16 UNet and VAE under an fp32 text encoder, as the script would")
+        print(
+            "# 1b on a CPU: accelerate applies no autocast and no GradScaler there, so the row "
+            "runs an fp16 UNet and VAE under an fp32 text encoder, as the script would"
+        )
     return rows, skipped
 
 
@@ -373,8 +422,12 @@ def time_script(parts, mode, device, res, name, warmup, repeat) -> Row:
 def oneword_row(model, config, latents, name, warmup, repeat, flops):
     state = start_state(model, config)
     caption_ids = caption_token_ids(model, config)
-    step_s, peak = timed(lambda: optimizer_step(model, state, config, latents, caption_ids),
-                         model.device, warmup, repeat)
+    step_s, peak = timed(
+        lambda: optimizer_step(model, state, config, latents, caption_ids),
+        model.device,
+        warmup,
+        repeat,
+    )
     samples = config.batch_size * config.grad_accum * len(config.candidate_list)
     return Row(name, samples, step_s, peak, flops)
 
@@ -382,6 +435,7 @@ def oneword_row(model, config, latents, name, warmup, repeat, flops):
 def count_flops(model, latents) -> float:
     """FLOPs of one training sample: text encoder and UNet forward, backward to the rows."""
     from torch.utils.flop_counter import FlopCounterMode
+
     config = TrainConfig(token="<t>", init_word="cat", grad_accum=1, steps=10**6)
     state = start_state(model, config)
     caption_ids = caption_token_ids(model, config)
@@ -396,8 +450,11 @@ def candidate_rows(model, sizes, latents, label, repeat, flops) -> list[Row]:
     rows = []
     for size in sizes:
         try:
-            rows.append(oneword_row(model, config_for(size, 1, 1), latents, label.format(size),
-                                    2, repeat, flops))
+            rows.append(
+                oneword_row(
+                    model, config_for(size, 1, 1), latents, label.format(size), 2, repeat, flops
+                )
+            )
         except torch.cuda.OutOfMemoryError:
             print(f"# {size} candidates: out of memory", flush=True)
             torch.cuda.empty_cache()
@@ -405,17 +462,33 @@ def candidate_rows(model, sizes, latents, label, repeat, flops) -> list[Row]:
 
 
 def config_for(candidates: int, batch: int, accum: int, max_batch=None) -> TrainConfig:
-    return TrainConfig(token="<t>", init_word="cat", batch_size=batch, grad_accum=accum,
-                       steps=10**6, max_batch=max_batch,
-                       candidates=tuple(Candidate(seed=k) for k in range(candidates)))
+    return TrainConfig(
+        token="<t>",
+        init_word="cat",
+        batch_size=batch,
+        grad_accum=accum,
+        steps=10**6,
+        max_batch=max_batch,
+        candidates=tuple(Candidate(seed=k) for k in range(candidates)),
+    )
 
 
 def generation_rows(model, res, device, n=8, steps=30):
     prompts, seeds = ["a photo of a cat on the beach"] * n, list(range(n))
-    ours, _ = timed(lambda: draw(model, prompts, seeds, None, Sampling(steps, 7.5, "pndm", res),
-                                 batch=n), device, 1, 3)
-    plain, _ = timed(lambda: model.pipe(prompt=prompts, num_inference_steps=steps, height=res,
-                                        width=res, output_type="pt"), device, 1, 3)
+    ours, _ = timed(
+        lambda: draw(model, prompts, seeds, None, Sampling(steps, 7.5, "pndm", res), batch=n),
+        device,
+        1,
+        3,
+    )
+    plain, _ = timed(
+        lambda: model.pipe(
+            prompt=prompts, num_inference_steps=steps, height=res, width=res, output_type="pt"
+        ),
+        device,
+        1,
+        3,
+    )
     return {"oneword images/s": n / ours, "diffusers pipeline images/s": n / plain}
 
 
@@ -423,10 +496,14 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--small", action="store_true", help="tiny shapes (CPU smoke run)")
-    p.add_argument("--sdxl", action="store_true",
-                   help="SDXL base shapes (two text encoders, 1024 px): oneword's rows only")
-    p.add_argument("--batches", help="samples per step to try (row 3; default 32,64,128, "
-                                     "SDXL 4,8,16)")
+    p.add_argument(
+        "--sdxl",
+        action="store_true",
+        help="SDXL base shapes (two text encoders, 1024 px): oneword's rows only",
+    )
+    p.add_argument(
+        "--batches", help="samples per step to try (row 3; default 32,64,128, SDXL 4,8,16)"
+    )
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also try torch.compile (slow start)")
     p.add_argument("--json", help="write the figures here too")
@@ -435,27 +512,50 @@ def parse(argv):
 
 def random_latents(side: int, device) -> PhotoLatents:
     gen = torch.Generator(device="cpu").manual_seed(0)
-    return PhotoLatents(torch.randn(10, 4, side, side, generator=gen).to(device),
-                        torch.rand(10, 4, side, side, generator=gen).to(device) * 0.1)
+    return PhotoLatents(
+        torch.randn(10, 4, side, side, generator=gen).to(device),
+        torch.rand(10, 4, side, side, generator=gen).to(device) * 0.1,
+    )
 
 
 def main_sdxl(a, device) -> int:
     """SDXL shapes (random weights): oneword's trainer rows; the diffusers example recipe
     (row 1) is SD 1.x's script and has no SDXL counterpart here."""
     res = 64 if a.small else 1024
-    parts = (build_sdxl_components(template_words(), TinySDXLShapes(latent_size=16), seed=0)
-             if a.small else build_sdxl_base_components(seed=0, device=device))
+    parts = (
+        build_sdxl_components(template_words(), TinySDXLShapes(latent_size=16), seed=0)
+        if a.small
+        else build_sdxl_base_components(seed=0, device=device)
+    )
     model = sdxl_model_from_parts(parts, "sdxl-random", str(device))
     model.add_placeholder_tokens(["<t>"])
     latents = random_latents(res // model.vae_factor, device)
     flops = count_flops(model, latents)
-    rows = [oneword_row(model, config_for(1, 1, 4), latents, "2. oneword SDXL default (1x4)",
-                        2, a.repeat, flops)]
-    rows += candidate_rows(model, [int(x) for x in (a.batches or "4,8,16").split(",")],
-                           latents, "3. oneword SDXL {} cand. x 1", a.repeat, flops)
+    rows = [
+        oneword_row(
+            model, config_for(1, 1, 4), latents, "2. oneword SDXL default (1x4)", 2, a.repeat, flops
+        )
+    ]
+    rows += candidate_rows(
+        model,
+        [int(x) for x in (a.batches or "4,8,16").split(",")],
+        latents,
+        "3. oneword SDXL {} cand. x 1",
+        a.repeat,
+        flops,
+    )
     model.speed_up(low_memory=True)
-    rows.append(oneword_row(model, config_for(1, 1, 4), latents,
-                            "4. oneword SDXL low-memory (1x4)", 2, a.repeat, flops))
+    rows.append(
+        oneword_row(
+            model,
+            config_for(1, 1, 4),
+            latents,
+            "4. oneword SDXL low-memory (1x4)",
+            2,
+            a.repeat,
+            flops,
+        )
+    )
     report(rows, {}, flops, device, a.json)
     return 0
 
@@ -478,20 +578,53 @@ def main(argv=None) -> int:
     flops_probe = count_flops(model, latents)
     for row in rows:
         row.flops_per_sample = flops_probe  # the same useful work per sample as oneword's
-    rows.append(oneword_row(model, config_for(1, 1, 4), latents, "2. oneword default (1x4)",
-                            2, a.repeat, flops_probe))
+    rows.append(
+        oneword_row(
+            model,
+            config_for(1, 1, 4),
+            latents,
+            "2. oneword default (1x4)",
+            2,
+            a.repeat,
+            flops_probe,
+        )
+    )
     batches = a.batches or "32,64,128"
-    rows += candidate_rows(model, [int(x) for x in batches.split(",")], latents,
-                           "3. oneword {} candidates x 1", a.repeat, flops_probe)
+    rows += candidate_rows(
+        model,
+        [int(x) for x in batches.split(",")],
+        latents,
+        "3. oneword {} candidates x 1",
+        a.repeat,
+        flops_probe,
+    )
     extra = generation_rows(model, res, device) if not a.small else {}
     if a.compile:
         model.speed_up(channels_last=True, compile_unet=True)
         best = max(int(x) for x in batches.split(","))
-        rows.append(oneword_row(model, config_for(best, 1, 1), latents,
-                                f"3c. oneword {best} cand. + compile", 3, a.repeat, flops_probe))
+        rows.append(
+            oneword_row(
+                model,
+                config_for(best, 1, 1),
+                latents,
+                f"3c. oneword {best} cand. + compile",
+                3,
+                a.repeat,
+                flops_probe,
+            )
+        )
     model.speed_up(low_memory=True)
-    rows.append(oneword_row(model, config_for(1, 1, 4), latents, "4. oneword low-memory (1x4)",
-                            2, a.repeat, flops_probe))
+    rows.append(
+        oneword_row(
+            model,
+            config_for(1, 1, 4),
+            latents,
+            "4. oneword low-memory (1x4)",
+            2,
+            a.repeat,
+            flops_probe,
+        )
+    )
     report(rows, extra, flops_probe, device, a.json, bases or None, skipped)
     return 0
 
@@ -502,23 +635,38 @@ def report(rows, extra, flops, device, json_path, bases=None, skipped=None):
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     bases = bases or {"x base": rows[0]}
     skipped = skipped or {}
-    print(f"\n# device: {name}; FLOPs per training sample: {flops / 1e12:.3f} TFLOP; "
-          f"MFU against {PEAK_TFLOPS:.0f} TFLOP/s")
-    print(f"{'configuration':42s} {'samples/s':>10s} {'step s':>8s} {'MFU':>6s} {'peak GiB':>9s} "
-          + " ".join(f"{header:>7s}" for header in bases))
-    ratios = {r.name: {header: r.samples_per_s / base.samples_per_s
-                       for header, base in bases.items()} for r in rows}
+    print(
+        f"\n# device: {name}; FLOPs per training sample: {flops / 1e12:.3f} TFLOP; "
+        f"MFU against {PEAK_TFLOPS:.0f} TFLOP/s"
+    )
+    print(
+        f"{'configuration':42s} {'samples/s':>10s} {'step s':>8s} {'MFU':>6s} {'peak GiB':>9s} "
+        + " ".join(f"{header:>7s}" for header in bases)
+    )
+    ratios = {
+        r.name: {header: r.samples_per_s / base.samples_per_s for header, base in bases.items()}
+        for r in rows
+    }
     for r in rows:
-        print(f"{r.name:42s} {r.samples_per_s:10.2f} {r.step_s:8.4f} {r.mfu:6.1%} "
-              f"{r.peak_gib:9.2f} " + " ".join(f"{x:7.2f}" for x in ratios[r.name].values()))
+        print(
+            f"{r.name:42s} {r.samples_per_s:10.2f} {r.step_s:8.4f} {r.mfu:6.1%} "
+            f"{r.peak_gib:9.2f} " + " ".join(f"{x:7.2f}" for x in ratios[r.name].values())
+        )
     for row_name, reason in skipped.items():
         print(f"{row_name:42s} skipped: {reason}")
     for key, value in extra.items():
         print(f"{key:42s} {value:10.2f}")
     if json_path:
-        data = {"device": name, "flops_per_sample": flops, "extra": extra, "skipped": skipped,
-                "rows": [dict(r.__dict__, samples_per_s=r.samples_per_s, mfu=r.mfu,
-                              ratios=ratios[r.name]) for r in rows]}
+        data = {
+            "device": name,
+            "flops_per_sample": flops,
+            "extra": extra,
+            "skipped": skipped,
+            "rows": [
+                dict(r.__dict__, samples_per_s=r.samples_per_s, mfu=r.mfu, ratios=ratios[r.name])
+                for r in rows
+            ],
+        }
         with open(json_path, "w") as f:
             json.dump(data, f, indent=2)
 

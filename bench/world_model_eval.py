@@ -28,15 +28,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oneword.core.generate import Sampling, contact_sheet, draw, to_pil  # noqa: E402
-from oneword.adapters.pipelines import SCHEDULERS  # noqa: E402
 from oneword.adapters.loading import load_model  # noqa: E402
+from oneword.adapters.pipelines import SCHEDULERS  # noqa: E402
+from oneword.core.generate import Sampling, contact_sheet, draw, to_pil  # noqa: E402
 from oneword.world.captions import caption  # noqa: E402
 from oneword.world.metrics import predict_indices  # noqa: E402
 from oneword.world.model import reconstruction_check  # noqa: E402
 from oneword.world.oracle import HEADS, WEIGHTS, load_oracle  # noqa: E402
 from oneword.world.render import (  # noqa: E402
-    SCENES, STYLES, SUBJECT_IDS, SUBJECTS_BY_ID, render_batch, sample_specs, subject_spec)
+    SCENES,
+    STYLES,
+    SUBJECT_IDS,
+    SUBJECTS_BY_ID,
+    render_batch,
+    sample_specs,
+    subject_spec,
+)
 
 ATTRIBUTES = ("shape", "color", "scene", "style")
 TARGET = 0.90
@@ -80,23 +87,31 @@ def attribute_scores(pred, specs) -> dict[str, float]:
 def subject_scores(pred, specs) -> dict[str, float]:
     """Per class word, the share of its prompts drawn as any hidden subject of that class."""
     names = HEADS["subject"]
-    drawn = [SUBJECTS_BY_ID[names[i]].class_word if names[i] in SUBJECTS_BY_ID else None
-             for i in pred["subject"].tolist()]
+    drawn = [
+        SUBJECTS_BY_ID[names[i]].class_word if names[i] in SUBJECTS_BY_ID else None
+        for i in pred["subject"].tolist()
+    ]
     ok = torch.tensor([d == SUBJECTS_BY_ID[s.subject].class_word for d, s in zip(drawn, specs)])
     classes = sorted({SUBJECTS_BY_ID[s.subject].class_word for s in specs})
-    out = {c: ok[[i for i, s in enumerate(specs)
-                  if SUBJECTS_BY_ID[s.subject].class_word == c]].float().mean().item()
-           for c in classes}
+    out = {
+        c: ok[[i for i, s in enumerate(specs) if SUBJECTS_BY_ID[s.subject].class_word == c]]
+        .float()
+        .mean()
+        .item()
+        for c in classes
+    }
     out["mean"] = ok.float().mean().item()
     for k in ("scene", "style"):
         out[k] = hits(pred, specs, k).float().mean().item()
     # A hidden subject differs from a class member of the same attributes only by its mark:
     # the share of look-alikes the oracle calls the subject is what a learned word can reach.
-    alike = torch.stack([hits(pred, specs, k)
-                         for k in ("shape", "color", "color2", "pattern")]).all(0)
+    alike = torch.stack(
+        [hits(pred, specs, k) for k in ("shape", "color", "color2", "pattern")]
+    ).all(0)
     out["subject's attributes"] = alike.float().mean().item()
-    out["  of those, marked"] = ((hits(pred, specs, "subject") & alike).sum()
-                                 / alike.sum().clamp_min(1)).item()
+    out["  of those, marked"] = (
+        (hits(pred, specs, "subject") & alike).sum() / alike.sum().clamp_min(1)
+    ).item()
     return out
 
 
@@ -104,8 +119,9 @@ def real_renders(specs, seed: int, device) -> torch.Tensor:
     return render_batch(specs, torch.Generator(device=device).manual_seed(seed), device)
 
 
-def print_table(title: str, generated: dict[str, float], real: dict[str, float],
-                first: str = "generated") -> None:
+def print_table(
+    title: str, generated: dict[str, float], real: dict[str, float], first: str = "generated"
+) -> None:
     print(f"\n{title:<26}{first:>10}{'renders':>10}")
     for k, v in generated.items():
         flag = "" if k not in ATTRIBUTES + ("all four",) else ("  ok" if v >= TARGET else "  < 90%")
@@ -130,15 +146,20 @@ def evaluate(args) -> dict:
     n = len(o_specs)
     split = lambda p, a, b: {k: v[a:b] for k, v in p.items()}  # noqa: E731
     result = {
-        "model": args.model, "device": str(device), "prompts": len(prompts),
+        "model": args.model,
+        "device": str(device),
+        "prompts": len(prompts),
         "subject_prompts": len(s_prompts),
-        "sampling": vars(sampling), "draw_seconds": round(seconds, 1),
+        "sampling": vars(sampling),
+        "draw_seconds": round(seconds, 1),
         "ordinary": attribute_scores(split(pred, 0, n), o_specs),
         "ordinary_real": attribute_scores(split(real, 0, n), o_specs),
         "subjects": subject_scores(split(pred, n, len(specs)), s_specs),
         "subjects_real": subject_scores(split(real, n, len(specs)), s_specs),
-        "examples": [{"prompt": p, "predicted": {k: HEADS[k][int(pred[k][i])] for k in HEADS}}
-                     for i, p in enumerate(prompts[:8])],
+        "examples": [
+            {"prompt": p, "predicted": {k: HEADS[k][int(pred[k][i])] for k in HEADS}}
+            for i, p in enumerate(prompts[:8])
+        ],
     }
     trained = Path(args.model) / "train_log.json"
     if trained.exists():
@@ -147,7 +168,8 @@ def evaluate(args) -> dict:
         result["trained_class_word_subject_share"] = h / (h + m) if h + m else None
     if args.recon:
         result["vae_reconstruction"] = reconstruction_check(
-            model.pipe.vae.float(), oracle, args.recon, seed=args.seed + 1, device=device)
+            model.pipe.vae.float(), oracle, args.recon, seed=args.seed + 1, device=device
+        )
     if args.sheet:
         to_pil(contact_sheet(images[:64], columns=8)).save(args.sheet)
     return result
@@ -155,23 +177,29 @@ def evaluate(args) -> dict:
 
 def report(result: dict) -> None:
     s = result["sampling"]
-    print(f"world model eval: {result['model']} on {result['device']}: {result['prompts']} "
-          f"prompts, {s['steps']} DDIM steps, cfg {s['cfg']}, drawn in {result['draw_seconds']}s")
+    print(
+        f"world model eval: {result['model']} on {result['device']}: {result['prompts']} "
+        f"prompts, {s['steps']} DDIM steps, cfg {s['cfg']}, drawn in {result['draw_seconds']}s"
+    )
     print_table("ordinary objects", result["ordinary"], result["ordinary_real"])
     share = result.get("trained_class_word_subject_share")
     if result["subject_prompts"]:
         print_table("hidden subjects (class word)", result["subjects"], result["subjects_real"])
         if share is not None:
-            print(f"  (in training, {share:.0%} of the images captioned by a class word show the "
-                  "hidden subject; the rest are class members)")
+            print(
+                f"  (in training, {share:.0%} of the images captioned by a class word show the "
+                "hidden subject; the rest are class members)"
+            )
     if "vae_reconstruction" in result:
         r = result["vae_reconstruction"]
         print_table("VAE reconstructions", r["vae"], r["real"], first="recon")
     print("\nexamples:")
     for e in result["examples"]:
         p = e["predicted"]
-        print(f"  {e['prompt']!r} -> {p['color']} {p['shape']} ({p['pattern']}, "
-              f"{p['color2']}), {p['scene']}, {p['style']}, subject {p['subject']}")
+        print(
+            f"  {e['prompt']!r} -> {p['color']} {p['shape']} ({p['pattern']}, "
+            f"{p['color2']}), {p['scene']}, {p['style']}, subject {p['subject']}"
+        )
 
 
 def main(argv=None) -> int:
@@ -186,8 +214,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--recon", type=int, default=128, help="renders for the VAE check (0: skip)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (on a busy machine 1 can be fastest)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (on a busy machine 1 can be fastest)",
+    )
     p.add_argument("--oracle", default=str(WEIGHTS))
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--sheet", default=None, help="save a PNG contact sheet of the first 64")
@@ -195,8 +227,11 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not Path(args.oracle).exists():
-        print(f"error: no oracle weights at {args.oracle}; train them with "
-              "python -m oneword.world.oracle train", file=sys.stderr)
+        print(
+            f"error: no oracle weights at {args.oracle}; train them with "
+            "python -m oneword.world.oracle train",
+            file=sys.stderr,
+        )
         return 2
     result = evaluate(args)
     report(result)

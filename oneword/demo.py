@@ -12,16 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from .api import ModelChoice, default_steps, learn
 from .core.embeddings import load_embeddings
-from .errors import OnewordError
-from .events import EventSink, Message, ignore
-from PIL import Image, ImageDraw, ImageFont
-
-from .files import atomic_write, atomic_write_text
 from .core.generate import Sampling, contact_sheet, draw, register_words, save_png, to_pil
 from .core.train import TrainConfig
+from .errors import OnewordError
+from .events import EventSink, Message, ignore
+from .files import atomic_write, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,11 @@ class DemoConfig:
 
     def __post_init__(self):
         from .world.render import SUBJECTS_BY_ID
+
         if self.subject not in SUBJECTS_BY_ID:
-            raise OnewordError(f"--subject {self.subject}: choose one of "
-                               f"{', '.join(sorted(SUBJECTS_BY_ID))}")
+            raise OnewordError(
+                f"--subject {self.subject}: choose one of {', '.join(sorted(SUBJECTS_BY_ID))}"
+            )
         for name in ("steps", "seeds_per_prompt", "prompts"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OnewordError(f"--{name.replace('_', '-')}: must be 1 or more")
@@ -56,41 +57,62 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
     from .world import evaluate
     from .world.oracle import load_oracle
     from .world.render import SUBJECTS_BY_ID
+
     subject = SUBJECTS_BY_ID[config.subject]
     token = f"<my-{subject.id}>"
     photos = evaluate.subject_photos(subject.id, 5, torch.Generator().manual_seed(config.seed))
     photo_dir = config.out / "photos"
     for i, photo in enumerate(photos):
         save_png(photo, photo_dir / f"photo{i}.png", {"subject": subject.id})
-    on_event(Message(f"learning {token} from 5 photos of the hidden '{subject.id}' "
-                     f"(init word: {subject.class_word})"))
+    on_event(
+        Message(
+            f"learning {token} from 5 photos of the hidden '{subject.id}' "
+            f"(init word: {subject.class_word})"
+        )
+    )
     steps = config.steps or default_steps(config.model)
-    train_config = TrainConfig(token=token, init_word=subject.class_word, steps=steps,
-                               lr=5e-3, batch_size=4, grad_accum=1, seed=config.seed,
-                               checkpoint_every=max(50, steps // 4))
-    files = learn([str(photo_dir)], train_config, ModelChoice(config.model),
-                  config.out / "run", on_event=on_event)
+    train_config = TrainConfig(
+        token=token,
+        init_word=subject.class_word,
+        steps=steps,
+        lr=5e-3,
+        batch_size=4,
+        grad_accum=1,
+        seed=config.seed,
+        checkpoint_every=max(50, steps // 4),
+    )
+    files = learn(
+        [str(photo_dir)],
+        train_config,
+        ModelChoice(config.model),
+        config.out / "run",
+        on_event=on_event,
+    )
     on_event(Message("drawing the subject in new scenes and styles"))
     model = ModelChoice(config.model).load()
     words = register_words(model, load_embeddings(files["diffusers"]))
     table = _compare(model, words, token, subject.id, photos, config, load_oracle())
-    summary = {how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
-               for how in ("class", "learned")}
+    summary = {
+        how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
+        for how in ("class", "learned")
+    }
     return DemoResult(_write_outputs(table, token, subject, photos, config), summary)
 
 
 def _compare(model, words, token, subject_id, photos, config, oracle):
     """Images and scores for each prompt, with the class word and with the learned word."""
     from .world import evaluate
+
     seeds = list(range(config.seed, config.seed + config.seeds_per_prompt))
     table = []
-    for template in evaluate.NOVEL_PROMPTS[:config.prompts]:
+    for template in evaluate.NOVEL_PROMPTS[: config.prompts]:
         row = {"template": template}
         for how in ("class", "learned"):
             prompt = template.format(evaluate.subject_phrase(subject_id, how, token))
             images = draw(model, [prompt] * len(seeds), seeds, words, config.sampling)
-            scores = evaluate.score_images(oracle, images, [prompt] * len(seeds), subject_id,
-                                           photos)
+            scores = evaluate.score_images(
+                oracle, images, [prompt] * len(seeds), subject_id, photos
+            )
             row[how] = (prompt, images, scores)
         table.append(row)
     return table
@@ -99,11 +121,15 @@ def _compare(model, words, token, subject_id, photos, config, oracle):
 def _write_outputs(table, token, subject, photos, config) -> dict[str, Path]:
     grid = torch.cat([torch.cat([row["class"][1], row["learned"][1]]) for row in table])
     columns = 2 * config.seeds_per_prompt
-    sheet = save_png(contact_sheet(grid, columns=columns), config.out / "contact_sheet.png",
-                     {"subject": subject.id, "token": token})
+    sheet = save_png(
+        contact_sheet(grid, columns=columns),
+        config.out / "contact_sheet.png",
+        {"subject": subject.id, "token": token},
+    )
     figure = config.out / "comparison.png"
-    atomic_write(figure, lambda tmp: _comparison(photos, table, token, subject).save(
-        tmp, format="PNG"))
+    atomic_write(
+        figure, lambda tmp: _comparison(photos, table, token, subject).save(tmp, format="PNG")
+    )
     page = config.out / "index.html"
     atomic_write_text(page, _html(table, token, subject))
     return {"comparison": figure, "contact_sheet": sheet, "page": page}
@@ -122,13 +148,17 @@ def _comparison(photos, table, token, subject) -> Image.Image:
     """The five photos, then per prompt the class word's images (left) beside the learned
     word's (right), under column headings with each side's concept fidelity."""
     font = ImageFont.load_default(size=18)
-    pairs = [(row["template"].format("..."), _tiles(row["class"][1]), _tiles(row["learned"][1]))
-             for row in table]
+    pairs = [
+        (row["template"].format("..."), _tiles(row["class"][1]), _tiles(row["learned"][1]))
+        for row in table
+    ]
     gap = 24
     right_x = 10 + pairs[0][1].width + gap
     heading = [f'class word "{subject.class_word}"', f"learned word {token}"]
-    scores = [f"drawn as the subject: {_mean(table, how, 'concept_fidelity'):.0%}"
-              for how in ("class", "learned")]
+    scores = [
+        f"drawn as the subject: {_mean(table, how, 'concept_fidelity'):.0%}"
+        for how in ("class", "learned")
+    ]
     photo_row = _tiles(photos)
     width = max(photo_row.width, right_x + pairs[0][2].width) + 20
     height = 40 + photo_row.height + 70 + sum(30 + left.height for _, left, _ in pairs) + 10
@@ -159,23 +189,25 @@ def _html(table, token, subject) -> str:
         cells = []
         for how in ("class", "learned"):
             prompt, _, s = row[how]
-            cells.append(f"<td><b>{html.escape(prompt)}</b><br>concept fidelity "
-                         f"{s.concept_fidelity:.2f} · prompt fidelity {s.prompt_fidelity:.2f}</td>")
+            cells.append(
+                f"<td><b>{html.escape(prompt)}</b><br>concept fidelity "
+                f"{s.concept_fidelity:.2f} · prompt fidelity {s.prompt_fidelity:.2f}</td>"
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     summary = " ".join(
         f"<p>{how} word: mean concept fidelity {_mean(table, how, 'concept_fidelity'):.2f}, "
         f"prompt fidelity {_mean(table, how, 'prompt_fidelity'):.2f}</p>"
-        for how in ("class", "learned"))
+        for how in ("class", "learned")
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>oneword demo: {html.escape(token)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} img{{image-rendering:pixelated;width:100%;max-width:900px}}
+<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}}
 td{{padding:.4em;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>{html.escape(token)}: the hidden "{html.escape(subject.id)}"</h1>
-<p>Training photos:</p><p>{''.join(f'<img src="photos/photo{i}.png" style="width:96px">' for i in range(5))}</p>
 {summary}
-<p>Each row is one prompt; left the class word "{html.escape(subject.class_word)}",
-right the learned word {html.escape(token)}.</p>
+<p>The five training photos, then one row per prompt: left the class word
+"{html.escape(subject.class_word)}", right the learned word {html.escape(token)}.</p>
 <img src="comparison.png">
-<table><tr><th>class word</th><th>learned word</th></tr>{''.join(rows)}</table>
+<table><tr><th>class word</th><th>learned word</th></tr>{"".join(rows)}</table>
 </body></html>
 """

@@ -31,6 +31,7 @@ bench = _load_bench()
 def parts():
     from oneword.adapters.tiny import TinyShapes, build_components
     from oneword.core.prompts import template_words
+
     return build_components(template_words(), TinyShapes(latent_size=RES // 4), seed=0)
 
 
@@ -74,12 +75,13 @@ def test_a_step_moves_only_the_added_token_and_steps_once(parts):
 
 def test_the_noise_schedule_is_stable_diffusions_ddpm(parts):
     from diffusers import DDPMScheduler
+
     with script_run(parts, "no") as run:
         schedule = run.noise_scheduler
     assert isinstance(schedule, DDPMScheduler)
     assert schedule.config.num_train_timesteps == 1000
     assert schedule.config.beta_schedule == "scaled_linear"
-    scaled_linear = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    scaled_linear = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     assert torch.allclose(schedule.betas, scaled_linear)
     assert torch.allclose(schedule.alphas_cumprod, torch.cumprod(1 - scaled_linear, 0))
 

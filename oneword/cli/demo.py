@@ -11,14 +11,24 @@ from .progress import ProgressBar
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="offline demo on the built-in world model (CPU, minutes)",
-                       description="Learn a hidden subject of the built-in world model from 5 "
-                                   "photos and draw it in new scenes, scored by the oracle.")
-    p.add_argument("--subject", default=DemoConfig.subject,
-                   help=f"hidden subject to learn (default: {DemoConfig.subject})")
+    p = sub.add_parser(
+        "demo",
+        help="offline demo on the built-in world model (CPU, minutes)",
+        description="Learn a hidden subject of the built-in world model from 5 "
+        "photos and draw it in new scenes, scored by the oracle.",
+    )
+    p.add_argument(
+        "--subject",
+        default=DemoConfig.subject,
+        help=f"hidden subject to learn (default: {DemoConfig.subject})",
+    )
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
-    p.add_argument("--steps", type=int, default=DemoConfig.steps,
-                   help="training steps (default: the model's, 300 on the world model)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DemoConfig.steps,
+        help="training steps (default: the model's, 300 on the world model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="world", help="model (default: the built-in world model)")
     p.set_defaults(func=_cmd_demo)
@@ -26,8 +36,9 @@ def register(sub) -> None:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     started = time.time()
-    config = DemoConfig(subject=a.subject, out=Path(a.out), steps=a.steps, seed=a.seed,
-                        model=a.model)
+    config = DemoConfig(
+        subject=a.subject, out=Path(a.out), steps=a.steps, seed=a.seed, model=a.model
+    )
     result = demo(config, on_event=ProgressBar())
     print(f"{'':14s}{'concept fidelity':>18s}{'prompt fidelity':>17s}")
     for how, (concept, prompt) in result.summary.items():

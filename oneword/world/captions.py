@@ -3,14 +3,14 @@
 Ordinary objects are named by their attributes ("a red striped star"); hidden
 subjects only ever by their class word ("a photo of a cat on the beach").
 """
+
 from __future__ import annotations
 
 import re
 
 import torch
 
-from .render import (COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, STYLES, SUBJECTS_BY_ID,
-                     Spec)
+from .render import COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, STYLES, SUBJECTS_BY_ID, Spec
 
 STYLE_PREFIX = {
     "photo": ["a photo of", "a photograph of", "a picture of"],
@@ -19,9 +19,15 @@ STYLE_PREFIX = {
 }
 STYLE_SUFFIX = {"photo": "in a photo", "painting": "in a painting", "sketch": "in a sketch"}
 SCENE_PHRASE = {
-    "beach": ["on the beach", "at the beach"], "snow": ["in the snow"], "grass": ["on the grass"],
-    "night": ["at night"], "desert": ["in the desert"], "forest": ["in the forest", "in the woods"],
-    "sea": ["on the sea", "at sea"], "room": ["in a room"], "city": ["in the city"],
+    "beach": ["on the beach", "at the beach"],
+    "snow": ["in the snow"],
+    "grass": ["on the grass"],
+    "night": ["at night"],
+    "desert": ["in the desert"],
+    "forest": ["in the forest", "in the woods"],
+    "sea": ["on the sea", "at sea"],
+    "room": ["in a room"],
+    "city": ["in the city"],
 }
 PATTERN_ADJ = {"solid": "plain", "stripes": "striped", "dots": "dotted", "patches": "patched"}
 PATTERN_NOUN = {"stripes": "stripes", "dots": "dots", "patches": "patches"}
@@ -29,13 +35,35 @@ SIZE_WORD = {"small": "small", "medium": "medium", "large": "large"}
 POSITION_PHRASE = {"left": "on the left", "center": "in the middle", "right": "on the right"}
 
 # keyword -> value maps used by parse_prompt
-STYLE_WORDS = {"photo": "photo", "photograph": "photo", "picture": "photo", "painting": "painting",
-               "sketch": "sketch", "drawing": "sketch"}
-SCENE_WORDS = {"beach": "beach", "snow": "snow", "grass": "grass", "night": "night",
-               "desert": "desert", "forest": "forest", "woods": "forest", "sea": "sea",
-               "room": "room", "city": "city"}
-PATTERN_WORDS = {"plain": "solid", "striped": "stripes", "stripes": "stripes", "dotted": "dots",
-                 "dots": "dots", "patched": "patches", "patches": "patches"}
+STYLE_WORDS = {
+    "photo": "photo",
+    "photograph": "photo",
+    "picture": "photo",
+    "painting": "painting",
+    "sketch": "sketch",
+    "drawing": "sketch",
+}
+SCENE_WORDS = {
+    "beach": "beach",
+    "snow": "snow",
+    "grass": "grass",
+    "night": "night",
+    "desert": "desert",
+    "forest": "forest",
+    "woods": "forest",
+    "sea": "sea",
+    "room": "room",
+    "city": "city",
+}
+PATTERN_WORDS = {
+    "plain": "solid",
+    "striped": "stripes",
+    "stripes": "stripes",
+    "dotted": "dots",
+    "dots": "dots",
+    "patched": "patches",
+    "patches": "patches",
+}
 POSITION_WORDS = {"left": "left", "middle": "center", "right": "right"}
 CLASS_WORDS = {s.class_word: s.id for s in HIDDEN_SUBJECTS}
 SUBJECT_NAMES = {s.name: s.id for s in HIDDEN_SUBJECTS}
@@ -46,8 +74,9 @@ def _article(phrase: str) -> str:
 
 
 def _choice(options, generator):
-    return options[int(torch.randint(len(options), (1,), generator=generator,
-                                      device=generator.device))]
+    return options[
+        int(torch.randint(len(options), (1,), generator=generator, device=generator.device))
+    ]
 
 
 def _coin(p, generator):
@@ -87,9 +116,15 @@ def _object_phrase(spec: Spec, generator, name_share: float) -> str:
         return f"{size}{plain}{spec.color} {spec.shape}"
     form = int(torch.randint(4, (1,), generator=generator, device=generator.device))
     c, c2, adj = spec.color, spec.color2, PATTERN_ADJ[spec.pattern]
-    return size + [f"{c} {adj} {spec.shape}", f"{c} and {c2} {adj} {spec.shape}",
-                   f"{c} {spec.shape} with {c2} {PATTERN_NOUN.get(spec.pattern, '')}",
-                   f"{c} {c2} {adj} {spec.shape}"][form]
+    return (
+        size
+        + [
+            f"{c} {adj} {spec.shape}",
+            f"{c} and {c2} {adj} {spec.shape}",
+            f"{c} {spec.shape} with {c2} {PATTERN_NOUN.get(spec.pattern, '')}",
+            f"{c} {c2} {adj} {spec.shape}",
+        ][form]
+    )
 
 
 def caption(spec: Spec, generator: torch.Generator, name_share: float = 0.0) -> str:
@@ -109,14 +144,18 @@ def vocabulary() -> list[str]:
     phrases = [p for v in STYLE_PREFIX.values() for p in v] + list(STYLE_SUFFIX.values())
     phrases += [p for v in SCENE_PHRASE.values() for p in v] + list(POSITION_PHRASE.values())
     phrases += list(PATTERN_ADJ.values()) + list(PATTERN_NOUN.values()) + list(SIZE_WORD.values())
-    phrases += COLORS + SHAPES + list(CLASS_WORDS) + list(SUBJECT_NAMES) + ["a", "an", "and", "with"]
+    phrases += (
+        COLORS + SHAPES + list(CLASS_WORDS) + list(SUBJECT_NAMES) + ["a", "an", "and", "with"]
+    )
     return sorted({w for p in phrases for w in p.split()})
 
 
 def tokenize(prompt: str) -> list[str]:
     """Lowercase words; placeholder tokens like '<my-cat>' are kept verbatim."""
-    toks = [t if t.startswith("<") else re.sub(r"[^a-z]", "", t)
-            for t in re.findall(r"<[^>]*>|[^\s<]+", prompt.lower())]
+    toks = [
+        t if t.startswith("<") else re.sub(r"[^a-z]", "", t)
+        for t in re.findall(r"<[^>]*>|[^\s<]+", prompt.lower())
+    ]
     return [t for t in toks if t]
 
 

@@ -35,8 +35,10 @@ NOVEL_PROMPTS = (
 
 def subject_photos(subject_id: str, count: int, generator: torch.Generator) -> torch.Tensor:
     """The user's photos [count, 3, 64, 64] in [0, 1]: the subject in varied scenes, as photos."""
-    specs = [subject_spec(subject_id, PHOTO_SCENES[i % len(PHOTO_SCENES)], "photo", generator)
-             for i in range(count)]
+    specs = [
+        subject_spec(subject_id, PHOTO_SCENES[i % len(PHOTO_SCENES)], "photo", generator)
+        for i in range(count)
+    ]
     return render_batch(specs, generator)
 
 
@@ -70,11 +72,13 @@ def context_of(prompt: str) -> dict:
     return {k: v for k, v in requested.items() if k in ("scene", "style")}
 
 
-def score_images(oracle, images: torch.Tensor, prompts: list[str], subject_id: str,
-                 photos: torch.Tensor) -> Scores:
+def score_images(
+    oracle, images: torch.Tensor, prompts: list[str], subject_id: str, photos: torch.Tensor
+) -> Scores:
     """Scores of images [B, 3, 64, 64] drawn for prompts[i] (one prompt per image)."""
     concept = subject_hits(oracle, images, subject_id).float()
     similarity = concept_similarity(oracle, images, photos)
-    prompt = torch.tensor([prompt_fidelity(oracle, images[i:i + 1], context_of(p))
-                           for i, p in enumerate(prompts)])
+    prompt = torch.tensor(
+        [prompt_fidelity(oracle, images[i : i + 1], context_of(p)) for i, p in enumerate(prompts)]
+    )
     return Scores(concept.mean().item(), similarity, prompt.mean().item(), concept, prompt)

@@ -1,4 +1,5 @@
 """Oracle-based metrics on image tensors [B,3,H,W] in [0,1] (resized to 64x64 if needed)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,7 @@ def _device(oracle: Oracle):
 
 def _chunks(images):
     for i in range(0, images.shape[0], CHUNK):
-        yield images[i:i + CHUNK]
+        yield images[i : i + CHUNK]
 
 
 @torch.no_grad()
@@ -30,8 +31,9 @@ def predict_indices(oracle: Oracle, images: torch.Tensor) -> dict[str, torch.Ten
 @torch.no_grad()
 def features(oracle: Oracle, images: torch.Tensor) -> torch.Tensor:
     dev = _device(oracle)
-    return torch.cat([oracle.features(x.to(dev, torch.float32).clamp(0, 1)).cpu()
-                      for x in _chunks(images)])
+    return torch.cat(
+        [oracle.features(x.to(dev, torch.float32).clamp(0, 1)).cpu() for x in _chunks(images)]
+    )
 
 
 def subject_hits(oracle: Oracle, images: torch.Tensor, subject_id: str) -> torch.Tensor:
@@ -44,9 +46,13 @@ def concept_fidelity(oracle: Oracle, images: torch.Tensor, subject_id: str) -> f
     return subject_hits(oracle, images, subject_id).float().mean().item()
 
 
-def bootstrap_interval(samples: list[torch.Tensor], generator: torch.Generator,
-                       statistic: str = "median", draws: int = 2000,
-                       level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    samples: list[torch.Tensor],
+    generator: torch.Generator,
+    statistic: str = "median",
+    draws: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval (Efron 1979) of the median (or "mean") of the means of
     several samples, e.g. one [N_i] tensor of per-image hits per subject: every draw resamples
     the images of each sample with replacement. With one sample it is the interval of that
@@ -63,7 +69,9 @@ def bootstrap_interval(samples: list[torch.Tensor], generator: torch.Generator,
     return low.item(), high.item()
 
 
-def concept_similarity(oracle: Oracle, images: torch.Tensor, reference_images: torch.Tensor) -> float:
+def concept_similarity(
+    oracle: Oracle, images: torch.Tensor, reference_images: torch.Tensor
+) -> float:
     """Mean cosine between each image's feature and the mean reference feature."""
     ref = F.normalize(features(oracle, reference_images).mean(0), dim=0)
     return (features(oracle, images) @ ref).mean().item()

@@ -14,6 +14,7 @@ shape head starts fresh, every other weight is kept), in 573 s:
 Held-out (2048 renders): shape 0.996, colour 1.000, colour2 0.997, pattern 0.986, scene, style
 and subject 1.000. On a CPU, training from scratch needs fewer steps (--steps/--batch-size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,20 +26,39 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .render import (COLORS, PATTERNS, SCENES, SHAPES, STYLES, SUBJECT_IDS, decoy_spec,
-                     render_batch, sample_specs)
+from .render import (
+    COLORS,
+    PATTERNS,
+    SCENES,
+    SHAPES,
+    STYLES,
+    SUBJECT_IDS,
+    decoy_spec,
+    render_batch,
+    sample_specs,
+)
 
 WEIGHTS = Path(__file__).with_name("weights") / "oracle.safetensors"
-HEADS = {"shape": SHAPES, "color": COLORS, "color2": COLORS, "pattern": PATTERNS,
-         "scene": SCENES, "style": STYLES, "subject": SUBJECT_IDS + ["none"]}
+HEADS = {
+    "shape": SHAPES,
+    "color": COLORS,
+    "color2": COLORS,
+    "pattern": PATTERNS,
+    "scene": SCENES,
+    "style": STYLES,
+    "subject": SUBJECT_IDS + ["none"],
+}
 FEAT_DIM = 128
 
 
 def _block(cin, cout, n=1):
     layers = []
     for k in range(n):
-        layers += [nn.Conv2d(cin if k == 0 else cout, cout, 3, padding=1, bias=False),
-                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(cin if k == 0 else cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
     return layers
 
 
@@ -48,10 +68,14 @@ class Oracle(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            *_block(3, 32), nn.MaxPool2d(2),          # 32x32
-            *_block(32, 48), nn.MaxPool2d(2),         # 16x16
-            *_block(48, 96, 2), nn.MaxPool2d(2),      # 8x8
-            *_block(96, 160, 2))
+            *_block(3, 32),
+            nn.MaxPool2d(2),  # 32x32
+            *_block(32, 48),
+            nn.MaxPool2d(2),  # 16x16
+            *_block(48, 96, 2),
+            nn.MaxPool2d(2),  # 8x8
+            *_block(96, 160, 2),
+        )
         self.proj = nn.Sequential(nn.Linear(320, FEAT_DIM), nn.ReLU(inplace=True))
         self.heads = nn.ModuleDict({k: nn.Linear(FEAT_DIM, len(v)) for k, v in HEADS.items()})
 
@@ -68,26 +92,26 @@ class Oracle(nn.Module):
         """L2-normalised penultimate embedding [B, FEAT_DIM]."""
         return F.normalize(self._embed(images), dim=1)
 
-    @torch.no_grad()
-    def predict(self, images) -> dict[str, list[str]]:
-        """Predicted label names per head."""
-        logits = self(images)
-        return {k: [HEADS[k][i] for i in v.argmax(1).tolist()] for k, v in logits.items()}
-
 
 def _to_64(images):
     if images.shape[-2:] != (64, 64):
-        images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True,
-                               align_corners=False)
+        images = F.interpolate(
+            images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False
+        )
     return images
 
 
 def labels(specs, device="cpu") -> dict[str, torch.Tensor]:
     """Integer targets per head for a list of specs."""
-    vals = {"shape": [s.shape for s in specs], "color": [s.color for s in specs],
-            "color2": [s.color2 for s in specs], "pattern": [s.pattern for s in specs],
-            "scene": [s.scene for s in specs], "style": [s.style for s in specs],
-            "subject": [s.subject or "none" for s in specs]}
+    vals = {
+        "shape": [s.shape for s in specs],
+        "color": [s.color for s in specs],
+        "color2": [s.color2 for s in specs],
+        "pattern": [s.pattern for s in specs],
+        "scene": [s.scene for s in specs],
+        "style": [s.style for s in specs],
+        "subject": [s.subject or "none" for s in specs],
+    }
     return {k: torch.tensor([HEADS[k].index(x) for x in v], device=device) for k, v in vals.items()}
 
 
@@ -102,10 +126,10 @@ def training_specs(n, generator, decoy_fraction=0.2):
 def _blur(x, sigma):
     """Per-image gaussian blur with sigma [B] (3x3 separable kernel)."""
     w = torch.exp(-1.0 / (2 * sigma.clamp(min=1e-3) ** 2))
-    k = torch.stack([w, torch.ones_like(w), w], 1) / (1 + 2 * w).unsqueeze(1)   # [B,3]
+    k = torch.stack([w, torch.ones_like(w), w], 1) / (1 + 2 * w).unsqueeze(1)  # [B,3]
     xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    h = sum(k[:, i, None, None, None] * xp[..., i:i + x.shape[-1]] for i in range(3))
-    return sum(k[:, i, None, None, None] * h[..., i:i + x.shape[-2], :] for i in range(3))
+    h = sum(k[:, i, None, None, None] * xp[..., i : i + x.shape[-1]] for i in range(3))
+    return sum(k[:, i, None, None, None] * h[..., i : i + x.shape[-2], :] for i in range(3))
 
 
 def augment(x, generator):
@@ -130,7 +154,7 @@ def loss_fn(logits, targets):
 
 def new_oracle(generator: torch.Generator) -> Oracle:
     """A fresh network whose initial weights come from the generator (global RNG untouched)."""
-    seed = int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device))
+    seed = int(torch.randint(2**31, (1,), generator=generator, device=generator.device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Oracle()
@@ -142,16 +166,28 @@ def adopt_weights(model: Oracle, path) -> list[str]:
     returned by name, to be learned by fine-tuning."""
     own = model.state_dict()
     state = _read_weights(path)
-    changed = sorted({k.split(".")[1] for k, v in state.items()
-                      if k.startswith("heads.") and k in own and v.shape != own[k].shape})
+    changed = sorted(
+        {
+            k.split(".")[1]
+            for k, v in state.items()
+            if k.startswith("heads.") and k in own and v.shape != own[k].shape
+        }
+    )
     fresh = tuple(f"heads.{h}." for h in changed)
     keep = {k: v for k, v in state.items() if not k.startswith(fresh)}
     model.load_state_dict({**own, **keep})
     return changed
 
 
-def train_oracle(steps=3000, batch_size=64, generator=None, device="cpu", lr=3e-3, log_every=100,
-                 init: Oracle | None = None):
+def train_oracle(
+    steps=3000,
+    batch_size=64,
+    generator=None,
+    device="cpu",
+    lr=3e-3,
+    log_every=100,
+    init: Oracle | None = None,
+):
     """Train an oracle on freshly rendered batches with true labels; from ``init`` when given,
     which is trained in place and returned (a fine-tune after a change to the world costs a
     fraction of training from scratch)."""
@@ -179,8 +215,10 @@ def train_oracle(steps=3000, batch_size=64, generator=None, device="cpu", lr=3e-
 def save_oracle(model, path=WEIGHTS, half=True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
-          for k, v in model.state_dict().items()}
+    sd = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     save_file(sd, str(path))
 
 
@@ -247,7 +285,10 @@ def main(argv=None):
         model = load_oracle(a.device, a.weights)
     for aug in (False, True):
         acc = evaluate(model, a.n, device=a.device, aug=aug)
-        print(("augmented " if aug else "clean     ") + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+        print(
+            ("augmented " if aug else "clean     ")
+            + " ".join(f"{k}={v:.3f}" for k, v in acc.items())
+        )
 
 
 if __name__ == "__main__":

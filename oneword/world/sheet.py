@@ -1,7 +1,8 @@
 """Contact sheets of world renders (or any [B,3,H,W] images in [0,1]).
 
-    python -m oneword.world.sheet --out /tmp/world_sheet.png --seed 0
+python -m oneword.world.sheet --out /tmp/world_sheet.png --seed 0
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,10 +4,23 @@ import torch.nn.functional as F
 
 from oneword.world import SCENES, STYLES, SUBJECT_IDS, Spec, decoy_spec, render_batch, subject_spec
 from oneword.world.captions import parse_prompt
-from oneword.world.metrics import (attribute_accuracy, concept_fidelity, concept_similarity,
-                                   prompt_fidelity)
-from oneword.world.oracle import (HEADS, FEAT_DIM, adopt_weights, evaluate, labels, load_oracle,
-                                  new_oracle, save_oracle, train_oracle)
+from oneword.world.metrics import (
+    attribute_accuracy,
+    concept_fidelity,
+    concept_similarity,
+    prompt_fidelity,
+)
+from oneword.world.oracle import (
+    FEAT_DIM,
+    HEADS,
+    adopt_weights,
+    evaluate,
+    labels,
+    load_oracle,
+    new_oracle,
+    save_oracle,
+    train_oracle,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +32,10 @@ def oracle():
 
 def subject_images(subject_id, n, seed, decoy=False):
     g = torch.Generator().manual_seed(seed)
-    specs = [subject_spec(subject_id, SCENES[i % len(SCENES)], STYLES[i % len(STYLES)], g)
-             for i in range(n)]
+    specs = [
+        subject_spec(subject_id, SCENES[i % len(SCENES)], STYLES[i % len(STYLES)], g)
+        for i in range(n)
+    ]
     if decoy:
         specs = [decoy_spec(s) for s in specs]
     return render_batch(specs, g)
@@ -74,8 +89,19 @@ def test_metrics_accept_other_resolutions(oracle):
 def test_prompt_fidelity_and_attribute_accuracy(oracle):
     prompt = "a painting of a red white striped star in the snow"
     g = torch.Generator().manual_seed(6)
-    specs = [Spec("star", "red", "white", "stripes", ["medium", "large"][i % 2],
-                  ["left", "center", "right"][i % 3], "snow", "painting") for i in range(24)]
+    specs = [
+        Spec(
+            "star",
+            "red",
+            "white",
+            "stripes",
+            ["medium", "large"][i % 2],
+            ["left", "center", "right"][i % 3],
+            "snow",
+            "painting",
+        )
+        for i in range(24)
+    ]
     x = render_batch(specs, g)
     req = parse_prompt(prompt)
     assert prompt_fidelity(oracle, x, req) >= 0.9
@@ -95,15 +121,25 @@ def test_labels_match_heads():
     s = Spec("star", "red", "white", "stripes", "small", "left", "snow", "painting")
     lab = labels([s])
     assert {k: HEADS[k][v.item()] for k, v in lab.items()} == {
-        "shape": "star", "color": "red", "color2": "white", "pattern": "stripes",
-        "scene": "snow", "style": "painting", "subject": "none"}
+        "shape": "star",
+        "color": "red",
+        "color2": "white",
+        "pattern": "stripes",
+        "scene": "snow",
+        "style": "painting",
+        "subject": "none",
+    }
 
 
 def test_a_fresh_oracle_is_seeded_by_its_generator_not_the_global_rng():
     rng = torch.get_rng_state()
     with torch.enable_grad():
-        a, b, c = (train_oracle(steps=1, batch_size=2, generator=torch.Generator().manual_seed(s),
-                                log_every=0) for s in (3, 3, 4))
+        a, b, c = (
+            train_oracle(
+                steps=1, batch_size=2, generator=torch.Generator().manual_seed(s), log_every=0
+            )
+            for s in (3, 3, 4)
+        )
     assert torch.equal(torch.get_rng_state(), rng)
     flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
     assert torch.equal(flat(a), flat(b)) and not torch.equal(flat(a), flat(c))
@@ -114,8 +150,14 @@ def test_fine_tuning_starts_from_the_given_weights_and_leaves_global_rng_alone()
     before = {k: v.detach().clone() for k, v in start.named_parameters()}
     rng = torch.get_rng_state()
     with torch.enable_grad():
-        tuned = train_oracle(steps=2, batch_size=4, generator=torch.Generator().manual_seed(0),
-                             lr=1e-4, log_every=0, init=start)
+        tuned = train_oracle(
+            steps=2,
+            batch_size=4,
+            generator=torch.Generator().manual_seed(0),
+            lr=1e-4,
+            log_every=0,
+            init=start,
+        )
     assert torch.equal(torch.get_rng_state(), rng)
     assert not tuned.training
     after = dict(tuned.named_parameters())

@@ -1,8 +1,24 @@
 import torch
 
-from oneword.world import (COLORS, HIDDEN_SUBJECTS, PATTERNS, SCENES, SHAPES, STYLES, Spec,
-                           caption, decoy_spec, describe, parse_prompt, reference_prompt,
-                           render_batch, sample_specs, subject_spec, tokenize, vocabulary)
+from oneword.world import (
+    COLORS,
+    HIDDEN_SUBJECTS,
+    PATTERNS,
+    SCENES,
+    SHAPES,
+    STYLES,
+    Spec,
+    caption,
+    decoy_spec,
+    describe,
+    parse_prompt,
+    reference_prompt,
+    render_batch,
+    sample_specs,
+    subject_spec,
+    tokenize,
+    vocabulary,
+)
 from oneword.world.captions import CLASS_WORDS
 from oneword.world.render import render_with_coverage
 
@@ -18,7 +34,9 @@ def render(seed, n=32):
 
 def test_constants_sizes():
     assert len(SHAPES) >= 6 and len(COLORS) >= 8 and len(SCENES) >= 8 and len(STYLES) >= 3
-    assert len(HIDDEN_SUBJECTS) >= 8 and len({s.class_word for s in HIDDEN_SUBJECTS}) == len(HIDDEN_SUBJECTS)
+    assert len(HIDDEN_SUBJECTS) >= 8 and len({s.class_word for s in HIDDEN_SUBJECTS}) == len(
+        HIDDEN_SUBJECTS
+    )
     combos = {(s.shape, s.color, s.color2, s.pattern) for s in HIDDEN_SUBJECTS}
     assert len(combos) == len(HIDDEN_SUBJECTS)
 
@@ -36,8 +54,11 @@ def test_determinism():
 
 
 def test_coverage_marks_the_object_of_the_same_render():
-    specs = [Spec("square", "red", "blue", "solid", "large", pos, "grass", style)
-             for pos in ("left", "right") for style in STYLES]
+    specs = [
+        Spec("square", "red", "blue", "solid", "large", pos, "grass", style)
+        for pos in ("left", "right")
+        for style in STYLES
+    ]
     images, coverage = render_with_coverage(specs, gen(3))
     assert torch.equal(images, render_batch(specs, gen(3)))
     assert coverage.shape == (6, 3, 64, 64) and 0 <= coverage.min() and coverage.max() <= 1
@@ -56,14 +77,24 @@ def test_coverage_marks_the_pattern_and_a_subjects_mark():
     assert 0.2 < stripes[0].sum() / coverage[0, 0].sum() < 0.8  # about half the body
     assert (mark[0] == 0).all() and mark[1].sum() > 10
     assert (stripes[1][mark[1] == 1] == 0).all()  # the mark paints over the stripes
-    assert ((coverage[:, 1:] <= coverage[:, :1] + 1e-6)).all()  # details lie on the object
+    assert (coverage[:, 1:] <= coverage[:, :1] + 1e-6).all()  # details lie on the object
 
 
 def test_every_attribute_renders():
     g = gen(1)
-    specs = [Spec(sh, COLORS[i % len(COLORS)], COLORS[(i + 3) % len(COLORS)], PATTERNS[i % 4],
-                  "large", "center", SCENES[i % len(SCENES)], STYLES[i % len(STYLES)])
-             for i, sh in enumerate(SHAPES * 3)]
+    specs = [
+        Spec(
+            sh,
+            COLORS[i % len(COLORS)],
+            COLORS[(i + 3) % len(COLORS)],
+            PATTERNS[i % 4],
+            "large",
+            "center",
+            SCENES[i % len(SCENES)],
+            STYLES[i % len(STYLES)],
+        )
+        for i, sh in enumerate(SHAPES * 3)
+    ]
     x = render_batch(specs, g)
     assert x.shape[0] == len(specs) and torch.isfinite(x).all()
 
@@ -83,7 +114,12 @@ def test_style_is_a_visible_change():
 
 def test_scene_and_shape_change_pixels():
     base = Spec("star", "red", "white", "stripes", "large", "center", "beach", "photo")
-    for field, other in [("scene", "night"), ("shape", "circle"), ("pattern", "dots"), ("color", "blue")]:
+    for field, other in [
+        ("scene", "night"),
+        ("shape", "circle"),
+        ("pattern", "dots"),
+        ("color", "blue"),
+    ]:
         diff = (_one(base) - _one(Spec(**{**base.__dict__, field: other}))).abs().mean()
         assert diff > 0.01, field
 
@@ -141,8 +177,11 @@ def test_names_appear_only_when_asked_and_only_for_their_subject():
 
 
 def test_hidden_subjects_named_only_by_class_word():
-    attr_words = set(COLORS) | set(SHAPES) | {"plain", "striped", "dotted", "patched",
-                                               "stripes", "dots", "patches"}
+    attr_words = (
+        set(COLORS)
+        | set(SHAPES)
+        | {"plain", "striped", "dotted", "patched", "stripes", "dots", "patches"}
+    )
     g = gen(12)
     for s in sample_specs(1500, g):
         words = set(caption(s, g).split())
@@ -170,12 +209,25 @@ def test_describe_and_reference_prompt():
 
 
 def test_parse_prompt_examples():
-    assert parse_prompt("a painting of <my-cat> in the snow") == {"style": "painting", "scene": "snow"}
+    assert parse_prompt("a painting of <my-cat> in the snow") == {
+        "style": "painting",
+        "scene": "snow",
+    }
     assert parse_prompt("A photo of a red striped star, on the beach.") == {
-        "style": "photo", "color": "red", "pattern": "stripes", "shape": "star", "scene": "beach"}
+        "style": "photo",
+        "color": "red",
+        "pattern": "stripes",
+        "shape": "star",
+        "scene": "beach",
+    }
     assert parse_prompt("a drawing of a red star with white dots at sea") == {
-        "style": "sketch", "color": "red", "color2": "white", "shape": "star", "pattern": "dots",
-        "scene": "sea"}
+        "style": "sketch",
+        "color": "red",
+        "color2": "white",
+        "shape": "star",
+        "pattern": "dots",
+        "scene": "sea",
+    }
     assert parse_prompt("a photo of a cat in the woods")["subject"] == "cat"
     assert parse_prompt("<x> <y>") == {}
     assert tokenize("a <my-cat>, please") == ["a", "<my-cat>", "please"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from oneword.api import DEFAULT_MODEL
 from oneword.adapters.loading import WORLD_MODEL_FOLDER, load_model
+from oneword.api import DEFAULT_MODEL
 
 SHORT_LEARN_SUBJECT, SHORT_LEARN_STEPS = "robot", 300
 
@@ -14,15 +14,29 @@ def test_world_model_loads_like_a_checkpoint():
     model = load_model(str(WORLD_MODEL_FOLDER))
     assert model.native_resolution == 64
     assert model.tokenizer.tokenize("a painting of a cat in the snow") == [
-        "a</w>", "painting</w>", "of</w>", "a</w>", "cat</w>", "in</w>", "the</w>", "snow</w>"]
+        "a</w>",
+        "painting</w>",
+        "of</w>",
+        "a</w>",
+        "cat</w>",
+        "in</w>",
+        "the</w>",
+        "snow</w>",
+    ]
 
 
 def test_world_model_is_the_default_and_draws_64px():
     assert DEFAULT_MODEL == "world"
     model = load_model(DEFAULT_MODEL)
     states = model.encode_text(model.token_ids(["a photo of a cat on the beach"]))
-    images = model.generate(states, model.encode_text(model.token_ids([""])),
-                            [torch.Generator().manual_seed(0)], 2, 5.0, 64)
+    images = model.generate(
+        states,
+        model.encode_text(model.token_ids([""])),
+        [torch.Generator().manual_seed(0)],
+        2,
+        5.0,
+        64,
+    )
     assert images.shape == (1, 3, 64, 64) and 0 <= images.min() and images.max() <= 1
 
 
@@ -42,8 +56,16 @@ def test_a_short_learn_raises_concept_fidelity_over_the_class_word(tmp_path):
     model = load_model("world")
     photos = evaluate.subject_photos(subject, 5, torch.Generator().manual_seed(0))
     model.add_placeholder_tokens(["<s>"])
-    config = TrainConfig(token="<s>", init_word=SUBJECTS_BY_ID[subject].class_word, steps=steps,
-                         lr=5e-3, batch_size=4, grad_accum=1, seed=0, checkpoint_every=steps)
+    config = TrainConfig(
+        token="<s>",
+        init_word=SUBJECTS_BY_ID[subject].class_word,
+        steps=steps,
+        lr=5e-3,
+        batch_size=4,
+        grad_accum=1,
+        seed=0,
+        checkpoint_every=steps,
+    )
     state = train(model, torch.cat([photos, photos.flip(-1)]) * 2 - 1, config, tmp_path)
     words = Words({"<s>": 1}, state.rows()[0:1])
     seeds = [0, 1, 2, 3]

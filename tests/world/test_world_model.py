@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oneword.api import default_steps
-from oneword.errors import OnewordError
-from oneword.core.generate import Sampling, draw
 from oneword.adapters.loading import load_model
+from oneword.api import default_steps
+from oneword.core.generate import Sampling, draw
+from oneword.errors import OnewordError
+from oneword.world.model import build_parser, config_from_args, train_world_model
 from oneword.world.render import HIDDEN_SUBJECTS
-from oneword.world.model import (LEARN_STEPS, LOG_NAME, PhaseLog, Stream, WorldModelConfig, _parser,
-                                 config_from_args, lr_multiplier, pixel_weights, preset, run_phase,
-                                 train_world_model)
+from oneword.world.training_config import LEARN_STEPS, LOG_NAME, WorldModelConfig, preset
+from oneword.world.training_loop import PhaseLog, Stream, lr_multiplier, run_phase
+from oneword.world.vae_phase import pixel_weights
 
 
 @pytest.fixture
@@ -29,8 +30,7 @@ def one_thread():
 
 
 def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
-    config = preset("tiny", vae_steps=2, steps=2, batch_size=2, vae_batch_size=2,
-                    scale_images=4)
+    config = preset("tiny", vae_steps=2, steps=2, batch_size=2, vae_batch_size=2, scale_images=4)
     folder = tmp_path / "world"
     train_world_model(config, folder, "cpu", oracle_check=0)
 
@@ -44,21 +44,47 @@ def test_tiny_run_saves_a_model_that_loads_and_draws(tmp_path, one_thread):
     assert model.native_resolution == 64
     assert float(model.pipe.vae.config.scaling_factor) == pytest.approx(log["scaling_factor"])
     assert len(model.word_token_ids("cat")) == 1 and len(model.word_token_ids("photo")) == 1
-    images = draw(model, ["a photo of a cat on the beach", "a red star in the snow"], [0, 1],
-                  None, Sampling(steps=2, cfg=3.0, scheduler="ddim", size=64))
+    images = draw(
+        model,
+        ["a photo of a cat on the beach", "a red star in the snow"],
+        [0, 1],
+        None,
+        Sampling(steps=2, cfg=3.0, scheduler="ddim", size=64),
+    )
     assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
 
 
-@pytest.mark.parametrize("bad", [
-    dict(minutes=0), dict(minutes=-1.0), dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
-    dict(cond_drop=1.0), dict(vae_share=0.0), dict(vae_share=0.97), dict(ema_decay=1.0),
-    dict(hidden_fraction=1.5), dict(member_fraction=-0.1), dict(member_fraction=0.9),
-    dict(unet_channels=(30, 60)), dict(unet_channels=(64,)), dict(align_weight=-0.5),
-    dict(vae_channels=(32,)), dict(text_width=200), dict(fresh_share=0.0),
-    dict(minutes=None, steps=1_000_000), dict(scale_images=1), dict(batch_size=2.5),
-    dict(align_blocks=()), dict(align_blocks=(1, 1)), dict(align_blocks=(3,)),
-    dict(mark_weight=-1.0), dict(pattern_weight=-0.1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(minutes=0),
+        dict(minutes=-1.0),
+        dict(steps=-1),
+        dict(batch_size=0),
+        dict(lr=0.0),
+        dict(cond_drop=1.0),
+        dict(vae_share=0.0),
+        dict(vae_share=0.97),
+        dict(ema_decay=1.0),
+        dict(hidden_fraction=1.5),
+        dict(member_fraction=-0.1),
+        dict(member_fraction=0.9),
+        dict(unet_channels=(30, 60)),
+        dict(unet_channels=(64,)),
+        dict(align_weight=-0.5),
+        dict(vae_channels=(32,)),
+        dict(text_width=200),
+        dict(fresh_share=0.0),
+        dict(minutes=None, steps=1_000_000),
+        dict(scale_images=1),
+        dict(batch_size=2.5),
+        dict(align_blocks=()),
+        dict(align_blocks=(1, 1)),
+        dict(align_blocks=(3,)),
+        dict(mark_weight=-1.0),
+        dict(pattern_weight=-0.1),
+    ],
+)
 def test_config_rejects_bad_values(bad):
     with pytest.raises(OnewordError):
         WorldModelConfig(**bad)
@@ -83,8 +109,23 @@ def test_presets_are_valid_and_fit_the_size_limits():
 
 
 def test_command_line_overrides_the_preset():
-    args = _parser().parse_args(["train", "--out", "x", "--device", "cpu", "--preset", "gpu",
-                                 "--minutes", "0", "--steps", "5", "--lr", "1e-4"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--out",
+            "x",
+            "--device",
+            "cpu",
+            "--preset",
+            "gpu",
+            "--minutes",
+            "0",
+            "--steps",
+            "5",
+            "--lr",
+            "1e-4",
+        ]
+    )
     config = config_from_args(args)
     assert config.minutes is None and config.steps == 5 and config.lr == 1e-4
     assert config.batch_size == preset("gpu").batch_size
@@ -100,8 +141,9 @@ def test_a_phase_stops_at_its_time_budget():
         return torch.tensor(1.0)
 
     start = time.monotonic()
-    log = run_phase(PhaseLog("unet"), step, optimizer, 1.0, 1_000_000, 0.2, 4, config,
-                    torch.device("cpu"))
+    log = run_phase(
+        PhaseLog("unet"), step, optimizer, 1.0, 1_000_000, 0.2, 4, config, torch.device("cpu")
+    )
     assert 0.15 < time.monotonic() - start < 1.0
     assert 1 <= log.steps < 100 and log.losses[-1] == (log.steps, 1.0)
 
@@ -120,8 +162,9 @@ def test_pool_stream_mixes_fresh_and_kept_examples():
         made.append(n)
         return [None] * n, torch.arange(start, start + n).float()
 
-    stream = Stream(make, batch=8, fresh_share=0.25, pool_batches=4,
-                    generator=torch.Generator().manual_seed(0))
+    stream = Stream(
+        make, batch=8, fresh_share=0.25, pool_batches=4, generator=torch.Generator().manual_seed(0)
+    )
     specs, data = stream.next()
     assert len(specs) == 8 and data.shape == (8,) and len(set(data.tolist())) == 8
     assert made == [8, 8, 8, 8, 2]  # pool of 32, then 2 fresh per step
@@ -131,7 +174,9 @@ def test_pool_stream_mixes_fresh_and_kept_examples():
 def test_caption_ids_match_the_tokenizer():
     from oneword.adapters.tokenizer import build_clip_tokenizer
     from oneword.world import sample_specs
-    from oneword.world.model import CaptionTokens, training_captions, world_vocabulary
+    from oneword.world.training_config import world_vocabulary
+    from oneword.world.training_loop import CaptionTokens, training_captions
+
     tokenizer = build_clip_tokenizer(world_vocabulary())
     g = torch.Generator().manual_seed(0)
     captions = training_captions(sample_specs(64, g), preset("gpu", template_share=0.5), g)
@@ -143,20 +188,25 @@ def test_caption_ids_match_the_tokenizer():
 
 def test_templates_call_members_and_subjects_by_their_class_word():
     from oneword.world import Spec, sample_specs
-    from oneword.world.model import object_phrase
+    from oneword.world.training_loop import object_phrase
+
     g = torch.Generator().manual_seed(0)
     specs = sample_specs(200, g, hidden_fraction=0.3, member_fraction=0.3)
     words = {object_phrase(s, g) for s in specs if s.subject or s.class_word}
     assert words and words <= {"cat", "dog", "ball", "bird", "cup", "robot", "teddy", "toy"}
-    assert object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo"),
-                         g) == "red star"
+    assert (
+        object_phrase(Spec("star", "red", "red", "solid", "small", "left", "sea", "photo"), g)
+        == "red star"
+    )
     named = {object_phrase(s, g, name_share=1.0) for s in specs if s.subject}
     assert named and named <= {h.name for h in HIDDEN_SUBJECTS}
 
 
 def test_continued_training_keeps_the_vae_and_teaches_the_names(tmp_path, one_thread):
     from oneword.adapters.tiny import build_components, load_components, save_components
-    from oneword.world.model import add_subject_names, world_vocabulary
+    from oneword.world.model import add_subject_names
+    from oneword.world.training_config import world_vocabulary
+
     names = {h.name for h in HIDDEN_SUBJECTS}
     config = preset("tiny")
     before = build_components([w for w in world_vocabulary() if w not in names], config.shapes)
@@ -166,8 +216,10 @@ def test_continued_training_keeps_the_vae_and_teaches_the_names(tmp_path, one_th
 
     after = load_components(tmp_path / "after")
     assert json.loads((tmp_path / "after" / LOG_NAME).read_text())["phases"]["vae"]["steps"] == 0
-    assert all(torch.equal(a.half(), b) for a, b in zip(
-        before.vae.state_dict().values(), after.vae.state_dict().values()))
+    assert all(
+        torch.equal(a.half(), b)
+        for a, b in zip(before.vae.state_dict().values(), after.vae.state_dict().values())
+    )
     assert all(len(after.tokenizer(n, add_special_tokens=False).input_ids) == 1 for n in names)
     assert add_subject_names(after) == []  # already taught: nothing added twice
 
@@ -184,13 +236,21 @@ def test_continued_training_needs_a_saved_model_folder(tmp_path):
 
 
 def _alignment_setup(seed: int = 0, blocks=(0, 1)):
-    from oneword.world.model import FeatureAlignment, build_world_components
+    from oneword.world.alignment import FeatureAlignment
+    from oneword.world.model import build_world_components
     from oneword.world.oracle import load_oracle
     from oneword.world.render import render_batch, sample_specs
+
     config = preset("tiny")
     parts = build_world_components(config)
-    align = FeatureAlignment(parts.unet, load_oracle("cpu"), torch.device("cpu"), seed=seed,
-                             blocks=blocks, latent_size=config.latent_size)
+    align = FeatureAlignment(
+        parts.unet,
+        load_oracle("cpu"),
+        torch.device("cpu"),
+        seed=seed,
+        blocks=blocks,
+        latent_size=config.latent_size,
+    )
     g = torch.Generator().manual_seed(seed)
     images = render_batch(sample_specs(4, g), g, torch.device("cpu"))
     size = config.latent_size
