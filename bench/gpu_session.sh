@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU figures oneword still lacks, as two prepared device calls (each < 10 minutes).
+# The GPU figures oneword still lacks, as two runs on a CUDA machine (each < 10 minutes).
 #
 #   world: train the world model with the `gpu` preset (5.5 min budget), score it with
-#          bench/world_model_eval.py, and hand the folder back as a tar in <= 15 MB parts;
+#          bench/world_model_eval.py, and pack the folder as a tar in <= 15 MB parts;
 #   speed: bench/train_speed.py on SD 1.5 shapes (random weights; ~3 min).
 #
-# On the device machine (repository root; carry `.whl`, the wheels of diffusers, transformers
-# and regex for its Python, see /work/.library/device/README.md):
+# From the repository root (where the GPU machine's Python lacks diffusers, transformers and
+# regex, put their wheels in .whl/ first):
 #     bash bench/gpu_session.sh world      # then:  bash bench/gpu_session.sh speed
-# Back here, rebuild the model folder from the parts:
-#     cat FILES_AT/world.tar.part-* | tar xf - -C /tmp   # -> /tmp/world/{unet,vae,...}
+# Rebuild the model folder from the parts:
+#     cat OUT/world.tar.part-* | tar xf - -C /tmp   # -> /tmp/world/{unet,vae,...}
 set -uo pipefail
 what=${1:?usage: gpu_session.sh world|speed}
 out=${OUT:-/tmp/gpu_session}

@@ -25,7 +25,7 @@ from .files import atomic_write, atomic_write_text
 
 @dataclass(frozen=True)
 class DemoConfig:
-    subject: str = "robot"
+    subject: str = "ball"
     out: Path = Path("demo")
     model: str = "world"
     steps: int | None = None  # None: the model's default (its folder's oneword.json)

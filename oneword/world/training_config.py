@@ -51,7 +51,7 @@ class WorldModelConfig:
     # Share of a hidden subject's captions that call it by its name ("a photo of a mittens"), the
     # rest by its class word: the name gives the model one word that means the subject, so
     # prompts with it measure the best a learned word can reach on this model.
-    name_share: float = 0.0
+    name_share: float = 0.7
     # A saved world model folder to continue training from (its VAE and scaling factor are kept,
     # the VAE phase is skipped; names missing from its tokenizer are added, each starting at its
     # class word's embedding). None: train from scratch.

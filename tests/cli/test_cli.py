@@ -261,7 +261,7 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     assert figure.width >= 5 * 3 * photo and figure.height >= 3 * photo + 6 * 3 * drawn
     page = (tmp_path / "demo" / "index.html").read_text()
     assert 'src="comparison.png"' in page
-    assert "<my-robot>" in page or "&lt;my-robot&gt;" in page
+    assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
 
 

@@ -45,7 +45,7 @@ def test_a_short_learn_raises_concept_fidelity_over_the_class_word(tmp_path):
     gives a word whose images the oracle more often finds to be the subject, and finds closer to
     the photos, than the class word's images (fixed seeds; about 45 s on 2 CPU cores).
 
-    The robot: the subject the committed model draws best (quality bench, issue 3)."""
+    The robot, whose learned word the quality bench puts at 0.81 against 0.01 for its class word."""
     from oneword.core.generate import Sampling, Words, draw
     from oneword.core.train import TrainConfig, train
     from oneword.world import evaluate
@@ -74,7 +74,8 @@ def test_a_short_learn_raises_concept_fidelity_over_the_class_word(tmp_path):
         batch = [t.format(phrase) for t in evaluate.NOVEL_PROMPTS[:4] for _ in seeds]
         images = draw(model, batch, seeds * 4, words, Sampling(steps=15, cfg=5.0, size=64))
         scores[how] = evaluate.score_images(load_oracle(), images, batch, subject, photos)
-    # measured: concept fidelity 0.44 learned vs 0.19 class word, similarity 0.937 vs 0.864
+    # measured on the committed model: concept fidelity 0.81 learned vs 0.00 class word (16
+    # images each), similarity 0.945 vs 0.771
     learned, class_word = scores["learned"], scores["class"]
-    assert learned.concept_fidelity >= class_word.concept_fidelity + 0.15
-    assert learned.concept_similarity > class_word.concept_similarity + 0.03
+    assert learned.concept_fidelity >= class_word.concept_fidelity + 0.5
+    assert learned.concept_similarity > class_word.concept_similarity + 0.1
