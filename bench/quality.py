@@ -108,15 +108,16 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    oracle = load_oracle(str(load_model(a.model, a.device).device))
+    probe = load_model(a.model, a.device)
+    oracle = load_oracle(str(probe.device))
     prompts = evaluate.NOVEL_PROMPTS[: a.prompts]
     seeds = list(range(a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
     kinds = [k for k in a.kinds.split(",") if k]
-    if "name" in kinds and not knows_names(load_model(a.model, a.device)):
+    if "name" in kinds and not knows_names(probe):
         print(f"{a.model} was not taught the subjects' names: no name (ceiling) row")
         kinds.remove("name")
-    table = {}
+    table, figures = {}, {}
     steps = api.default_steps(a.model) if a.steps is None else a.steps
     with tempfile.TemporaryDirectory() as work:
         for subject_id in a.subjects.split(","):
@@ -129,10 +130,11 @@ def main(argv=None) -> int:
             table[subject_id] = score_subject(
                 model, oracle, subject_id, words, token, photos, prompts, seeds, sampling, kinds
             )
-            print_row(subject_id, table[subject_id], kinds, learned_s, time.time() - start)
+            figures[subject_id] = subject_figures(table[subject_id])
+            print_row(subject_id, figures[subject_id], kinds, learned_s, time.time() - start)
     summary = print_summary(table, kinds)
     if a.json:
-        Path(a.json).write_text(json.dumps(report(table, summary, a, steps), indent=2))
+        Path(a.json).write_text(json.dumps(report(figures, summary, a, steps), indent=2))
     return 0
 
 
@@ -144,7 +146,22 @@ def cell(value: float, ci: tuple[float, float]) -> str:
     return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def print_row(subject_id, row, kinds, learn_s, total_s):
+def subject_figures(row) -> dict:
+    """One subject's figures per kind of phrase, each share with its interval."""
+    return {
+        k: {
+            "concept_fidelity": v.concept_fidelity,
+            "prompt_fidelity": v.prompt_fidelity,
+            "concept_similarity": v.concept_similarity,
+            "concept_ci95": interval([v.concept_hits]),
+            "prompt_ci95": interval([v.prompt_hits]),
+            "images": v.concept_hits.numel(),
+        }
+        for k, v in row.items()
+    }
+
+
+def print_row(subject_id, figures, kinds, learn_s, total_s):
     if not hasattr(print_row, "header"):
         print_row.header = True
         print(
@@ -153,8 +170,8 @@ def print_row(subject_id, row, kinds, learn_s, total_s):
             + f"{'learn s':>9s}{'total s':>9s}"
         )
     cells = "".join(
-        f"{cell(row[k].concept_fidelity, interval([row[k].concept_hits])):>22s}"
-        f"{cell(row[k].prompt_fidelity, interval([row[k].prompt_hits])):>22s}"
+        f"{cell(figures[k]['concept_fidelity'], figures[k]['concept_ci95']):>22s}"
+        f"{cell(figures[k]['prompt_fidelity'], figures[k]['prompt_ci95']):>22s}"
         for k in kinds
     )
     print(f"{subject_id:9s}{cells}{learn_s:9.0f}{total_s:9.0f}", flush=True)
@@ -179,21 +196,7 @@ def print_summary(table, kinds) -> dict:
     return summary
 
 
-def report(table, summary, a, steps) -> dict:
-    rows = {
-        s: {
-            k: {
-                "concept_fidelity": v.concept_fidelity,
-                "prompt_fidelity": v.prompt_fidelity,
-                "concept_similarity": v.concept_similarity,
-                "concept_ci95": interval([v.concept_hits]),
-                "prompt_ci95": interval([v.prompt_hits]),
-                "images": v.concept_hits.numel(),
-            }
-            for k, v in r.items()
-        }
-        for s, r in table.items()
-    }
+def report(figures, summary, a, steps) -> dict:
     settings = {
         "model": a.model,
         "prompts": a.prompts,
@@ -205,7 +208,7 @@ def report(table, summary, a, steps) -> dict:
         "sample_steps": a.sample_steps,
         "cfg": a.cfg,
     }
-    return {"settings": settings, "subjects": rows, "median": summary}
+    return {"settings": settings, "subjects": figures, "median": summary}
 
 
 if __name__ == "__main__":
