@@ -67,18 +67,7 @@ def build_components(
             )
         )
         unet = _build_unet(shapes)
-        m = len(shapes.vae_channels)
-        vae = diffusers.AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            norm_num_groups=8,
-            block_out_channels=shapes.vae_channels,
-            layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * m,
-            up_block_types=("UpDecoderBlock2D",) * m,
-            sample_size=shapes.latent_size * 2 ** (m - 1),
-        )
+        vae = _build_vae(shapes)
     finally:
         torch.random.set_rng_state(torch_state)
     scheduler = diffusers.DDIMScheduler(
@@ -91,6 +80,25 @@ def build_components(
         prediction_type=shapes.prediction_type,
     )
     return Components(tokenizer, text_encoder, unet, vae, scheduler)
+
+
+def _build_vae(shapes, **config):
+    """A tiny AutoencoderKL with one layer per block (SD's layout, small channels)."""
+    import diffusers
+
+    m = len(shapes.vae_channels)
+    return diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        block_out_channels=shapes.vae_channels,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * m,
+        up_block_types=("UpDecoderBlock2D",) * m,
+        sample_size=shapes.latent_size * 2 ** (m - 1),
+        **config,
+    )
 
 
 def _build_unet(shapes: TinyShapes):
@@ -211,23 +219,11 @@ def build_sdxl_components(
         )
 
     def make():
-        m = len(shapes.vae_channels)
         return dict(
             text_encoder=CLIPTextModel(text_config(shapes.width_l, False)),
             text_encoder_2=CLIPTextModelWithProjection(text_config(shapes.width_g, True)),
             unet=_build_sdxl_unet(shapes),
-            vae=diffusers.AutoencoderKL(
-                in_channels=3,
-                out_channels=3,
-                latent_channels=4,
-                norm_num_groups=8,
-                block_out_channels=shapes.vae_channels,
-                layers_per_block=1,
-                down_block_types=("DownEncoderBlock2D",) * m,
-                up_block_types=("UpDecoderBlock2D",) * m,
-                scaling_factor=0.13025,
-                sample_size=shapes.latent_size * 2 ** (m - 1),
-            ),
+            vae=_build_vae(shapes, scaling_factor=0.13025),
         )
 
     parts = seeded(seed, make)
