@@ -3,3 +3,8 @@
 
 class OnewordError(Exception):
     """An error the CLI prints as one line (no traceback) and exits with status 2."""
+
+
+class WriteFailed(OnewordError):
+    """A file or the store could not be written (a full disk, most often); what was written
+    before is intact, so the command can be run again once there is room."""

@@ -12,24 +12,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import OnewordError
-from ..events import Checkpointed, EventSink, Finished, Started, Stepped, ignore
-from ..files import atomic_write
+from ..checks import at_least, finite, seed_range
+from ..errors import OnewordError, WriteFailed
+from ..events import Checkpointed, EventSink, Finished, Message, Started, Stepped, ignore
 from . import diffusion
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointFile,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .interface import TextToImage
 from .prompts import MODES, templates, token_string
 from .vectors import initial_rows_by_layout
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-# Settings that may differ between a run and its resumption without changing what is learned.
-_RESUMABLE_CHANGES = {"checkpoint_every", "preview_every", "preview_prompts", "max_batch"}
+__all__ = ["CHECKPOINT_NAME", "TrainingState"]  # re-exported: where a run keeps its state
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,9 @@ class Candidate:
     def __post_init__(self):
         if self.init not in ("word", "random"):
             raise OnewordError(f"candidate init {self.init!r}: choose 'word' or 'random'")
-        if self.jitter < 0:
-            raise OnewordError(f"--jitter {self.jitter}: must be 0 or more")
-        if self.lr is not None and not self.lr > 0:
+        seed_range(self.seed, "candidate seed")
+        finite(self.jitter, "--jitter", low=0)
+        if self.lr is not None and not (finite(self.lr, "candidate lr") > 0):
             raise OnewordError(f"candidate lr {self.lr}: must be positive")
 
 
@@ -118,10 +123,13 @@ def _validate(c: TrainConfig) -> None:
         "checkpoint_every": c.checkpoint_every,
     }
     for name, value in positive.items():
-        if value < 1:
-            raise OnewordError(f"--{name.replace('_', '-')} {value}: must be 1 or more")
-    if not c.lr > 0:
+        at_least(value, f"--{name.replace('_', '-')}", 1)
+    at_least(c.warmup_steps, "--warmup-steps", 0)
+    at_least(c.preview_every, "--preview-every", 0)
+    finite(c.weight_decay, "--weight-decay", low=0)
+    if not finite(c.lr, "--lr") > 0:
         raise OnewordError(f"--lr {c.lr}: must be positive")
+    seed_range(c.seed)
     if c.resolution is not None and (c.resolution < 8 or c.resolution % 8):
         raise OnewordError(f"--resolution {c.resolution}: must be a multiple of 8")
     if c.max_batch is not None and c.max_batch < 1:
@@ -132,22 +140,6 @@ def _validate(c: TrainConfig) -> None:
             "--init is missing: give a word for what the photos show "
             "(e.g. --init cat), which the new token starts from"
         )
-
-
-@dataclass
-class TrainingState:
-    """What a checkpoint holds: enough to continue to the very same result."""
-
-    step: int
-    params: list[torch.nn.Parameter]  # K tensors [N, d]
-    optimizer: torch.optim.Optimizer
-    generators: list[torch.Generator]  # one per candidate
-    loss_smoothed: float = float("nan")
-    history: list[float] = field(default_factory=list)
-
-    def rows(self) -> torch.Tensor:
-        """[K, N, d] current placeholder rows."""
-        return torch.stack([p.detach() for p in self.params])
 
 
 class TrainingDiverged(OnewordError):
@@ -303,83 +295,78 @@ def optimizer_step(
     latents: PhotoLatents | list[PhotoLatents],
     caption_ids: torch.Tensor,
 ) -> float:
-    """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+    """One optimizer step over grad_accum micro-batches; returns the mean loss.
+
+    A step happens whole or not at all: interrupted (Ctrl-C, a failure) before the update,
+    the generators are put back where the step started, so `state` is the state after the
+    previous step, the one a checkpoint may hold."""
     factor = diffusion.lr_factor(state.step, config.steps, config.lr_schedule, config.warmup_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
     state.optimizer.zero_grad(set_to_none=True)
     weight = 1.0 / (config.batch_size * config.grad_accum)  # per-candidate mean
     total = torch.zeros((), device=model.device)
-    for _ in range(config.grad_accum):
-        rows = torch.stack(list(state.params))  # [K, N, d]
-        batch = draw_batch(
-            latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
-        )
-        total += batch_loss(model, rows, batch, weight, config.max_batch).mean()
-    grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
-    loss = float(total) / config.grad_accum  # one device sync per step
-    if not (torch.isfinite(torch.tensor(loss)) and bool(grads_finite)):
-        raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
+    at_start = [g.get_state() for g in state.generators]
+    try:
+        for _ in range(config.grad_accum):
+            rows = torch.stack(list(state.params))  # [K, N, d]
+            batch = draw_batch(
+                latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
+            )
+            total += batch_loss(model, rows, batch, weight, config.max_batch).mean()
+        grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
+        loss = float(total) / config.grad_accum  # one device sync per step
+        if not (torch.isfinite(torch.tensor(loss)) and bool(grads_finite)):
+            raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
+    except BaseException:
+        for gen, saved in zip(state.generators, at_start):
+            gen.set_state(saved)
+        state.optimizer.zero_grad(set_to_none=True)
+        raise
     state.optimizer.step()
     state.step += 1
+    state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
+    state.history.append(loss)
     return loss
+
+
+def check_vectors_fit(model: TextToImage, config: TrainConfig) -> None:
+    """Refuse more vectors than the text encoder reads with the longest training caption
+    around them (the rest would be cut off); needs the placeholder tokens added."""
+    length = int(model.token_ids([""]).shape[-1])
+    captions = [t.format(config.token_text) for t in templates(config.mode)]
+    longest = max(len(model.word_token_ids(c)) for c in captions) + 2  # start and end
+    if longest <= length:
+        return
+    fit = config.vectors - (longest - length)
+    others = longest - config.vectors
+    raise OnewordError(
+        f"--vectors {config.vectors}: the text encoder reads {length} tokens and the longest "
+        f"training caption needs {others} besides the vectors, so at most {max(fit, 0)} fit; "
+        f"give --vectors {max(fit, 1)} or fewer"
+    )
+
+
+def describe_init(model: TextToImage, config: TrainConfig) -> str | None:
+    """A note when the tokenizer splits an --init word into several pieces (a typo often
+    becomes a few letters), saying what the token starts from; None otherwise."""
+    if not config.init_word:
+        return None
+    split = {w: ids for w in config.init_word.split() if len(ids := model.word_token_ids(w)) > 1}
+    if not split:
+        return None
+    tokens = model.vocabulary_tokens()
+    split = {w: [tokens[i].replace("</w>", "") for i in ids] for w, ids in split.items()}
+    parts = "; ".join(f"{w!r} -> {len(p)} pieces ({' + '.join(p)})" for w, p in split.items())
+    return (
+        f"note: --init {config.init_word!r}: the tokenizer does not know it as one word: "
+        f"{parts}; the token starts from their mean (check the spelling, or give a common word)"
+    )
 
 
 def caption_token_ids(model: TextToImage, config: TrainConfig) -> torch.Tensor:
     """Token ids [num_templates, L] of every training caption, tokenized once."""
     return model.token_ids([t.format(config.token_text) for t in templates(config.mode)])
-
-
-def save_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str, path: Path) -> None:
-    """Write the state atomically: a crash mid-write leaves the previous checkpoint intact."""
-    payload = {
-        "step": state.step,
-        "rows": state.rows().cpu(),
-        "optimizer": state.optimizer.state_dict(),
-        "generators": [g.get_state() for g in state.generators],
-        "loss_smoothed": state.loss_smoothed,
-        "history": list(state.history),
-        "config": config.to_json(),
-        "photos": photos_id,
-    }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_checkpoint(state: TrainingState, config: TrainConfig, photos_id: str, path: Path) -> None:
-    """Restore `state` from `path`, refusing a checkpoint of different settings or photos."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise OnewordError(
-            f"{path}: cannot read this checkpoint ({exc}); start again without --resume"
-        ) from exc
-    _check_same_run(TrainConfig.from_json(payload["config"]), config, path)
-    if payload["photos"] != photos_id:
-        raise OnewordError(
-            f"{path}: this run was trained on other photos; "
-            "resume with the same photos and settings"
-        )
-    with torch.no_grad():
-        for param, rows in zip(state.params, payload["rows"]):
-            param.copy_(rows.to(param.device))
-    state.optimizer.load_state_dict(payload["optimizer"])
-    for gen, gen_state in zip(state.generators, payload["generators"]):
-        gen.set_state(gen_state)
-    state.step = int(payload["step"])
-    state.loss_smoothed = float(payload["loss_smoothed"])
-    state.history = list(payload["history"])
-
-
-def _check_same_run(saved: TrainConfig, current: TrainConfig, path: Path) -> None:
-    for f in fields(TrainConfig):
-        if f.name in _RESUMABLE_CHANGES:
-            continue
-        before, now = getattr(saved, f.name), getattr(current, f.name)
-        if before != now:
-            raise OnewordError(
-                f"{path}: this run was started with {f.name}={before!r}, not {now!r}; "
-                "resume with the same settings or start a new run folder"
-            )
 
 
 def smooth(previous: float, value: float, step: int, beta: float = 0.95) -> float:
@@ -407,7 +394,11 @@ def train(
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
     photos_id = photos_fingerprint(photos)
+    check_vectors_fit(model, config)
     state = start_state(model, config)
+    note = describe_init(model, config)
+    if note and not resume:
+        on_event(Message(note))
     if resume:
         if not ckpt.exists():
             raise OnewordError(f"--resume: {ckpt} does not exist; start without --resume")
@@ -431,17 +422,8 @@ def train(
     )
     checkpoint = CheckpointFile(ckpt, photos_id)
     _run_steps(model, state, config, latents, caption_ids, checkpoint, on_event, on_preview)
-    save_checkpoint(state, config, photos_id, ckpt)
     on_event(Finished(state.step))
     return state
-
-
-@dataclass(frozen=True)
-class CheckpointFile:
-    """Where a run's checkpoint goes, and the fingerprint of the photos it trains on."""
-
-    path: Path
-    photos_id: str
 
 
 def _run_steps(
@@ -454,28 +436,44 @@ def _run_steps(
     on_event: EventSink,
     on_preview,
 ) -> None:
+    """The steps, then the last checkpoint. Each way out keeps a checkpoint to resume from:
+    the last good one (divergence, a full disk), or the state of the last whole step."""
     ckpt, photos_id = checkpoint.path, checkpoint.photos_id
-    last_saved = state.step
+    saved = [state.step]
+
+    def save() -> None:
+        save_checkpoint(state, config, photos_id, ckpt)
+        saved[0] = state.step
+
     try:
         while state.step < config.steps:
             loss = optimizer_step(model, state, config, latents, caption_ids)
-            state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
-            state.history.append(loss)
             lr = state.optimizer.param_groups[0]["lr"]
             on_event(Stepped(state.step, config.steps, loss, state.loss_smoothed, lr))
             if state.step % config.checkpoint_every == 0 and state.step < config.steps:
-                save_checkpoint(state, config, photos_id, ckpt)
-                last_saved = state.step
+                save()
                 on_event(Checkpointed(state.step, ckpt))
             if on_preview and config.preview_every and state.step % config.preview_every == 0:
                 on_preview(state.step, state.rows())
+        save()
     except TrainingDiverged as exc:
         raise TrainingDiverged(
-            f"{exc}; kept the last good checkpoint (step {last_saved}) in {ckpt}; "
+            f"{exc}; kept the last good checkpoint (step {saved[0]}) in {ckpt}; "
             "lower --lr or use --dtype fp32, then run again with --resume"
         ) from None
+    except WriteFailed as exc:
+        raise WriteFailed(
+            f"{exc}; kept the last good checkpoint (step {saved[0]}) in {ckpt}; "
+            "then run the same command with --resume"
+        ) from None
     except KeyboardInterrupt:
-        save_checkpoint(state, config, photos_id, ckpt)
+        try:
+            save()
+        except WriteFailed as exc:
+            raise WriteFailed(
+                f"interrupted at step {state.step}: {exc}; kept the checkpoint of step "
+                f"{saved[0]}; run the same command with --resume"
+            ) from None
         raise OnewordError(
             f"interrupted at step {state.step}; saved {ckpt}; "
             "run the same command with --resume to continue"

@@ -3,11 +3,15 @@ marked done at the end, failed with its one-line reason if it raises."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import WriteFailed
 from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
+
+log = logging.getLogger(__name__)
 
 
 class RunRecorder:
@@ -99,6 +103,9 @@ def recording_in(
         yield recorder
     except BaseException as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        store.update_run(run.id, status="failed", note=reason[:500])
+        try:  # the store may be what failed (a full disk): the first error is the one to tell
+            store.update_run(run.id, status="failed", note=reason[:500])
+        except WriteFailed:
+            log.info("could not mark run r%d failed in the store", run.id)
         raise
     store.update_run(run.id, status="done")

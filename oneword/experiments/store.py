@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import OnewordError
+from ..checks import parse_id, rating, store_id
+from ..errors import OnewordError, WriteFailed
 from .schema import DB_NAME, migrate
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,13 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn, folder)
+        except sqlite3.OperationalError as exc:
+            if not _is_write_failure(exc):
+                raise OnewordError(
+                    f"{folder / DB_NAME}: could not open the store ({exc}); "
+                    "check the folder can be written, or choose another --project"
+                ) from exc
+            raise store_write_failed(folder / DB_NAME, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise OnewordError(
                 f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
@@ -115,14 +123,22 @@ class Store:
 
     @contextmanager
     def transaction(self):
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception. A write SQLite refuses
+        (a full disk, a store another command holds) is one WriteFailed line; the store keeps
+        what it held before the transaction."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise store_write_failed(self.folder / DB_NAME, exc) from exc
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise store_write_failed(self.folder / DB_NAME, exc) from exc
             raise
-        self.conn.execute("COMMIT")
 
     # -- paths ---------------------------------------------------------------------------
     def relative(self, path: str | Path | None) -> str | None:
@@ -189,6 +205,7 @@ class Store:
             )
 
     def run(self, run_id: int) -> RunRecord:
+        store_id(run_id, "run")
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise OnewordError(f"run r{run_id}: no such run in {self.folder}; see `oneword runs`")
@@ -210,9 +227,9 @@ class Store:
             if not rows:
                 raise OnewordError(f"no runs yet in {self.folder}")
             return rows[-1]
-        digits = text[1:] if text[:1] in "rR" else text
-        if digits.isdigit():
-            return self.run(int(digits))
+        run_id = parse_id(text, "run", prefix="r")
+        if run_id is not None:
+            return self.run(run_id)
         stored = self.relative(Path(text).expanduser())
         row = self.conn.execute(
             "SELECT * FROM runs WHERE folder = ? ORDER BY id DESC", (stored,)
@@ -279,6 +296,7 @@ class Store:
         return self.candidate(row["id"])
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
+        store_id(candidate_id, "candidate")
         row = self.conn.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
         if row is None:
             raise OnewordError(f"candidate {candidate_id}: not in this project")
@@ -293,7 +311,8 @@ class Store:
     def find_candidate(self, run_id: int, ref: str) -> CandidateRecord:
         """A candidate of a run by its index ('5', 'c05')."""
         digits = ref[1:] if ref[:1] in "cC" else ref
-        for cand in self.candidates(run_id) if digits.isdigit() else []:
+        wanted = digits.isascii() and digits.isdigit()
+        for cand in self.candidates(run_id) if wanted else []:
             if cand.index == int(digits):
                 return cand
         raise OnewordError(
@@ -405,7 +424,12 @@ class Store:
         ]
 
     def image(self, image_id: int) -> dict | None:
-        """One image by id: candidate, evaluation, prompt, seed and resolved path."""
+        """One image by id: candidate, evaluation, prompt, seed and resolved path; None if
+        there is none (an id outside the store's range included)."""
+        try:
+            store_id(image_id, "image")
+        except OnewordError:
+            return None
         r = self.conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if r is None:
             return None
@@ -441,13 +465,15 @@ class Store:
         return out
 
     def rate(
-        self, candidate_id: int, rating: int, note: str = "", image_id: int | None = None
+        self, candidate_id: int, value: int, note: str = "", image_id: int | None = None
     ) -> None:
+        """Record a rating (see checks.RATINGS: 1-5, 0 clears) of a candidate or one image."""
+        rating(value)
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO ratings (candidate_id, image_id, rating, note, created) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (candidate_id, image_id, int(rating), note, time.time()),
+                (candidate_id, image_id, int(value), note, time.time()),
             )
 
     def ratings(self, candidate_id: int) -> list[dict]:
@@ -455,3 +481,20 @@ class Store:
             "SELECT * FROM ratings WHERE candidate_id = ? ORDER BY id", (candidate_id,)
         )
         return [{"rating": r["rating"], "note": r["note"], "image_id": r["image_id"]} for r in rows]
+
+
+def _is_write_failure(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("full", "locked", "readonly", "read-only", "disk i/o"))
+
+
+def store_write_failed(db: Path, exc: sqlite3.OperationalError) -> WriteFailed:
+    """The one line for a write SQLite refused, with what to do about it."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        advice = "another oneword command is writing to it; run this one when it is done"
+    elif "full" in text:
+        advice = "make room on that disk"
+    else:
+        advice = "check that the project folder can be written"
+    return WriteFailed(f"{db}: could not write the store ({text}); {advice}")

@@ -87,8 +87,8 @@ def test_resume_reaches_the_same_result(model, photos, tmp_path):
 
 def test_resume_refuses_other_settings(model, photos, tmp_path):
     train(model, photos, config(steps=2), tmp_path / "run")
-    with pytest.raises(OnewordError, match="lr"):
-        train(model, photos, config(steps=2, lr=0.5), tmp_path / "run", resume=True)
+    with pytest.raises(OnewordError, match="weight_decay"):
+        train(model, photos, config(steps=2, weight_decay=0.5), tmp_path / "run", resume=True)
     with pytest.raises(OnewordError, match="--resume"):
         train(model, photos, config(steps=2), tmp_path / "run")
 

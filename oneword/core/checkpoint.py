@@ -1,0 +1,148 @@
+"""A training run's checkpoint: the state to continue from, written so that a crash, a full
+disk or Ctrl-C never leaves a file that resumes to anything but the uninterrupted result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import OnewordError
+from ..files import atomic_write
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Settings that may differ between a run and its resumption without changing what is learned,
+# and the learning rate, so that a run that diverged can go on with a lower one.
+RESUMABLE_CHANGES = {"checkpoint_every", "preview_every", "preview_prompts", "max_batch", "lr"}
+_KEYS = {
+    "step": int,
+    "rows": torch.Tensor,
+    "optimizer": dict,
+    "generators": list,
+    "loss_smoothed": float,
+    "history": list,
+    "config": str,
+    "photos": str,
+}
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds: enough to continue to the very same result."""
+
+    step: int
+    params: list[torch.nn.Parameter]  # K tensors [N, d]
+    optimizer: torch.optim.Optimizer
+    generators: list[torch.Generator]  # one per candidate
+    loss_smoothed: float = float("nan")
+    history: list[float] = field(default_factory=list)
+
+    def rows(self) -> torch.Tensor:
+        """[K, N, d] current placeholder rows."""
+        return torch.stack([p.detach() for p in self.params])
+
+
+def save_checkpoint(state: TrainingState, config, photos_id: str, path: Path) -> None:
+    """Write the state atomically: a crash mid-write leaves the previous checkpoint intact."""
+    payload = {
+        "step": state.step,
+        "rows": state.rows().cpu(),
+        "optimizer": state.optimizer.state_dict(),
+        "generators": [g.get_state() for g in state.generators],
+        "loss_smoothed": state.loss_smoothed,
+        "history": list(state.history),
+        "config": config.to_json(),
+        "photos": photos_id,
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _unusable(path: Path, why: str) -> OnewordError:
+    return OnewordError(
+        f"{path}: cannot resume from this checkpoint ({why}); delete it and run the command "
+        "again without --resume, or give another --out"
+    )
+
+
+def read_checkpoint(path: Path, config) -> dict:
+    """The checkpoint's contents, checked to be complete and of the run `config` describes."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise _unusable(path, f"not readable: {first}") from exc
+    if not isinstance(payload, dict):
+        raise _unusable(path, "not a oneword checkpoint")
+    missing = sorted(k for k in _KEYS if k not in payload)
+    wrong = sorted(k for k, kind in _KEYS.items() if k in payload and not _is(payload[k], kind))
+    if missing or wrong:
+        what = f"missing {', '.join(missing)}" if missing else f"damaged {', '.join(wrong)}"
+        raise _unusable(path, what)
+    try:
+        saved = type(config).from_json(payload["config"])
+    except (ValueError, TypeError, KeyError, OnewordError) as exc:
+        raise _unusable(path, f"its settings do not read back: {exc}") from None
+    check_same_run(saved, config, path)
+    return payload
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def load_checkpoint(state: TrainingState, config, photos_id: str, path: Path) -> None:
+    """Restore `state` from `path`, refusing a checkpoint of different settings or photos. A
+    changed learning rate applies from the checkpoint's step on."""
+    payload = read_checkpoint(path, config)
+    if payload["photos"] != photos_id:
+        raise OnewordError(
+            f"{path}: this run was trained on other photos; "
+            "resume with the same photos and settings"
+        )
+    rows = payload["rows"]
+    if tuple(rows.shape) != tuple(state.rows().shape):
+        raise _unusable(path, f"its rows are {tuple(rows.shape)}")
+    with torch.no_grad():
+        for param, saved in zip(state.params, rows):
+            param.copy_(saved.to(param.device))
+    lrs = [group["initial_lr"] for group in state.optimizer.param_groups]
+    try:
+        state.optimizer.load_state_dict(payload["optimizer"])
+        for gen, gen_state in zip(state.generators, payload["generators"], strict=True):
+            gen.set_state(gen_state)
+    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise _unusable(path, f"damaged optimizer or generator state: {exc}") from None
+    for group, lr in zip(state.optimizer.param_groups, lrs):
+        group["initial_lr"] = lr
+    state.step = int(payload["step"])
+    state.loss_smoothed = float(payload["loss_smoothed"])
+    state.history = [float(x) for x in payload["history"]]
+
+
+def check_same_run(saved, current, path: Path) -> None:
+    """Refuse to resume with settings that change what is learned (see RESUMABLE_CHANGES)."""
+    for f in fields(current):
+        if f.name in RESUMABLE_CHANGES:
+            continue
+        before, now = getattr(saved, f.name), getattr(current, f.name)
+        if f.name == "candidates":  # their learning rates may change, as --lr may
+            before, now = _without_lr(before), _without_lr(now)
+        if before != now:
+            raise OnewordError(
+                f"{path}: this run was started with {f.name}={before!r}, not {now!r}; "
+                "resume with the same settings or start a new run folder"
+            )
+
+
+def _without_lr(candidates) -> tuple:
+    return tuple(replace(c, lr=None) for c in candidates)
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """Where a run's checkpoint goes, and the fingerprint of the photos it trains on."""
+
+    path: Path
+    photos_id: str
+
