@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .adapters.loading import DEFAULT_MODEL, ModelChoice, model_settings
+from .checks import at_least, seed_range
 from .core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from .core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
 from .core.interface import TextToImage
@@ -20,7 +21,7 @@ from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.store import Store
 from .experiments.sweep import read_photos, record_run, train_and_write
-from .files import atomic_write_text, file_stem
+from .files import atomic_write_text, file_stem, output_folder
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -65,8 +66,9 @@ def learn(
     the experiment store of `project` (see oneword.experiments.store)."""
     if len(config.candidate_list) > 1:
         raise OnewordError("learn trains one candidate; sweep trains several")
-    images = read_photos(photos, on_event)
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
+    output_folder(run_dir, "--out")
+    images = read_photos(photos, on_event)
     _write_run_info(run_dir, config, choice, photos)
 
     def previewer(model: TextToImage):
@@ -144,6 +146,9 @@ def generate(
     on_event: EventSink = ignore,
 ) -> list[Path]:
     """Draw n images of a prompt with learned words; writes PNGs and a contact sheet."""
+    at_least(n, "-n", 1)
+    seed_range(seed, "--seed", count=n)
+    output_folder(out, "--out")
     model = choice.load()
     learned = _load_words(model, embeddings)
     words = register_words(model, learned)
@@ -175,10 +180,19 @@ def generate(
 
 
 def _load_words(model: TextToImage, paths: list[str]) -> list[LearnedEmbedding]:
-    learned = []
+    """Every embedding of the files, each token once (a word given twice is named as such)."""
+    learned, source = [], {}
     for path in paths:
         for emb in load_embeddings(path):
+            if emb.token in source:
+                same = Path(source[emb.token]).resolve() == Path(path).resolve()
+                raise OnewordError(
+                    f"{path}: {emb.token} is already loaded from "
+                    f"{'this very file' if same else source[emb.token]}; the word is given "
+                    "twice: give each --embedding once (one word, one file)"
+                )
             check_width(emb, model.embedding_layout, model.name, path)
+            source[emb.token] = path
             learned.append(emb)
     return learned
 

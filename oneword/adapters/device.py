@@ -8,9 +8,9 @@ from ..errors import OnewordError
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """`device` if given, else CUDA, then MPS, then CPU."""
+    """`device` if given (and present on this machine), else CUDA, then MPS, then CPU."""
     if device:
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -37,3 +37,39 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def check_device(name: str, here: bool = True) -> torch.device:
+    """The device `name` names, refused in one line if it is no device name or (here) this
+    machine has no such device."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise OnewordError(
+            f"--device {name}: not a device name; give cpu, cuda, cuda:N or mps, "
+            "or leave --device out to use the best one here"
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise OnewordError(f"--device {name}: oneword runs on cpu, cuda or mps; give one of those")
+    if device.type == "cpu" or not here:
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise OnewordError(
+                f"--device {name}: this machine has no CUDA GPU that torch can use; give "
+                "--device cpu, or leave --device out"
+            )
+        if device.index is not None and device.index >= count:
+            raise OnewordError(
+                f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                f"cuda:{count - 1}; give one of those"
+            )
+        return device
+    if device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise OnewordError(
+                f"--device {name}: Apple's MPS is not available on this machine; give "
+                "--device cpu, or leave --device out"
+            )
+    return device

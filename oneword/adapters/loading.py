@@ -11,7 +11,7 @@ import torch
 
 from ..errors import OnewordError
 from ..files import atomic_write_text
-from .device import pick_device, pick_dtype
+from .device import check_device, pick_device, pick_dtype
 from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
 from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline, sd_pipeline
 
@@ -30,6 +30,14 @@ class ModelChoice:
     model: str = DEFAULT_MODEL
     device: str | None = None
     dtype: str | None = None
+
+    def __post_init__(self):
+        # a misspelt device or precision is refused before any work; whether this machine
+        # has the device is checked where the model loads (a Ray worker may, the driver not)
+        if self.device:
+            check_device(self.device, here=False)
+        if self.dtype:
+            pick_dtype(torch.device("cpu"), self.dtype)
 
     def load(self) -> TextToImageModel:
         return load_model(self.model, self.device, self.dtype)

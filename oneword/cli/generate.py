@@ -40,10 +40,6 @@ def register(sub) -> None:
 def _cmd_generate(a: argparse.Namespace) -> int:
     if a.num_images < 1:
         raise OnewordError(f"-n {a.num_images}: must be 1 or more")
-    if a.steps < 1:
-        raise OnewordError(f"--steps {a.steps}: must be 1 or more")
-    if a.size is not None and (a.size < 8 or a.size % 8):
-        raise OnewordError(f"--size {a.size}: must be a multiple of 8")
     sampling = Sampling(a.steps, a.cfg, a.scheduler, a.size)
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     paths = api.generate(

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import api
 from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.pipelines import SCHEDULERS
+from ..checks import at_least
 from ..core.diffusion import LR_SCHEDULES
 from ..core.embeddings import FORMATS, LearnedEmbedding, load_embeddings, save_embedding
 from ..core.generate import Sampling
@@ -186,6 +187,7 @@ def model_or_none(text: str) -> str | None:
 
 
 def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps") -> None:
+    p.set_defaults(sample_steps_option=sample_steps)
     p.add_argument(
         sample_steps,
         dest="sample_steps",
@@ -226,8 +228,7 @@ def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps
 def score_settings(a: argparse.Namespace, **extra):
     from ..experiments.scoring import ScoreSettings
 
-    if a.size is not None and (a.size < 8 or a.size % 8):
-        raise OnewordError(f"--size {a.size}: must be a multiple of 8")
+    at_least(a.sample_steps, a.sample_steps_option, 1)
     sampling = Sampling(a.sample_steps, a.cfg, a.scheduler, a.size)
     return ScoreSettings(
         sampling=sampling,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..checks import rating
 from ..experiments.store import Store
 from .options import add_project_option
 
@@ -16,13 +17,14 @@ def register(sub) -> None:
     )
     p.add_argument("run", help="a run id (r7 or 7), 'last', or a run folder")
     p.add_argument("candidate", help="the candidate, e.g. c03 or 3")
-    p.add_argument("rating", type=int, help="your rating, e.g. 1 to 5")
+    p.add_argument("rating", type=int, help="your rating: 1 (worst) to 5 (best), 0 clears it")
     p.add_argument("--note", default="", help="a few words on why")
     add_project_option(p)
     p.set_defaults(func=_cmd_rate)
 
 
 def _cmd_rate(a: argparse.Namespace) -> int:
+    rating(a.rating)
     with Store.open(a.project) as store:
         run = store.find_run(a.run)
         cand = store.find_candidate(run.id, a.candidate)

@@ -23,6 +23,14 @@ def register(sub) -> None:
         "--host", default="127.0.0.1", help="address (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the gallery answers to (e.g. this machine's name on the LAN, "
+        "with --host 0.0.0.0); repeatable. Other Host names are refused (DNS rebinding)",
+    )
     p.add_argument("--population", type=int, default=8, help="children per generation")
     p.add_argument("--selection", choices=SELECTIONS, default="tournament")
     p.add_argument("--crossover", choices=CROSSOVERS, default="blend")
@@ -48,6 +56,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         import uvicorn
 
         from ..web.app import GalleryOptions, create_app
+        from ..web.guard import served_hosts
     except ImportError as exc:
         raise OnewordError(f"serve: {exc.name} is not installed; pip install -e . again") from None
     from ..experiments.embedding_ops import Breeding
@@ -58,7 +67,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         selection=a.selection, crossover=a.crossover, mutation=a.mutation, elites=a.elites
     )
     drawing = score_settings(a, prompts=a.prompts, images=a.images)
-    app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed))
+    hosts = served_hosts(a.host, a.port, tuple(a.allow_host))
+    app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed), hosts)
     print(f"oneword gallery of {app.state.folder}: http://{a.host}:{a.port}/  (Ctrl+C stops)")
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0

@@ -145,4 +145,3 @@ class CheckpointFile:
 
     path: Path
     photos_id: str
-

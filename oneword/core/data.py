@@ -61,8 +61,11 @@ def load_photos(sources: list[str | Path]) -> tuple[list[Image.Image], list[str]
             warnings.append(f"skipped {path}: {_reason(exc)}")
     if not images:
         named = ", ".join(str(s) for s in sources) or "(nothing given)"
+        why = "; ".join(w.removeprefix("skipped ") for w in warnings[:10])
+        more = f"; and {len(warnings) - 10} more" if len(warnings) > 10 else ""
+        found = f" ({why}{more})" if why else " (no .jpg, .jpeg, .png or .webp files there)"
         raise OnewordError(
-            f"no usable photos in {named}: give a folder or files of JPEG/PNG/WebP images"
+            f"no usable photos in {named}{found}: give a folder or files of JPEG/PNG/WebP images"
         )
     return images, warnings
 

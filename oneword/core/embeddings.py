@@ -10,8 +10,15 @@ A learned word is N vectors of the text encoder's width. Each tool expects its o
 Our own metadata (token, init word, model, steps, seed...) rides along as safetensors metadata,
 and as an extra "metadata" dict in the .pt, which the other tools ignore.
 
+diffusers' SDXL training example writes one file per text encoder: `learned_embeds.safetensors`
+(clip_l) and `learned_embeds_2.safetensors` (clip_g); either file of such a pair loads as the
+one SDXL word.
+
 Reading is safe by construction: .pt/.bin files are only ever opened with
-`torch.load(weights_only=True)`, so a file that holds pickled code is refused, never run.
+`torch.load(weights_only=True)`, a restricted unpickler that builds only tensors, parameters
+and plain containers, plus `nn.ParameterDict` (the original Textual Inversion code keeps its
+vectors in one); a file that holds any other pickled object is refused, never run. Every
+vector loaded is checked to be finite, so a damaged file is refused here, not drawn flat.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import OnewordError
-from ..files import atomic_write
+from ..files import atomic_write, file_stem
 
 FORMATS = ("diffusers", "a1111", "a1111-pt", "sdxl")
 FORMAT_VERSION = "1"
@@ -35,6 +42,9 @@ A1111_KEY = "emb_params"
 SDXL_KEYS = ("clip_l", "clip_g")
 SPLIT_KEY = "clip_l_width"  # metadata: where the clip_g half starts in an SDXL word's vectors
 _TORCH_SUFFIXES = (".pt", ".bin", ".pth")
+PAIR_SUFFIX = "_2"  # diffusers' SDXL example: <name>.safetensors + <name>_2.safetensors
+# Classes a .pt may hold besides tensors and plain containers (none of them runs code).
+SAFE_CLASSES = [torch.nn.ParameterDict]
 
 
 @dataclass
@@ -73,6 +83,11 @@ def layout_metadata(layout: tuple[int, ...]) -> dict[str, str]:
 def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffusers") -> Path:
     """Write `emb` in one format, atomically (a crash never leaves a half-written file)."""
     path = Path(path)
+    if path.is_dir():
+        raise OnewordError(
+            f"{path}: is a folder; give the embedding a file name, e.g. "
+            f"{path / (file_stem(emb.token, 'embedding') + '.safetensors')}"
+        )
     vectors = _plain_vectors(emb.vectors, path)
     metadata = _file_metadata(emb)
     if fmt not in FORMATS:
@@ -176,6 +191,13 @@ def load_embeddings(path: str | Path, token: str | None = None) -> list[LearnedE
     path = Path(path).expanduser()
     if not path.is_file():
         raise OnewordError(f"{path}: no such embedding file")
+    pair = _sdxl_pair(path, token)
+    if pair is not None:
+        return [pair]
+    return _load_file(path, token)
+
+
+def _load_file(path: Path, token: str | None) -> list[LearnedEmbedding]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
@@ -187,6 +209,34 @@ def load_embeddings(path: str | Path, token: str | None = None) -> list[LearnedE
         return [_sdxl_embedding(path, tensors, metadata, token)]
     found = _entries(path, tensors, metadata)
     return _pick(path, found, token, metadata)
+
+
+def _sdxl_pair(path: Path, token: str | None) -> LearnedEmbedding | None:
+    """The SDXL word of a diffusers pair (<name>.safetensors and <name>_2.safetensors, one
+    token each, of one text encoder each) if `path` is either file of one; else None."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    if path.stem.endswith(PAIR_SUFFIX):
+        files = (path.with_name(path.stem[: -len(PAIR_SUFFIX)] + path.suffix), path)
+    else:
+        files = (path, path.with_name(path.stem + PAIR_SUFFIX + path.suffix))
+    if not files[0].is_file() or not files[1].is_file():
+        return None
+    halves = [_load_file(f, token) for f in files]
+    if any(len(h) != 1 or len(h[0].layout) != 1 for h in halves):
+        return None
+    (first,), (second,) = halves
+    if first.token != second.token:
+        return None
+    if first.num_vectors != second.num_vectors:
+        raise OnewordError(
+            f"{files[1]}: holds {second.num_vectors} vectors of {second.token} but {files[0]} "
+            f"holds {first.num_vectors}; this pair of SDXL files does not belong together"
+        )
+    vectors = torch.cat([first.vectors, second.vectors], dim=1)
+    layout = (first.width, second.width)
+    meta = {**second.metadata, **first.metadata, **layout_metadata(layout), "token": first.token}
+    return LearnedEmbedding(first.token, vectors, meta)
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
@@ -206,7 +256,8 @@ def _read_torch(path: Path) -> tuple[object, dict[str, str]]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it cannot check
             warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(SAFE_CLASSES):
+                data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch names a blocked class/function ("global"); a pickle it cannot even parse
         # safely is refused as well, since only an unsafe load would read it.
@@ -308,6 +359,13 @@ def _make(path: Path, token: str, tensor, metadata: dict[str, str]) -> LearnedEm
         raise OnewordError(
             f"{path}: the entry for {token} has shape {tuple(tensor.shape)}, "
             "not [vectors, width]; this is not an embedding file"
+        )
+    bad = (~torch.isfinite(vectors)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        raise OnewordError(
+            f"{path}: the vectors of {token} hold NaN or infinite values (vector "
+            f"{', '.join(map(str, bad[:5]))}); this embedding is damaged: re-train or "
+            "re-export it"
         )
     return LearnedEmbedding(token=token, vectors=vectors.contiguous(), metadata=metadata)
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from ..checks import at_least, finite
+from ..errors import OnewordError
 from ..files import atomic_write
 from .interface import TextToImage
 from .prompts import expand_tokens, placeholder_names
@@ -46,6 +48,9 @@ def text_states(model: TextToImage, prompts: list[str], words: Words | None) -> 
         return model.encode_text(model.token_ids(prompts), rows)
 
 
+MAX_CFG = 100.0  # guidance beyond this only burns the image out
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How images are drawn: denoising steps, guidance scale, sampler and size."""
@@ -54,6 +59,12 @@ class Sampling:
     cfg: float = 7.5
     scheduler: str = "ddim"
     size: int | None = None  # None: the model's native resolution
+
+    def __post_init__(self):
+        at_least(self.steps, "--steps", 1)
+        finite(self.cfg, "--cfg", low=0, high=MAX_CFG)
+        if self.size is not None and (at_least(self.size, "--size", 8) % 8):
+            raise OnewordError(f"--size {self.size}: must be a multiple of 8")
 
 
 def draw(

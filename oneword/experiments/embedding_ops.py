@@ -36,8 +36,8 @@ def normalized_weights(count: int, weights: list[float] | None = None) -> torch.
     )
     if len(w) != count:
         raise ValueError(f"{len(w)} weights for {count} embeddings")
-    if bool((w < 0).any()) or not float(w.sum()) > 0:
-        raise ValueError("weights must be non-negative with a positive sum")
+    if not bool(w.isfinite().all()) or bool((w < 0).any()) or not float(w.sum()) > 0:
+        raise ValueError("weights must be finite, non-negative and with a positive sum")
     return w / w.sum()
 
 

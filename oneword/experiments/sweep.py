@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
@@ -20,15 +21,16 @@ from typing import Callable, Iterable
 import torch
 
 from ..adapters.loading import ModelChoice
+from ..checks import seed_range
 from ..core import data
 from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
 from ..core.interface import TextToImage
 from ..core.invariant import TextualInversionInvariant
 from ..core.prompts import placeholder_names
 from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
-from ..errors import OnewordError
+from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
-from ..files import file_stem
+from ..files import file_stem, output_folder
 from .micro_batch import resolve_max_batch, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
@@ -62,8 +64,9 @@ class CandidatePlan:
             )
         if not self.jitter > 0:
             raise OnewordError(f"--jitter {self.jitter}: must be positive")
-        if any(not lr > 0 for lr in self.lrs):
+        if any(not lr > 0 or not math.isfinite(lr) for lr in self.lrs):
             raise OnewordError(f"--lrs {','.join(map(str, self.lrs))}: must all be positive")
+        seed_range(self.seed, "--seed", count=self.count)
 
     def candidates(self) -> tuple[Candidate, ...]:
         grid = list(product(self.inits, self.lrs or (None,)))
@@ -167,7 +170,32 @@ def train_and_write(
     max_batch: int | str | None,
     preview: PreviewerFactory | None = None,
 ) -> WrittenRun:
-    """Record the candidates, train them in the run folder and write their files."""
+    """Record the candidates, train them in the run folder and write their files. A write
+    that fails (a full disk) after the first checkpoint says how to go on from it."""
+    try:
+        return _train_and_write(
+            rec, images, config, choice, folders, on_event, resume, max_batch, preview
+        )
+    except WriteFailed as exc:
+        ckpt = rec.run.folder / CHECKPOINT_NAME
+        if "--resume" in str(exc) or not ckpt.exists():
+            raise
+        raise WriteFailed(
+            f"{exc}; the checkpoint {ckpt} is kept: run the same command with --resume"
+        ) from None
+
+
+def _train_and_write(
+    rec: RunRecorder,
+    images,
+    config: TrainConfig,
+    choice: ModelChoice,
+    folders: list[Path],
+    on_event: EventSink,
+    resume: bool,
+    max_batch: int | str | None,
+    preview: PreviewerFactory | None = None,
+) -> WrittenRun:
     records = rec.add_candidates(config.candidate_list, config.lr, folders)
     trained = train_candidates(
         images,
@@ -315,7 +343,7 @@ def run_folder(store: Store, token: str, out: str | Path | None, resume: bool) -
     """The run folder: --out, else (resuming) the newest unfinished sweep of this token,
     else None (a new folder in the project)."""
     if out is not None:
-        return Path(out).absolute()
+        return output_folder(out, "--out").absolute()
     if not resume:
         return None
     unfinished = [r for r in store.runs("sweep", token) if r.status != "done"]

@@ -14,14 +14,17 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from ..checks import MAX_ID, RATINGS
 from ..errors import OnewordError
-from ..experiments.embedding_ops import MIX_METHODS, Breeding
+from ..experiments.embedding_ops import MIX_METHODS, Breeding, normalized_weights
 from ..experiments.evolve import (
     EvolveSettings,
     breed,
@@ -32,6 +35,7 @@ from ..experiments.evolve import (
 )
 from ..experiments.scoring import ScoreSettings
 from ..experiments.store import Store
+from .guard import add_request_checks
 from .jobs import JobRunner
 
 log = logging.getLogger(__name__)
@@ -54,22 +58,33 @@ class GalleryOptions:
             raise OnewordError(f"--population {self.population}: must be 1 or more")
 
 
+# An id of the store, in a path or a body: 1 to SQLite's largest integer.
+StoreId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class RatingIn(BaseModel):
-    rating: int = Field(ge=0, le=5)
-    image_id: int | None = None
+    rating: int = Field(ge=RATINGS[0], le=RATINGS[1])
+    image_id: StoreId | None = None
     favourite: bool = False
 
 
 class MixIn(BaseModel):
-    candidates: list[int] = Field(min_length=2, max_length=8)
-    weights: list[float] | None = None
+    candidates: list[StoreId] = Field(min_length=2, max_length=8)
+    weights: list[Weight] | None = None
     method: str = "slerp"
 
 
 def create_app(
-    project: str | Path | None = None, options: GalleryOptions = GalleryOptions()
+    project: str | Path | None = None,
+    options: GalleryOptions = GalleryOptions(),
+    hosts: frozenset[str] | None = None,
 ) -> FastAPI:
+    """hosts: the Host header values to answer (see guard.served_hosts); None: loopback
+    names (127.0.0.1, localhost, [::1]) at any port."""
     app = FastAPI(title="oneword gallery", docs_url=None, redoc_url=None)
+    add_request_checks(app, hosts)
     with Store.open(project) as s:  # creates and migrates the store once
         folder = s.folder
     jobs = JobRunner()
@@ -92,13 +107,13 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
             return [_run_summary(s, r) for r in s.runs()]
 
     @app.get("/api/runs/{run_id}")
-    def run(run_id: int) -> dict:
+    def run(run_id: PathId) -> dict:
         with Store.open(folder) as s:
             record = _found(lambda: s.run(run_id))
             return {**_run_summary(s, record), "candidates": _candidates(s, record)}
 
     @app.get("/api/images/{image_id}")
-    def image(image_id: int) -> FileResponse:
+    def image(image_id: PathId) -> FileResponse:
         with Store.open(folder) as s:
             found = s.image(image_id)
         path = _inside(folder, found["path"]) if found else None
@@ -107,7 +122,7 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
         return FileResponse(path, media_type="image/png")
 
     @app.get("/api/candidates/{candidate_id}/lineage")
-    def lineage(candidate_id: int) -> dict:
+    def lineage(candidate_id: PathId) -> dict:
         with Store.open(folder) as s:
             _found(lambda: s.candidate(candidate_id))
             return _lineage(s, candidate_id, depth=12, seen=set())
@@ -115,7 +130,7 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
 
 def _add_rating(app: FastAPI, folder: Path) -> None:
     @app.post("/api/candidates/{candidate_id}/rating")
-    def rate(candidate_id: int, body: RatingIn) -> dict:
+    def rate(candidate_id: PathId, body: RatingIn) -> dict:
         with Store.open(folder) as s:
             _found(lambda: s.candidate(candidate_id))
             if body.image_id is not None:
@@ -128,7 +143,7 @@ def _add_rating(app: FastAPI, folder: Path) -> None:
 
 def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptions) -> None:
     @app.post("/api/runs/{run_id}/next")
-    def next_generation(run_id: int) -> dict:
+    def next_generation(run_id: PathId) -> dict:
         with Store.open(folder) as s:
             record = _found(lambda: s.run(run_id))
             if not any(
@@ -160,6 +175,10 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
     def mix(body: MixIn) -> dict:
         if body.method not in MIX_METHODS:
             raise HTTPException(400, f"method: choose one of {', '.join(MIX_METHODS)}")
+        try:
+            normalized_weights(len(body.candidates), body.weights)
+        except ValueError as exc:
+            raise HTTPException(400, f"weights: {exc}") from None
         with Store.open(folder) as s:
             for cid in body.candidates:
                 _found(lambda cid=cid: s.candidate(cid))
@@ -173,7 +192,7 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         return jobs.submit("mix", work).as_dict()
 
     @app.get("/api/jobs/{job_id}")
-    def job(job_id: int) -> dict:
+    def job(job_id: PathId) -> dict:
         found = jobs.get(job_id)
         if found is None:
             raise HTTPException(404, "no such job")

@@ -34,6 +34,7 @@ BROWSER_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+LOCAL = "http://127.0.0.1:8765"  # the gallery answers to loopback names only
 DRAWING = ScoreSettings(images=2, sampling=Sampling(steps=2))
 
 
@@ -83,7 +84,7 @@ def wait_for_job(client, job_id: int, limit: float = 120) -> dict:
 
 
 def test_gallery_api_rates_breeds_and_mixes(project):
-    client = TestClient(create_app(project, options()))
+    client = TestClient(create_app(project, options()), base_url=LOCAL)
     runs = client.get("/api/runs").json()
     assert [r["name"] for r in runs] == ["r1"]
     run = client.get("/api/runs/1").json()
@@ -137,7 +138,7 @@ def test_gallery_api_rates_breeds_and_mixes(project):
 
 
 def test_images_come_only_from_the_project(project, tmp_path):
-    client = TestClient(create_app(project, options()))
+    client = TestClient(create_app(project, options()), base_url=LOCAL)
     assert client.get("/api/images/999").status_code == 404
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
     outside = tmp_path / "secret.png"
@@ -155,7 +156,7 @@ def test_images_come_only_from_the_project(project, tmp_path):
 
 
 def test_concurrent_ratings_survive_a_restart(project):
-    client = TestClient(create_app(project, options()))
+    client = TestClient(create_app(project, options()), base_url=LOCAL)
     cands = client.get("/api/runs/1").json()["candidates"]
 
     def rate(i):
@@ -170,7 +171,7 @@ def test_concurrent_ratings_survive_a_restart(project):
     with Store.open(project) as store:
         stored = {c["name"]: store.ratings(c["id"]) for c in cands}
     assert sum(len(r) for r in stored.values()) == 30
-    again = TestClient(create_app(project, options()))  # a restarted server
+    again = TestClient(create_app(project, options()), base_url=LOCAL)  # a restarted server
     latest = {c["name"]: c["rating"] for c in again.get("/api/runs/1").json()["candidates"]}
     assert latest == {name: float(r[-1]["rating"]) for name, r in stored.items()}
 

@@ -1,0 +1,319 @@
+"""Every bad input: exit code 2, one line naming the option or file, no traceback, nothing
+lost; and where the line says what to do, doing it makes the command succeed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from oneword.checks import MAX_ID, MAX_SEED
+from oneword.cli import main
+from oneword.core.embeddings import LearnedEmbedding, save_embedding
+from oneword.core.train import CHECKPOINT_NAME
+from oneword.experiments.schema import DB_NAME
+
+HUGE = str(MAX_ID + 1)  # one past SQLite's integer range
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("oneword: error: "), err
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` and a hash of its contents (to see that nothing is lost)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(DB_NAME)  # the store may log the failure
+    }
+
+
+def emb(path: Path, rows: torch.Tensor, token: str = "<e>") -> Path:
+    save_embedding(LearnedEmbedding(token, rows, {}), path, "diffusers")
+    return path
+
+
+def good(t: Path) -> Path:
+    return emb(
+        t / "good.safetensors", torch.randn(1, 32, generator=torch.Generator().manual_seed(1))
+    )
+
+
+def nan_file(t: Path) -> Path:
+    rows = torch.zeros(2, 32)
+    rows[1, 3] = float("nan")
+    path = t / "nan.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"<bad>": rows}, str(path))  # written by another tool: NaN and all
+    return path
+
+
+def learn(t, m, p, *extra):
+    return [
+        "learn",
+        p,
+        "--token",
+        "<x>",
+        "--init",
+        "cat",
+        "--steps",
+        "1",
+        "--grad-accum",
+        "1",
+        "--model",
+        m,
+        "--out",
+        t / "run",
+        *extra,
+    ]
+
+
+def junk_photos(t: Path) -> Path:
+    folder = t / "junk"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder
+
+
+def half_checkpoint(t: Path) -> Path:
+    (t / "run").mkdir()
+    torch.save({"step": 1, "rows": torch.zeros(1, 1, 32)}, t / "run" / CHECKPOINT_NAME)
+    return t
+
+
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+# (name, argv(tmp, model, photos), what the line must say, setup(monkeypatch) or None)
+CASES = [
+    (
+        "device not a name",
+        lambda t, m, p: learn(t, m, p, "--device", "gpu0"),
+        "--device gpu0",
+        None,
+    ),
+    (
+        "device cuda absent",
+        lambda t, m, p: learn(t, m, p, "--device", "cuda"),
+        "no CUDA GPU",
+        no_cuda,
+    ),
+    ("device mps absent", lambda t, m, p: learn(t, m, p, "--device", "mps"), "--device mps", None),
+    ("seed beyond 64 bits", lambda t, m, p: learn(t, m, p, "--seed", 2**64), "--seed", None),
+    ("seed negative", lambda t, m, p: learn(t, m, p, "--seed", -1), "--seed -1", None),
+    (
+        "generate seed + n beyond range",
+        lambda t, m, p: ["generate", "a <e>", "--seed", MAX_SEED, "-n", 2, "--model", m],
+        "--seed",
+        None,
+    ),
+    (
+        "weight decay negative",
+        lambda t, m, p: learn(t, m, p, "--weight-decay", -0.1),
+        "--weight-decay -0.1",
+        None,
+    ),
+    (
+        "warmup negative",
+        lambda t, m, p: learn(t, m, p, "--warmup-steps", -1),
+        "--warmup-steps -1",
+        None,
+    ),
+    (
+        "preview negative",
+        lambda t, m, p: learn(t, m, p, "--preview-every", -1),
+        "--preview-every -1",
+        None,
+    ),
+    ("lr infinite", lambda t, m, p: learn(t, m, p, "--lr", "inf"), "--lr inf", None),
+    (
+        "vectors beyond the text length",
+        lambda t, m, p: learn(t, m, p, "--vectors", 1000),
+        "at most",
+        None,
+    ),
+    ("out is a file", lambda t, m, p: learn(t, m, p, "--out", _file(t)), "--out", None),
+    ("mix -o a folder", lambda t, m, p: ["mix", good(t), good(t), "-o", t], "is a folder", None),
+    (
+        "mix weights infinite",
+        lambda t, m, p: ["mix", good(t), good(t), "--weights", "inf,1", "-o", t / "m.safetensors"],
+        "--weights",
+        None,
+    ),
+    (
+        "generate cfg nan",
+        lambda t, m, p: ["generate", "a cat", "--cfg", "nan", "--model", m],
+        "--cfg nan",
+        None,
+    ),
+    (
+        "generate size",
+        lambda t, m, p: ["generate", "a cat", "--size", 12, "--model", m],
+        "--size 12",
+        None,
+    ),
+    (
+        "generate no images",
+        lambda t, m, p: ["generate", "a cat", "-n", 0, "--model", m],
+        "-n 0",
+        None,
+    ),
+    ("show a huge run id", lambda t, m, p: ["show", f"r{HUGE}"], "run " + HUGE, None),
+    ("inspect a huge run id", lambda t, m, p: ["inspect", HUGE, "--model", m], "run " + HUGE, None),
+    ("rate a huge run id", lambda t, m, p: ["rate", HUGE, "c00", 3], "run " + HUGE, None),
+    ("rate 99", lambda t, m, p: ["rate", "r1", "c00", 99], "rating 99", None),
+    ("rate -5", lambda t, m, p: ["rate", "r1", "c00", -5], "rating -5", None),
+    (
+        "generate a NaN embedding",
+        lambda t, m, p: ["generate", "a <bad>", "--embedding", nan_file(t), "--model", m],
+        "<bad>",
+        None,
+    ),
+    (
+        "inspect a NaN embedding",
+        lambda t, m, p: ["inspect", nan_file(t), "--model", m],
+        "NaN",
+        None,
+    ),
+    (
+        "mix a NaN embedding",
+        lambda t, m, p: ["mix", nan_file(t), good(t), "-o", t / "m.safetensors"],
+        "nan.safetensors",
+        None,
+    ),
+    (
+        "the same embedding twice",
+        lambda t, m, p: [
+            "generate",
+            "a <e>",
+            "--embedding",
+            good(t),
+            "--embedding",
+            good(t),
+            "--model",
+            m,
+        ],
+        "given twice",
+        None,
+    ),
+    (
+        "checkpoint missing keys",
+        lambda t, m, p: learn(half_checkpoint(t), m, p, "--resume"),
+        "missing config",
+        None,
+    ),
+    (
+        "every photo unreadable",
+        lambda t, m, p: ["learn", junk_photos(t), "--token", "<x>", "--init", "cat", "--model", m],
+        "b.png",
+        None,
+    ),
+]
+
+
+def _file(t: Path) -> Path:
+    (t / "taken.txt").write_text("mine")
+    return t / "taken.txt"
+
+
+@pytest.mark.parametrize("name,argv,expected,setup", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(
+    capsys, monkeypatch, tmp_path, tiny_model_dir, photo_dir, name, argv, expected, setup
+):
+    if setup:
+        setup(monkeypatch)
+    args = argv(tmp_path, tiny_model_dir, photo_dir)
+    before = snapshot(tmp_path)
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    line = error_line(err)
+    assert expected in line and "Traceback" not in err
+    assert snapshot(tmp_path).items() >= before.items()  # every file as it was
+
+
+def test_every_unreadable_photo_is_named_with_its_reason(capsys, tmp_path, tiny_model_dir):
+    line = error_line(
+        run(capsys, "learn", junk_photos(tmp_path), "--token", "<x>", "--init", "cat")[2]
+    )
+    assert "a.jpg: not an image" in line and "b.png" in line
+
+
+# -- the advice works when followed ----------------------------------------------------------
+def test_vectors_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):
+    line = error_line(
+        run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--vectors", 1000))[2]
+    )
+    fit = int(line.split("give --vectors ")[1].split()[0])
+    assert 1 < fit < 77
+    code, _, err = run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--vectors", fit))
+    assert code == 0, err
+
+
+def test_out_file_and_mix_folder_advice_work(capsys, tmp_path, tiny_model_dir, photo_dir):
+    line = error_line(
+        run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--out", _file(tmp_path)))[2]
+    )
+    folder = line.split("(e.g. ")[1].rstrip(")")
+    assert run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--out", folder))[0] == 0
+    assert (tmp_path / "taken.txt").read_text() == "mine"
+    line = error_line(run(capsys, "mix", good(tmp_path), good(tmp_path), "-o", tmp_path)[2])
+    target = line.split("e.g. ")[1]
+    assert run(capsys, "mix", good(tmp_path), good(tmp_path), "-o", target)[0] == 0
+    assert Path(target).is_file()
+
+
+def test_device_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):
+    line = error_line(
+        run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--device", "gpu0"))[2]
+    )
+    assert "leave --device out" in line
+    assert run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir))[0] == 0
+
+
+def test_damaged_checkpoint_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):
+    half_checkpoint(tmp_path)
+    line = error_line(run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--resume"))[2])
+    assert "delete it and run the command again without --resume" in line
+    (tmp_path / "run" / CHECKPOINT_NAME).unlink()
+    code, _, err = run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir))
+    assert code == 0, err
+    (tmp_path / "run" / CHECKPOINT_NAME).write_bytes(b"garbage")
+    line = error_line(run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--resume"))[2])
+    assert "not readable" in line and "without --resume" in line
+
+
+def test_divergence_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir, monkeypatch):
+    from oneword.adapters.pipelines import TextToImageModel
+
+    real = TextToImageModel.predict_noise
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        out = real(self, *args)
+        return out * float("nan") if calls["n"] > 2 else out
+
+    monkeypatch.setattr(TextToImageModel, "predict_noise", poisoned)
+    argv = learn(tmp_path, tiny_model_dir, photo_dir, "--steps", 4, "--checkpoint-every", 2)
+    line = error_line(run(capsys, *argv)[2])
+    assert "lower --lr" in line and "--resume" in line
+    monkeypatch.setattr(TextToImageModel, "predict_noise", real)
+    code, _, err = run(capsys, *argv, "--lr", "1e-3", "--resume")
+    assert code == 0, err
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    assert saved["step"] == 4 and '"lr": 0.001' in saved["config"]
