@@ -3,6 +3,9 @@ disk or Ctrl-C never leaves a file that resumes to anything but the uninterrupte
 
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -41,6 +44,23 @@ class TrainingState:
     def rows(self) -> torch.Tensor:
         """[K, N, d] current placeholder rows."""
         return torch.stack([p.detach() for p in self.params])
+
+
+@contextmanager
+def uninterrupted():
+    """Hold Ctrl-C back for the block (the few lines that update the rows, the optimizer and
+    the step together) and raise it after, so no state is ever half a step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Ctrl-C
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def save_checkpoint(state: TrainingState, config, photos_id: str, path: Path) -> None:

@@ -27,6 +27,7 @@ from .checkpoint import (
     TrainingState,
     load_checkpoint,
     save_checkpoint,
+    uninterrupted,
 )
 from .interface import TextToImage
 from .prompts import MODES, templates, token_string
@@ -323,10 +324,11 @@ def optimizer_step(
             gen.set_state(saved)
         state.optimizer.zero_grad(set_to_none=True)
         raise
-    state.optimizer.step()
-    state.step += 1
-    state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
-    state.history.append(loss)
+    with uninterrupted():
+        state.optimizer.step()
+        state.step += 1
+        state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
+        state.history.append(loss)
     return loss
 
 

@@ -25,9 +25,12 @@ def run(capsys, *argv):
 
 
 def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("oneword: error: "), err
-    return lines[0]
+    """The one error line, the last thing printed (a progress bar may come before it)."""
+    lines = [line.strip("\r ") for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("oneword: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert "Traceback" not in err and "WARNING" not in err, err
+    return errors[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -317,3 +320,28 @@ def test_divergence_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir, mo
     assert code == 0, err
     saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
     assert saved["step"] == 4 and '"lr": 0.001' in saved["config"]
+
+
+def test_a_full_store_is_one_line_and_its_advice_works(
+    capsys, tmp_path, tiny_model_dir, photo_dir, monkeypatch
+):
+    """SQLite says 'database or disk is full' when the run's files are recorded."""
+    import sqlite3
+
+    real = sqlite3.connect
+
+    class Full(sqlite3.Connection):
+        def executemany(self, sql, *args):
+            if "INTO files" in sql:
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().executemany(sql, *args)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, factory=Full, **k))
+    argv = learn(tmp_path, tiny_model_dir, photo_dir, "--steps", 2)
+    line = error_line(run(capsys, *argv)[2])
+    assert "could not write the store (database or disk is full)" in line
+    assert "make room" in line and "--resume" in line
+    monkeypatch.setattr(sqlite3, "connect", real)
+    code, _, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert (tmp_path / "run" / "x.safetensors").is_file()

@@ -130,3 +130,18 @@ def test_resume_may_lower_the_learning_rate(model, photos, tmp_path):
 def test_config_refuses_out_of_range_numbers(change, option):
     with pytest.raises(OnewordError, match=option):
         TrainConfig(**{**CONFIG.__dict__, **change})
+
+
+def test_ctrl_c_during_the_update_is_raised_after_it():
+    import os
+    import signal
+
+    from oneword.core.checkpoint import uninterrupted
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the whole update")
+    assert done == ["the whole update"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
