@@ -27,6 +27,7 @@ from . import (
     show,
     sweep,
 )
+from .progress import close_bars
 
 # In the order `oneword --help` lists them.
 COMMAND_MODULES = [
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except OnewordError as exc:
+        close_bars()  # the error gets a line of its own, not the end of a progress bar's
         print(f"oneword: error: {exc}", file=sys.stderr)
         return 2
 

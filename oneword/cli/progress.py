@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import sys
+import weakref
 
 from ..events import Checkpointed, Event, Finished, Message, Previewed, Progressed, Started, Stepped
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every ProgressBar, so an error can end their lines
+
+
+def close_bars() -> None:
+    """Close every open bar (its line ends), so what is printed next starts a line."""
+    for progress in list(_LIVE):
+        if progress.bar is not None:
+            progress.bar.close()
+            progress.bar = None
 
 
 class ProgressBar:
@@ -13,6 +24,7 @@ class ProgressBar:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar = None
+        _LIVE.add(self)
 
     def __call__(self, event: Event) -> None:
         from tqdm import tqdm
