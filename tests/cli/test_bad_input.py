@@ -345,3 +345,45 @@ def test_a_full_store_is_one_line_and_its_advice_works(
     code, _, err = run(capsys, *argv, "--resume")
     assert code == 0, err
     assert (tmp_path / "run" / "x.safetensors").is_file()
+
+
+def test_an_init_word_in_pieces_is_reported(capsys, tmp_path, tiny_model_dir, photo_dir):
+    code, _, err = run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--init", "catt"))
+    assert code == 0, err
+    assert "--init 'catt'" in err and "3 pieces (c + at + t)" in err
+
+
+def test_tokens_in_other_scripts_get_their_own_run_folders(
+    capsys, tmp_path, tiny_model_dir, photo_dir, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for token in ("<うちのねこ>", "<наш-кот>"):
+        argv = ["learn", photo_dir, "--token", token, "--init", "cat", "--steps", 1,
+                "--grad-accum", 1, "--model", tiny_model_dir]  # fmt: skip
+        assert run(capsys, *argv)[0] == 0
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"うちのねこ", "наш-кот"}
+    assert (tmp_path / "runs" / "うちのねこ" / "うちのねこ.safetensors").is_file()
+
+
+def test_the_sdxl_pair_of_diffusers_is_read_by_inspect_and_mix(capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        save_file(
+            {"<p>": torch.randn(1, 32, generator=gen)},
+            str(tmp_path / folder / "learned_embeds.safetensors"),
+        )
+        second = tmp_path / folder / "learned_embeds_2.safetensors"  # tiny-sdxl: 32 + 48
+        save_file({"<p>": torch.randn(1, 48, generator=gen)}, str(second))
+    pair = [tmp_path / f / "learned_embeds.safetensors" for f in ("a", "b")]
+    code, out, err = run(capsys, "inspect", *pair, "--model", "tiny-sdxl")
+    assert code == 0, err
+    assert "<p>: 1 vector(s)" in out
+    code, out, err = run(capsys, "mix", *pair, "-o", tmp_path / "ab.safetensors")
+    assert code == 0, err
+    from oneword.core.embeddings import load_embeddings
+
+    (mixed,) = load_embeddings(tmp_path / "ab.safetensors")
+    assert mixed.layout == (32, 48)
