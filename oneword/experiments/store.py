@@ -26,7 +26,7 @@ from .schema import DB_NAME, migrate
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "oneword-project"
-RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix")
+RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix", "generate")
 RUN_STATES = ("running", "done", "failed")
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
 
