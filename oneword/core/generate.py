@@ -94,18 +94,26 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def save_png(image: torch.Tensor, path: Path, metadata: dict[str, object]) -> Path:
+def save_png(
+    image: torch.Tensor | Image.Image,
+    path: Path,
+    metadata: dict[str, object],
+    chunks: dict[str, str] | None = None,
+) -> Path:
     """Write a PNG atomically with every setting needed to redraw it in its text chunks: one
     per setting, all of them as JSON in `oneword`, and AUTOMATIC1111's `parameters` text (which
-    its PNG Info, ComfyUI and image sites read) when the image has a prompt."""
+    its PNG Info, ComfyUI and image sites read) when the image has a prompt; then `chunks`."""
+    picture = image if isinstance(image, Image.Image) else to_pil(image)
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     info.add_text("oneword", json.dumps(metadata, sort_keys=True))
-    parameters = a1111_parameters(metadata, (int(image.shape[-1]), int(image.shape[-2])))
+    parameters = a1111_parameters(metadata, picture.size)
     if parameters is not None:
         info.add_text("parameters", parameters)
-    return atomic_write(path, lambda tmp: to_pil(image).save(tmp, format="PNG", pnginfo=info))
+    for key, value in (chunks or {}).items():
+        info.add_text(key, value)
+    return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
 
 
 # AUTOMATIC1111's names of the samplers oneword's schedulers are
