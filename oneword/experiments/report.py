@@ -257,6 +257,8 @@ def describe_run(store, run) -> str:
         f"  model    {run.model}",
         f"  folder   {run.folder}",
     ]
+    if run.status in ("interrupted", "failed") and run.kind in ("learn", "sweep"):
+        lines.append(f"  resume   rerun its `oneword {run.kind}` command with --resume")
     if run.parent_run:
         lines.append(f"  part of  r{run.parent_run}")
     children = [r for r in store.runs() if r.parent_run == run.id]
