@@ -14,6 +14,7 @@ from ..errors import OnewordError
 from . import (
     arith,
     bench,
+    card,
     demo,
     evolve,
     generate,
@@ -32,6 +33,7 @@ from . import (
 COMMAND_MODULES = [
     learn,
     generate,
+    card,
     demo,
     sweep,
     score,

@@ -50,6 +50,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX candidates_by_run ON candidates(run_id);
     CREATE INDEX images_by_candidate ON images(candidate_id);
     """,
+    # 1 -> 2: which process runs a run (to tell a dead one), and the gallery's jobs
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, what TEXT NOT NULL, state TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '', run_id INTEGER REFERENCES runs(id),
+        error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}', pid INTEGER, host TEXT,
+        created REAL NOT NULL, updated REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

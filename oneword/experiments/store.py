@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -26,9 +27,24 @@ from .schema import DB_NAME, migrate
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "oneword-project"
-RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix")
-RUN_STATES = ("running", "done", "failed")
+RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix", "generate")
+RUN_STATES = ("running", "done", "failed", "interrupted")
+INTERRUPTED_NOTE = "its process ended while it ran; rerun its command with --resume"
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
+
+
+HOST = socket.gethostname()
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def project_folder(project: str | Path | None = None) -> Path:
@@ -98,7 +114,20 @@ class Store:
                 f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
                 "choose another --project"
             ) from exc
-        return cls(folder, conn)
+        store = cls(folder, conn)
+        store.mark_interrupted()
+        return store
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark `interrupted` the running runs whose process (on this machine) is gone: a run
+        killed while training would otherwise stay `running` forever. Returns their ids."""
+        rows = self.conn.execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (HOST,)
+        ).fetchall()
+        gone = [r["id"] for r in rows if r["pid"] is not None and not process_alive(r["pid"])]
+        for run_id in gone:
+            self.update_run(run_id, status="interrupted", note=INTERRUPTED_NOTE)
+        return gone
 
     def close(self) -> None:
         self.conn.close()
@@ -155,7 +184,8 @@ class Store:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (kind, status, created, updated, folder, model, token, "
-                "settings, photos, parent_run) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "settings, photos, parent_run, pid, host) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kind,
                     now,
@@ -166,6 +196,8 @@ class Store:
                     json.dumps(settings or {}, sort_keys=True),
                     json.dumps([str(Path(p).expanduser().absolute()) for p in photos or []]),
                     parent_run,
+                    os.getpid(),
+                    HOST,
                 ),
             )
         return self.run(cur.lastrowid)
@@ -181,6 +213,8 @@ class Store:
             changes["folder"] = self.relative(changes["folder"])
         if "settings" in changes:
             changes["settings"] = json.dumps(changes["settings"], sort_keys=True)
+        if changes.get("status") == "running":  # this process runs it now (a resumed run)
+            changes.update(pid=os.getpid(), host=HOST)
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self.transaction() as c:
             c.execute(
