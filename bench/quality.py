@@ -46,7 +46,14 @@ KINDS = ("learned", "class", "description", "name")
 
 
 def learn_subject(
-    model, subject_id: str, steps: int, seed: int, work: Path, lr: float, vectors: int = 1
+    model,
+    subject_id: str,
+    steps: int,
+    seed: int,
+    work: Path,
+    lr: float,
+    vectors: int = 1,
+    lr_schedule: str = "constant",
 ):
     """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token)."""
     subject = SUBJECTS_BY_ID[subject_id]
@@ -61,6 +68,7 @@ def learn_subject(
         steps=steps,
         seed=seed,
         lr=lr,
+        lr_schedule=lr_schedule,
         batch_size=4,
         grad_accum=1,
         checkpoint_every=steps,
@@ -97,6 +105,7 @@ def parse(argv):
     p.add_argument("--seeds", type=int, default=8, help="image seeds per prompt")
     p.add_argument("--steps", type=int, help="default: the model's (`oneword learn`'s default)")
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr-schedule", default="constant")
     p.add_argument("--vectors", type=int, default=1)
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
     p.add_argument("--sample-steps", type=int, default=20)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
             words, photos, token = learn_subject(
-                model, subject_id, steps, a.learn_seed, Path(work), a.lr, a.vectors
+                model, subject_id, steps, a.learn_seed, Path(work), a.lr, a.vectors, a.lr_schedule
             )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
@@ -203,6 +212,7 @@ def report(figures, summary, a, steps) -> dict:
         "seeds": a.seeds,
         "steps": steps,
         "lr": a.lr,
+        "lr_schedule": a.lr_schedule,
         "vectors": a.vectors,
         "learn_seed": a.learn_seed,
         "sample_steps": a.sample_steps,

@@ -3,6 +3,9 @@
 Per hidden subject: learn its word from 5 rendered photos with K candidates (seeds 0..K-1,
 one batched sweep: K trainings), then
 
+seeds: the spread of held-out concept fidelity over the K seeds (min / median / max), and
+    the seed that a label-free score picks (`oneword score`'s combined similarity to the
+    photos and prompt fidelity: no subject labels) and the one the oracle's score picks;
 (a) mixing: the mean of the top-k seeds (by the selection score) with each mix method
     (mean, norm-mean, slerp) against the best single seed and the median seed;
 (b) evolution: G generations of P children bred from the K candidates (no training: the
@@ -12,11 +15,12 @@ Protocol: every choice (best seed, top-k, parents, the evolution's final pick) i
 selection set of images (image seeds 0.., M images over the novel-context prompts); every
 number reported is measured on a held-out set (image seeds 10000.., the same prompts), so a
 method that overfits the selection images gains nothing. The selection score and the fitness
-are the oracle's concept fidelity + prompt fidelity; the tables report their mean ("oracle").
-Evolution costs no training but draws G·P·M extra selection images.
+are the oracle's concept fidelity + prompt fidelity; the tables report their mean ("oracle")
+and the held-out concept fidelity with a 95% bootstrap interval over images. Evolution costs
+no training but draws G·P·M extra selection images.
 
-    python bench/search_world.py --subjects cat,dog --candidates 8 --steps 150 \
-        --generations 3 --population 8
+    python bench/search_world.py --subjects cat,dog,ball,robot,teddy --candidates 16 \
+        --steps 300 --generations 3 --population 8 --out search.json
     python bench/search_world.py --model world-shape ...   # the pipeline on random weights
 """
 
@@ -47,6 +51,7 @@ from oneword.experiments.evolve import (
     metric_sum,  # noqa: E402
     mix_candidates,
 )
+from oneword.experiments.score_math import combined_score  # noqa: E402
 from oneword.experiments.scoring import (
     ScoreSettings,
     candidate_embedding,
@@ -57,15 +62,17 @@ from oneword.experiments.scoring import (
 )
 from oneword.experiments.store import Store  # noqa: E402
 from oneword.experiments.sweep import CandidatePlan, sweep  # noqa: E402
+from oneword.world.metrics import bootstrap_interval  # noqa: E402
 
 FITNESS = "concept_fidelity+prompt_fidelity"
 HELD_OUT_SEED = 10_000
 
 
 def image_settings(a, seed: int, subject: str) -> ScoreSettings:
+    per_prompt = a.held_out_per_prompt if seed == HELD_OUT_SEED else a.images_per_prompt
     return ScoreSettings(
         prompts="world",
-        images=a.prompts * a.images_per_prompt,
+        images=a.prompts * per_prompt,
         seed=seed,
         sampling=Sampling(a.sample_steps, a.cfg, "ddim", None),
         judge="oracle",
@@ -93,6 +100,7 @@ class HeldOut:
         images = draw(self.model, self.job.drawn, self.job.seeds, words, self.settings.sampling)
         out = self.judge.measure(images, self.job.prompt_index)
         out["oracle"] = (out["concept_fidelity"] + out["prompt_fidelity"]) / 2
+        out["images"] = len(self.job.seeds)
         return out
 
 
@@ -144,7 +152,12 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
         f"{timings['train_s']:.0f}s)",
         flush=True,
     )
-    out = {"run": seeds_run, "mixing": mixing_table(a, cands, sel, seed_held, held, project, embs)}
+    out = {
+        "run": seeds_run,
+        "seeds": seeds_table(cands, sel, seed_held, free_fitness(project, run)),
+    }
+    print_table("seeds", out["seeds"])
+    out["mixing"] = mixing_table(a, cands, sel, seed_held, held, project, embs)
     print_table("mixing", out["mixing"])
     out["evolution"] = evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject)
     print_table("evolution", out["evolution"])
@@ -153,12 +166,57 @@ def subject_bench(subject: str, a, project: Path, model_name: str) -> dict:
     return out
 
 
+def free_fitness(project: Path, run) -> dict[int, float]:
+    """The label-free selection score (`oneword score`'s combined score of the similarity to
+    the photos and prompt fidelity, standardised over the candidates): no subject labels."""
+    with Store.open(project) as store:
+        scores = latest_scores(store, run)
+    ids = sorted(scores)
+    combined = combined_score(
+        torch.tensor([scores[i]["concept_similarity"] for i in ids], dtype=torch.float64),
+        torch.tensor([scores[i]["prompt_fidelity"] for i in ids], dtype=torch.float64),
+    )
+    return dict(zip(ids, combined.tolist()))
+
+
+def seeds_table(cands, sel, seed_held, free) -> dict:
+    """Held-out concept fidelity over the K seeds, and of the seed each selection rule picks."""
+    fidelity = sorted(seed_held[c.id]["concept_fidelity"] for c in cands)
+    by_free = seed_held[max(cands, key=lambda c: free[c.id]).id]
+    by_oracle = seed_held[max(cands, key=lambda c: sel[c.id]).id]
+    return {
+        "seeds": len(cands),
+        "held-out images per seed": by_free["images"],
+        "concept min / median / max over seeds": [
+            round(fidelity[0], 4),
+            round(statistics.median(fidelity), 4),
+            round(fidelity[-1], 4),
+        ],
+        "pick by label-free score: concept [95% CI]": with_interval(by_free),
+        "pick by oracle selection score: concept [95% CI]": with_interval(by_oracle),
+        "pick by label-free score minus median seed": round(
+            by_free["concept_fidelity"] - statistics.median(fidelity), 4
+        ),
+    }
+
+
+def with_interval(out: dict) -> str:
+    """'share [lo, hi]': the held-out concept fidelity with its 95% bootstrap interval (the
+    verdicts are 0/1, so the share and the count determine them)."""
+    n = out["images"]
+    hits = torch.zeros(n)
+    hits[: round(out["concept_fidelity"] * n)] = 1
+    lo, hi = bootstrap_interval([hits], torch.Generator().manual_seed(0))
+    return f"{out['concept_fidelity']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def mixing_table(a, cands, sel, seed_held, held, project, seed_embs) -> dict:
     ranked = sorted(cands, key=lambda c: -sel[c.id])
     values = [seed_held[c.id]["oracle"] for c in cands]
     rows = {
         "median seed": statistics.median(values),
         "best single seed (by selection)": seed_held[ranked[0].id]["oracle"],
+        "best single seed (by selection): concept [95% CI]": with_interval(seed_held[ranked[0].id]),
         "best seed in hindsight (held-out max)": max(values),
     }
     for k in a.top_k:
@@ -168,7 +226,9 @@ def mixing_table(a, cands, sel, seed_held, held, project, seed_embs) -> dict:
             with Store.open(project) as store:
                 (cand,) = store.candidates(mixed.id)
                 vectors = candidate_embedding(store, mixed, cand).vectors
-            rows[f"mean of top-{k} ({method})"] = held(vectors)["oracle"]
+            measured = held(vectors)
+            rows[f"mean of top-{k} ({method})"] = measured["oracle"]
+            rows[f"mean of top-{k} ({method}): concept [95% CI]"] = with_interval(measured)
             inputs = torch.stack([seed_embs[c.id].norm(dim=-1) for c in ranked[:k]]).mean()
             norms[method] = f"{float(vectors.norm(dim=-1).mean() / inputs):.3f}"
         rows[f"top-{k} mix norm / inputs' mean norm"] = ", ".join(
@@ -185,10 +245,10 @@ def evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject)
         elites=a.elites,
         top_k=a.parents,
     )
+    best = seed_held[max(cands, key=lambda c: sel[c.id]).id]
     rows = {
-        "best of K seeds (by selection)": seed_held[max(cands, key=lambda c: sel[c.id]).id][
-            "oracle"
-        ]
+        "best of K seeds (by selection)": best["oracle"],
+        "best of K seeds (by selection): concept [95% CI]": with_interval(best),
     }
     for strategy in a.strategies:
         settings = EvolveSettings(a.generations, a.population, breeding, strategy, FITNESS, a.seed)
@@ -206,15 +266,43 @@ def evolution_table(a, seeds_run, cands, sel, seed_held, held, project, subject)
             if best_id is not None:
                 cand = store.candidate(best_id)
                 vectors = candidate_embedding(store, store.run(cand.run_id), cand).vectors
-        value = (
-            held(vectors)["oracle"]
-            if vectors is not None
-            else rows["best of K seeds (by selection)"]
+        measured = held(vectors) if vectors is not None else best
+        label = f"evolution {strategy}: {a.generations} generations x {a.population}"
+        rows[label] = measured["oracle"]
+        rows[f"{label}: concept [95% CI]"] = with_interval(measured)
+        rows[f"evolution {strategy}: improved on the seeds' best selection score"] = (
+            vectors is not None
         )
-        rows[f"evolution {strategy}: {a.generations} generations x {a.population}"] = value
         rows[f"evolution {strategy}: best selection score per generation"] = per_gen
         rows[f"evolution {strategy}: seconds"] = round(time.time() - t0, 1)
     return rows
+
+
+SUMMARY_COLUMNS = {
+    "median seed": ("seeds", "concept min / median / max over seeds", 1),
+    "pick (label-free)": ("seeds", "pick by label-free score: concept [95% CI]", None),
+    "pick (oracle)": ("seeds", "pick by oracle selection score: concept [95% CI]", None),
+}
+
+
+def print_summary(results: dict) -> None:
+    """Held-out concept fidelity per subject: the median seed, each pick, every mix and
+    evolution row (their intervals are in the tables above)."""
+    columns = dict(SUMMARY_COLUMNS)
+    first = next(iter(results.values()))
+    for table in ("mixing", "evolution"):
+        for row in first[table]:
+            if row.endswith("concept [95% CI]") and not row.startswith("best"):
+                columns[row.removesuffix(": concept [95% CI]")] = (table, row, None)
+    print("\n| subject | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for subject, r in results.items():
+        cells = []
+        for table, row, index in columns.values():
+            value = r[table][row]
+            cells.append(f"{value[index]:.3f}" if index is not None else value.split(" [")[0])
+        print(f"| {subject} | " + " | ".join(cells) + " |")
+    sys.stdout.flush()
 
 
 def print_table(name: str, rows: dict) -> None:
@@ -235,7 +323,8 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--photo-seed", type=int, default=0)
     p.add_argument("--prompts", type=int, default=12, help="novel-context prompts (<= 12)")
-    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--images-per-prompt", type=int, default=2, help="selection images")
+    p.add_argument("--held-out-per-prompt", type=int, default=4, help="held-out images")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--top-k", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4])
@@ -265,20 +354,23 @@ def main(argv=None) -> int:
         timing_model("world-shape", project, a.device)  # saves the folder it loads
         model_name = str(project / "world-shape")
     started = time.time()
-    results = {s: subject_bench(s, a, project, model_name) for s in a.subjects.split(",")}
-    report = {
-        "args": vars(a),
-        "machine": platform.platform(),
-        "threads": torch.get_num_threads(),
-        "seconds": round(time.time() - started, 1),
-        "subjects": results,
-        "project": str(project),
-    }
+    results = {}
+    for subject in a.subjects.split(","):
+        results[subject] = subject_bench(subject, a, project, model_name)
+        report = {
+            "args": vars(a),
+            "machine": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "seconds": round(time.time() - started, 1),
+            "subjects": results,
+            "project": str(project),
+        }
+        if a.out:  # after every subject, so a long run's finished subjects are kept
+            Path(a.out).write_text(json.dumps(report, indent=2, default=str))
+    print_summary(results)
     for subject, r in results.items():
         print(f"{subject} timings: {json.dumps({k: round(v, 1) for k, v in r['timings'].items()})}")
     print(f"\ntotal {report['seconds']}s, {report['threads']} threads, project {project}")
-    if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 

@@ -13,12 +13,21 @@ import torch
 from .adapters.loading import DEFAULT_MODEL, ModelChoice, model_settings
 from .checks import at_least, seed_range
 from .core.embeddings import LearnedEmbedding, check_width, load_embeddings
-from .core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
+from .core.generate import (
+    Sampling,
+    Words,
+    contact_sheet,
+    draw,
+    register_words,
+    sampling_record,
+    save_png,
+)
 from .core.interface import TextToImage
 from .core.prompts import PREVIEW_PROMPTS
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
+from .experiments.recording import recording
 from .experiments.store import Store
 from .experiments.sweep import read_photos, record_run, train_and_write
 from .files import atomic_write_text, file_stem, output_folder
@@ -126,7 +135,13 @@ def _previewer(
                 save_png(
                     sheet,
                     run_dir / "previews" / name,
-                    {"prompts": prompts, "seeds": list(preview.seeds), "step": step},
+                    {
+                        "prompts": prompts,
+                        "seeds": list(preview.seeds),
+                        "step": step,
+                        "size": int(images.shape[-1]),
+                        **sampling_record(preview.sampling, model.name),
+                    },
                 )
             )
         on_event(Previewed(step, paths))
@@ -144,8 +159,10 @@ def generate(
     negative: str = "",
     out: str | Path = "images",
     on_event: EventSink = ignore,
+    project: str | Path | None = None,
 ) -> list[Path]:
-    """Draw n images of a prompt with learned words; writes PNGs and a contact sheet."""
+    """Draw n images of a prompt with learned words; writes PNGs and a contact sheet, and
+    records them in the experiment store of `project` as a run of kind `generate`."""
     at_least(n, "-n", 1)
     seed_range(seed, "--seed", count=n)
     output_folder(out, "--out")
@@ -156,27 +173,36 @@ def generate(
         if token not in prompt:
             on_event(Message(f"note: the prompt does not use the learned token {token}"))
     seeds = [seed + i for i in range(n)]
-    images = draw(model, [prompt] * n, seeds, words, sampling, negative)
     out = Path(out)
-    stem = _slug(prompt)
-    size = images.shape[-1]
-    paths = []
-    for image, s in zip(images, seeds):
+    settings = {
+        "prompt": prompt,
+        "negative": negative,
+        "seeds": seeds,
+        **sampling_record(sampling, choice.model),
+        "embeddings": [str(Path(e).expanduser().absolute()) for e in embeddings],
+    }
+    with recording(
+        project, "generate", out.absolute(), choice.model, " ".join(words.tokens), settings
+    ) as rec:
+        images = draw(model, [prompt] * n, seeds, words, sampling, negative)
+        stem = _slug(prompt)
         meta = {
-            "prompt": prompt,
-            "negative": negative,
-            "seed": s,
-            "steps": sampling.steps,
-            "cfg": sampling.cfg,
-            "scheduler": sampling.scheduler,
-            "size": size,
-            "model": choice.model,
+            **settings,
+            "size": int(images.shape[-1]),
             "embeddings": [str(e) for e in embeddings],
         }
-        paths.append(save_png(image, out / f"{stem}-{s}.png", meta))
-    sheet = contact_sheet(images)
-    paths.append(save_png(sheet, out / f"{stem}-grid.png", {"prompt": prompt, "seeds": seeds}))
-    return paths
+        drawn = [
+            (prompt, s, save_png(image, out / f"{stem}-{s}.png", _one_image(meta, s)))
+            for image, s in zip(images, seeds)
+        ]
+        grid = save_png(contact_sheet(images), out / f"{stem}-grid.png", meta)
+        rec.images(seeds[0], settings["embeddings"], drawn, [grid])
+    return [path for _, _, path in drawn] + [grid]
+
+
+def _one_image(meta: dict, seed: int) -> dict:
+    """The metadata of one image of a batch: its own seed instead of the batch's."""
+    return {**{k: v for k, v in meta.items() if k != "seeds"}, "seed": seed}
 
 
 def _load_words(model: TextToImage, paths: list[str]) -> list[LearnedEmbedding]:

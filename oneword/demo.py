@@ -16,10 +16,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .api import ModelChoice, default_steps, learn
 from .core.embeddings import load_embeddings
-from .core.generate import Sampling, contact_sheet, draw, register_words, save_png, to_pil
+from .core.generate import (
+    Sampling,
+    contact_sheet,
+    draw,
+    register_words,
+    sampling_record,
+    save_png,
+    to_pil,
+)
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
+from .experiments.recording import recording
 from .files import atomic_write, atomic_write_text
 
 
@@ -33,6 +42,7 @@ class DemoConfig:
     seeds_per_prompt: int = 2
     prompts: int = 6
     sampling: Sampling = field(default_factory=lambda: Sampling(steps=20, cfg=5.0))
+    project: Path | None = None  # the experiment store (None: $ONEWORD_PROJECT, else ./)
 
     def __post_init__(self):
         from .world.render import SUBJECTS_BY_ID
@@ -87,11 +97,13 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         ModelChoice(config.model),
         config.out / "run",
         on_event=on_event,
+        project=config.project,
     )
     on_event(Message("drawing the subject in new scenes and styles"))
     model = ModelChoice(config.model).load()
     words = register_words(model, load_embeddings(files["diffusers"]))
     table = _compare(model, words, token, subject.id, photos, config, load_oracle())
+    _record_images(table, token, files["diffusers"], config)
     summary = {
         how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
         for how in ("class", "learned")
@@ -116,6 +128,28 @@ def _compare(model, words, token, subject_id, photos, config, oracle):
             row[how] = (prompt, images, scores)
         table.append(row)
     return table
+
+
+def _record_images(table, token: str, embedding: Path, config: DemoConfig) -> None:
+    """Every image drawn, as a PNG under images/, recorded in the store as a `generate` run."""
+    seeds = list(range(config.seed, config.seed + config.seeds_per_prompt))
+    folder = (config.out / "images").absolute()
+    settings = {
+        "prompts": [row[how][0] for row in table for how in ("class", "learned")],
+        **sampling_record(config.sampling, config.model),
+        "embeddings": [str(Path(embedding).absolute())],
+    }
+    with recording(config.project, "generate", folder, config.model, token, settings) as rec:
+        drawn = []
+        for r, row in enumerate(table):
+            for how in ("class", "learned"):
+                prompt, images, _ = row[how]
+                for image, seed in zip(images, seeds):
+                    meta = {**settings, "prompt": prompt, "seed": seed}
+                    del meta["prompts"]
+                    path = save_png(image, folder / f"{r:02d}-{how}-s{seed}.png", meta)
+                    drawn.append((prompt, seed, path))
+        rec.images(config.seed, settings["embeddings"], drawn)
 
 
 def _write_outputs(table, token, subject, photos, config) -> dict[str, Path]:

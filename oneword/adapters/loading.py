@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,10 @@ from ..errors import OnewordError
 from ..files import atomic_write_text
 from .device import check_device, pick_device, pick_dtype
 from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
+from .single_file import checkpoint_config
 from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline, sd_pipeline
+
+log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
 WORLD_MODEL_FOLDER = Path(__file__).parent.parent / "world" / "weights" / "model"
@@ -43,9 +47,13 @@ class ModelChoice:
         return load_model(self.model, self.device, self.dtype)
 
 
+def cache_folder() -> Path:
+    """Where oneword keeps what it builds: $ONEWORD_CACHE, else ~/.cache/oneword."""
+    return Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
+
+
 def builtin_model_folder(name: str) -> Path:
-    root = Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
-    return root / "models" / name
+    return cache_folder() / "models" / name
 
 
 def resolve_model(model: str) -> tuple[str, str]:
@@ -128,12 +136,8 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
-        if kind == "file" and single_file_is_sdxl(location):
-            pipe = diffusers.StableDiffusionXLPipeline.from_single_file(location, dtype=dtype)
-        elif kind == "file":
-            pipe = diffusers.StableDiffusionPipeline.from_single_file(
-                location, dtype=dtype, safety_checker=None
-            )
+        if kind == "file":
+            pipe = _load_single_file(location, dtype)
         else:
             pipe = diffusers.DiffusionPipeline.from_pretrained(
                 location, dtype=dtype, safety_checker=None, requires_safety_checker=False
@@ -155,20 +159,18 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     return pipe
 
 
-def single_file_is_sdxl(path: str) -> bool:
-    """True if a single-file checkpoint holds SDXL's second text encoder (OpenCLIP bigG)."""
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors import safe_open
+def _load_single_file(location: str, dtype: torch.dtype):
+    """diffusers' own `from_single_file`, given the family's local config folder so that it
+    never fetches anything (see oneword.adapters.single_file)."""
+    import diffusers
 
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                keys = list(f.keys())
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            keys = list(data.get("state_dict", data)) if isinstance(data, dict) else []
-    except Exception:  # an unreadable file is reported by the loader itself
-        return False
-    return any(k.startswith("conditioner.embedders.1.") for k in keys)
+    found = checkpoint_config(location, cache_folder())
+    log.info("%s: a %s checkpoint (configs in %s)", location, found.family, found.config)
+    cls = getattr(diffusers, found.pipeline)
+    extra = {} if found.pipeline == "StableDiffusionXLPipeline" else {"safety_checker": None}
+    return cls.from_single_file(
+        location, config=str(found.config), local_files_only=True, dtype=dtype, **extra
+    )
 
 
 def sdxl_model_from_parts(

@@ -14,6 +14,7 @@ from ..errors import OnewordError
 from . import (
     arith,
     bench,
+    card,
     demo,
     evolve,
     generate,
@@ -33,6 +34,7 @@ from .progress import close_bars
 COMMAND_MODULES = [
     learn,
     generate,
+    card,
     demo,
     sweep,
     score,

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..demo import DemoConfig, demo
+from .options import add_project_option
 from .progress import ProgressBar
 
 
@@ -31,13 +32,19 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="world", help="model (default: the built-in world model)")
+    add_project_option(p)
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     started = time.time()
     config = DemoConfig(
-        subject=a.subject, out=Path(a.out), steps=a.steps, seed=a.seed, model=a.model
+        subject=a.subject,
+        out=Path(a.out),
+        steps=a.steps,
+        seed=a.seed,
+        model=a.model,
+        project=a.project,
     )
     result = demo(config, on_event=ProgressBar())
     print(f"{'':14s}{'concept fidelity':>18s}{'prompt fidelity':>17s}")

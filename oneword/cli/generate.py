@@ -8,7 +8,7 @@ from .. import api
 from ..adapters.pipelines import SCHEDULERS
 from ..core.generate import Sampling
 from ..errors import OnewordError
-from .options import add_model_options
+from .options import add_model_options, add_project_option
 from .progress import ProgressBar
 
 
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, help="image size (default: the model's)")
     p.add_argument("--out", default="images", help="output folder (default: images)")
     add_model_options(p)
+    add_project_option(p)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -52,6 +53,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
         a.negative,
         a.out,
         on_event=ProgressBar(),
+        project=a.project,
     )
     for path in paths:
         print(path)

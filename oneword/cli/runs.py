@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..experiments.store import Store
+from ..experiments.store import RUN_KINDS, Store
 from .options import add_project_option, short_path
 
 
@@ -15,7 +15,7 @@ def register(sub) -> None:
         help="list the runs of the project",
         description="List the runs recorded in the experiment store.",
     )
-    p.add_argument("--kind", choices=("learn", "sweep", "bench", "evolve", "mix"))
+    p.add_argument("--kind", choices=RUN_KINDS)
     add_project_option(p)
     p.set_defaults(func=_cmd_runs)
 

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from ..errors import OnewordError
 from ..files import atomic_write, file_stem
+from .embedding_card import read_card
 
 FORMATS = ("diffusers", "a1111", "a1111-pt", "sdxl")
 FORMAT_VERSION = "1"
@@ -203,8 +204,12 @@ def _load_file(path: Path, token: str | None) -> list[LearnedEmbedding]:
         tensors, metadata = _read_safetensors(path)
     elif suffix in _TORCH_SUFFIXES:
         tensors, metadata = _read_torch(path)
+    elif suffix == ".png":  # an embedding card (oneword.core.embedding_card)
+        tensors, metadata = read_card(path)
     else:
-        raise OnewordError(f"{path}: not an embedding file; give a .safetensors, .pt or .bin file")
+        raise OnewordError(
+            f"{path}: not an embedding file; give a .safetensors, .pt, .bin or card .png file"
+        )
     if isinstance(tensors, dict) and set(SDXL_KEYS) <= set(tensors):
         return [_sdxl_embedding(path, tensors, metadata, token)]
     found = _entries(path, tensors, metadata)

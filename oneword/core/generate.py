@@ -67,6 +67,16 @@ class Sampling:
             raise OnewordError(f"--size {self.size}: must be a multiple of 8")
 
 
+def sampling_record(sampling: Sampling, model: str) -> dict[str, object]:
+    """The drawing settings as an image's metadata records them."""
+    return {
+        "steps": sampling.steps,
+        "cfg": sampling.cfg,
+        "scheduler": sampling.scheduler,
+        "model": model,
+    }
+
+
 def draw(
     model: TextToImage,
     prompts: list[str],
@@ -95,13 +105,73 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def save_png(image: torch.Tensor, path: Path, metadata: dict[str, object]) -> Path:
-    """Write a PNG atomically with every setting needed to redraw it in its text chunks."""
+def save_png(
+    image: torch.Tensor | Image.Image,
+    path: Path,
+    metadata: dict[str, object],
+    chunks: dict[str, str] | None = None,
+) -> Path:
+    """Write a PNG atomically with every setting needed to redraw it in its text chunks: one
+    per setting, all of them as JSON in `oneword`, and AUTOMATIC1111's `parameters` text (which
+    its PNG Info, ComfyUI and image sites read) when the image has a prompt; then `chunks`."""
+    picture = image if isinstance(image, Image.Image) else to_pil(image)
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, value if isinstance(value, str) else json.dumps(value))
-    info.add_text("parameters", json.dumps(metadata, sort_keys=True))
-    return atomic_write(path, lambda tmp: to_pil(image).save(tmp, format="PNG", pnginfo=info))
+    info.add_text("oneword", json.dumps(metadata, sort_keys=True))
+    parameters = a1111_parameters(metadata, picture.size)
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    for key, value in (chunks or {}).items():
+        info.add_text(key, value)
+    return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
+
+
+# AUTOMATIC1111's names of the samplers oneword's schedulers are
+SAMPLER_NAMES = {
+    "ddim": "DDIM",
+    "pndm": "PLMS",
+    "euler": "Euler",
+    "euler-a": "Euler a",
+    "dpm++": "DPM++ 2M",
+    "ddpm": "DDPM",
+    "lms": "LMS",
+}
+
+
+def a1111_parameters(metadata: dict[str, object], size: tuple[int, int]) -> str | None:
+    """AUTOMATIC1111's `parameters` text: the prompt, a `Negative prompt:` line, then
+    `Steps: 30, Sampler: DDIM, CFG scale: 7.5, Seed: 8, Size: 512x512, Model: name`.
+
+    A grid of several prompts or seeds is described by its first, as A1111 does; size is the
+    image's (width, height) unless the metadata gives the size of the images drawn."""
+    prompts = metadata.get("prompts") or [metadata.get("prompt")]
+    seeds = [metadata["seed"]] if "seed" in metadata else metadata.get("seeds") or [None]
+    if not prompts or not isinstance(prompts[0], str) or not prompts[0]:
+        return None
+    drawn = metadata.get("size")
+    fields = {
+        "Steps": metadata.get("steps"),
+        "Sampler": SAMPLER_NAMES.get(str(metadata.get("scheduler")), metadata.get("scheduler")),
+        "CFG scale": metadata.get("cfg"),
+        "Seed": seeds[0],
+        "Size": f"{drawn}x{drawn}" if drawn else f"{size[0]}x{size[1]}",
+        "Model": _model_name(metadata.get("model")),
+    }
+    lines = [prompts[0].strip()]
+    if metadata.get("negative"):
+        lines.append(f"Negative prompt: {metadata['negative']}")
+    settings = (f"{k}: {str(v).replace(',', ' ')}" for k, v in fields.items() if v is not None)
+    lines.append(", ".join(settings))
+    return "\n".join(lines)
+
+
+def _model_name(model: object) -> str | None:
+    """A model as A1111 names it: a checkpoint file by its stem, a folder by its name."""
+    if not model:
+        return None
+    path = Path(str(model))
+    return path.stem if path.suffix in (".safetensors", ".ckpt") else path.name
 
 
 def contact_sheet(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> torch.Tensor:

@@ -44,6 +44,22 @@ class RunRecorder:
     def files(self, kind: str, paths, candidate: CandidateRecord | None = None) -> None:
         self.store.add_files(self.run.id, kind, list(paths), candidate.id if candidate else None)
 
+    def images(
+        self,
+        seed: int,
+        embeddings: list[str],
+        drawn: list[tuple[str, int, Path]],
+        others: list[Path] = (),
+    ) -> CandidateRecord:
+        """Record what a drawing command made: one candidate (the words it drew with, their
+        embedding files) and its images with their prompts and seeds."""
+        cand = self.store.add_candidate(self.run.id, 0, int(seed), "generate", 0.0, 0.0)
+        if embeddings:
+            self.files("embedding", embeddings, cand)
+        self.files("image", [path for _, _, path in drawn] + list(others), cand)
+        self.store.add_images(None, cand.id, drawn)
+        return cand
+
 
 def _init_name(candidate) -> str:
     if candidate.init == "word" and candidate.jitter:
@@ -59,7 +75,7 @@ def recording(
     model: str,
     token: str,
     settings: dict,
-    photos: list,
+    photos: list = (),
     resume: bool = False,
     parent_run: int | None = None,
 ):

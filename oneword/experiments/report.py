@@ -257,6 +257,8 @@ def describe_run(store, run) -> str:
         f"  model    {run.model}",
         f"  folder   {run.folder}",
     ]
+    if run.status in ("interrupted", "failed") and run.kind in ("learn", "sweep"):
+        lines.append(f"  resume   rerun its `oneword {run.kind}` command with --resume")
     if run.parent_run:
         lines.append(f"  part of  r{run.parent_run}")
     children = [r for r in store.runs() if r.parent_run == run.id]
@@ -276,7 +278,10 @@ def describe_run(store, run) -> str:
             "resolution",
         )
         lines.append("  settings " + json.dumps({k: config.get(k) for k in keys}))
-    lines += _describe_candidates(store, run)
+    if run.kind == "generate":
+        lines += _describe_drawing(store, run)
+    else:
+        lines += _describe_candidates(store, run)
     lines += _describe_evaluations(store, run)
     return "\n".join(lines)
 
@@ -296,6 +301,24 @@ def _describe_candidates(store, run) -> list[str]:
             f"  {c.name}  seed {c.seed}  init {_init_label(c)}  lr {c.lr:g}  "
             f"{main or '(no embedding yet)'}" + ("  " + "; ".join(extra) if extra else "")
         )
+    return lines
+
+
+def _describe_drawing(store, run) -> list[str]:
+    """A drawing run: its prompt and settings, the embeddings it drew with, its images."""
+    s = run.settings
+    prompts = [s["prompt"]] if "prompt" in s else s.get("prompts", [])
+    lines = [f"  prompt   {p}" for p in prompts]
+    if s.get("negative"):
+        lines.append(f"  negative {s['negative']}")
+    keys = ("steps", "cfg", "scheduler")
+    lines.append("  drawing  " + ", ".join(f"{k} {s.get(k)}" for k in keys if k in s))
+    for cand in store.candidates(run.id):
+        for path in store.files(run.id, "embedding", cand.id):
+            lines.append(f"  word     {path}")
+        images = store.images(cand.id)
+        lines.append(f"images ({len(images)}):")
+        lines += [f"  seed {i['seed']}  {i['path']}" for i in images]
     return lines
 
 

@@ -1,4 +1,5 @@
-"""The store's schema: `MIGRATIONS[i]` takes a store from version i to i + 1."""
+"""The store's SQLite file: opening it, its schema (`MIGRATIONS[i]` takes a store from
+version i to i + 1) and the one-line errors of writing it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from ..errors import OnewordError
+from ..errors import OnewordError, WriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX candidates_by_run ON candidates(run_id);
     CREATE INDEX images_by_candidate ON images(candidate_id);
     """,
+    # 1 -> 2: which process runs a run (to tell a dead one), and the gallery's jobs
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, what TEXT NOT NULL, state TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '', run_id INTEGER REFERENCES runs(id),
+        error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}', pid INTEGER, host TEXT,
+        created REAL NOT NULL, updated REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -85,3 +97,43 @@ def migrate(conn: sqlite3.Connection, folder: Path, migrations: list[str] = MIGR
 def _statements(script: str) -> list[str]:
     """The statements of a migration (executescript would commit our transaction)."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def connect(folder: Path) -> sqlite3.Connection:
+    """The store of `folder` opened (WAL, foreign keys) and migrated; one line if it cannot be."""
+    db = folder / DB_NAME
+    try:
+        conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, folder)
+    except sqlite3.OperationalError as exc:
+        if _is_write_failure(exc):
+            raise store_write_failed(db, exc) from exc
+        raise OnewordError(
+            f"{db}: could not open the store ({exc}); check the folder can be written, "
+            "or choose another --project"
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise OnewordError(
+            f"{db}: not a readable oneword store ({exc}); choose another --project"
+        ) from exc
+    return conn
+
+
+def _is_write_failure(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("full", "locked", "readonly", "read-only", "disk i/o"))
+
+
+def store_write_failed(db: Path, exc: sqlite3.OperationalError) -> WriteFailed:
+    """The one line for a write SQLite refused, with what to do about it."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        advice = "another oneword command is writing to it; run this one when it is done"
+    elif "full" in text:
+        advice = "make room on that disk"
+    else:
+        advice = "check that the project folder can be written"
+    return WriteFailed(f"{db}: could not write the store ({text}); {advice}")

@@ -20,7 +20,15 @@ from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.loading import load_model
 from ..core import data
 from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
-from ..core.generate import Sampling, Words, contact_sheet, draw, register_words, save_png
+from ..core.generate import (
+    Sampling,
+    Words,
+    contact_sheet,
+    draw,
+    register_words,
+    sampling_record,
+    save_png,
+)
 from ..core.interface import TextToImage
 from ..errors import OnewordError
 from ..events import EventSink, Progressed, ignore
@@ -263,7 +271,13 @@ def draw_and_measure(
             save_png(
                 sheet,
                 folder / f"{cand.name}.png",
-                {"candidate": cand.name, "prompts": job.drawn, "seeds": job.seeds},
+                {
+                    "candidate": cand.name,
+                    "prompts": job.drawn,
+                    "seeds": job.seeds,
+                    "size": int(images.shape[-1]),
+                    **sampling_record(settings.sampling, model.name),
+                },
             )
         )
         raw.append(judge.measure(images, job.prompt_index))
@@ -346,14 +360,7 @@ def save_candidate_images(
 ) -> list[Path]:
     paths = []
     for i, (image, prompt, seed) in enumerate(zip(images, job.drawn, job.seeds)):
-        meta = {
-            "prompt": prompt,
-            "seed": seed,
-            "steps": settings.sampling.steps,
-            "cfg": settings.sampling.cfg,
-            "scheduler": settings.sampling.scheduler,
-            "model": model_name,
-        }
+        meta = {"prompt": prompt, "seed": seed, **sampling_record(settings.sampling, model_name)}
         paths.append(save_png(image, folder / f"{i:03d}-s{seed}.png", meta))
     return paths
 

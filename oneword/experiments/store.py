@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -21,15 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checks import parse_id, rating, store_id
-from ..errors import OnewordError, WriteFailed
-from .schema import DB_NAME, migrate
+from ..errors import OnewordError
+from .schema import DB_NAME, connect, store_write_failed
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "oneword-project"
-RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix")
-RUN_STATES = ("running", "done", "failed")
+RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix", "generate")
+RUN_STATES = ("running", "done", "failed", "interrupted")
+INTERRUPTED_NOTE = "its process ended while it ran; rerun its command with --resume"
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
+
+
+HOST = socket.gethostname()
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def project_folder(project: str | Path | None = None) -> Path:
@@ -88,25 +104,21 @@ class Store:
         if folder.exists() and not folder.is_dir():
             raise OnewordError(f"--project {folder}: exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(folder / DB_NAME, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn, folder)
-        except sqlite3.OperationalError as exc:
-            if not _is_write_failure(exc):
-                raise OnewordError(
-                    f"{folder / DB_NAME}: could not open the store ({exc}); "
-                    "check the folder can be written, or choose another --project"
-                ) from exc
-            raise store_write_failed(folder / DB_NAME, exc) from exc
-        except sqlite3.DatabaseError as exc:
-            raise OnewordError(
-                f"{folder / DB_NAME}: not a readable oneword store ({exc}); "
-                "choose another --project"
-            ) from exc
-        return cls(folder, conn)
+        conn = connect(folder)
+        store = cls(folder, conn)
+        store.mark_interrupted()
+        return store
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark `interrupted` the running runs whose process (on this machine) is gone: a run
+        killed while training would otherwise stay `running` forever. Returns their ids."""
+        rows = self.conn.execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (HOST,)
+        ).fetchall()
+        gone = [r["id"] for r in rows if r["pid"] is not None and not process_alive(r["pid"])]
+        for run_id in gone:
+            self.update_run(run_id, status="interrupted", note=INTERRUPTED_NOTE)
+        return gone
 
     def close(self) -> None:
         self.conn.close()
@@ -171,7 +183,8 @@ class Store:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (kind, status, created, updated, folder, model, token, "
-                "settings, photos, parent_run) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "settings, photos, parent_run, pid, host) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kind,
                     now,
@@ -182,6 +195,8 @@ class Store:
                     json.dumps(settings or {}, sort_keys=True),
                     json.dumps([str(Path(p).expanduser().absolute()) for p in photos or []]),
                     parent_run,
+                    os.getpid(),
+                    HOST,
                 ),
             )
         return self.run(cur.lastrowid)
@@ -197,6 +212,8 @@ class Store:
             changes["folder"] = self.relative(changes["folder"])
         if "settings" in changes:
             changes["settings"] = json.dumps(changes["settings"], sort_keys=True)
+        if changes.get("status") == "running":  # this process runs it now (a resumed run)
+            changes.update(pid=os.getpid(), host=HOST)
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self.transaction() as c:
             c.execute(
@@ -481,20 +498,3 @@ class Store:
             "SELECT * FROM ratings WHERE candidate_id = ? ORDER BY id", (candidate_id,)
         )
         return [{"rating": r["rating"], "note": r["note"], "image_id": r["image_id"]} for r in rows]
-
-
-def _is_write_failure(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return any(w in text for w in ("full", "locked", "readonly", "read-only", "disk i/o"))
-
-
-def store_write_failed(db: Path, exc: sqlite3.OperationalError) -> WriteFailed:
-    """The one line for a write SQLite refused, with what to do about it."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        advice = "another oneword command is writing to it; run this one when it is done"
-    elif "full" in text:
-        advice = "make room on that disk"
-    else:
-        advice = "check that the project folder can be written"
-    return WriteFailed(f"{db}: could not write the store ({text}); {advice}")

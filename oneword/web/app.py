@@ -5,7 +5,8 @@ them, and breeds the next generation from the ratings.
 its own connection to the store (SQLite in WAL mode), so concurrent requests are safe and
 ratings live in the store across restarts. Images are served only by their id in the store,
 and only when the stored path resolves inside the project folder. Breeding and drawing run as
-background jobs in one worker thread; the page polls their progress.
+background jobs in one worker thread; their progress streams to the page as server-sent events,
+and they are kept in the store, so a restarted server shows an interrupted job, resumable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, HTTPException
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -87,11 +88,12 @@ def create_app(
     add_request_checks(app, hosts)
     with Store.open(project) as s:  # creates and migrates the store once
         folder = s.folder
-    jobs = JobRunner()
+    jobs = JobRunner(folder)
     app.state.jobs, app.state.folder = jobs, folder
     _add_viewing(app, folder)
     _add_rating(app, folder)
     _add_breeding(app, folder, jobs, options)
+    _add_jobs(app, folder, jobs, options)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -151,25 +153,10 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
                 for c in s.candidates(record.id)
             ):
                 raise HTTPException(400, "rate some candidates first")
-            bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in s.runs())
+        spec = {"kind": "next", "run": record.id}
         generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
-        # breeding from the same run again (after more ratings) draws other random numbers
-        settings = EvolveSettings(
-            generations=1,
-            population=options.population,
-            breeding=options.breeding,
-            strategy="ga",
-            fitness="rating",
-            seed=options.seed + 7919 * bred,
-        )
-
-        def work(on_event, started):
-            child = breed(record.name, settings, generation, folder)
-            started(child.id)
-            render(child.name, options.drawing, folder, on_event)
-            return child.id
-
-        return jobs.submit(f"generation {generation} from {record.name}", work).as_dict()
+        what = f"generation {generation} from {record.name}"
+        return jobs.submit(what, spec, job_work(spec, folder, options))
 
     @app.post("/api/mix")
     def mix(body: MixIn) -> dict:
@@ -182,14 +169,14 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         with Store.open(folder) as s:
             for cid in body.candidates:
                 _found(lambda cid=cid: s.candidate(cid))
+        spec = {"kind": "mix", **body.model_dump()}
+        return jobs.submit("mix", spec, job_work(spec, folder, options))
 
-        def work(on_event, started):
-            child = mix_candidates(body.candidates, body.weights, body.method, folder)
-            started(child.id)
-            render(child.name, options.drawing, folder, on_event)
-            return child.id
 
-        return jobs.submit("mix", work).as_dict()
+def _add_jobs(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptions) -> None:
+    @app.get("/api/jobs")
+    def recent_jobs() -> list[dict]:
+        return jobs.recent()
 
     @app.get("/api/jobs/{job_id}")
     def job(job_id: PathId) -> dict:
@@ -197,6 +184,60 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         if found is None:
             raise HTTPException(404, "no such job")
         return found
+
+    @app.get("/api/jobs/{job_id}/events")
+    def job_events(job_id: PathId) -> StreamingResponse:
+        if jobs.get(job_id) is None:
+            raise HTTPException(404, "no such job")
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            jobs.stream(job_id), media_type="text/event-stream", headers=headers
+        )
+
+    @app.post("/api/jobs/{job_id}/resume")
+    def resume(job_id: PathId) -> dict:
+        found = jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, "no such job")
+        if found["state"] != "interrupted":
+            raise HTTPException(400, f"job {job_id} is {found['state']}, not interrupted")
+        work = job_work(found["spec"], folder, options, found["run_id"])
+        return jobs.submit(found["what"], found["spec"], work, job_id=job_id)
+
+
+def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None = None):
+    """The work of a job from its stored description. made: the run an interrupted job had
+    already made (bred or mixed): resuming draws its images again."""
+
+    def work(on_event, started):
+        if made is not None:
+            child = made
+        elif spec["kind"] == "next":
+            child = _breed_next(spec["run"], folder, options).id
+        else:
+            child = mix_candidates(spec["candidates"], spec["weights"], spec["method"], folder).id
+        started(child)
+        render(f"r{child}", options.drawing, folder, on_event)
+        return child
+
+    return work
+
+
+def _breed_next(run_id: int, folder: Path, options: GalleryOptions):
+    with Store.open(folder) as s:
+        record = s.run(run_id)
+        bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in s.runs())
+    generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
+    # breeding from the same run again (after more ratings) draws other random numbers
+    settings = EvolveSettings(
+        generations=1,
+        population=options.population,
+        breeding=options.breeding,
+        strategy="ga",
+        fitness="rating",
+        seed=options.seed + 7919 * bred,
+    )
+    return breed(record.name, settings, generation, folder)
 
 
 def _found(get):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from oneword.adapters.loading import load_model, single_file_is_sdxl
+from oneword.adapters.loading import load_model
 from oneword.adapters.pipelines import SDXLModel
 from oneword.cli import main
 from oneword.core.embeddings import (
@@ -186,17 +188,26 @@ def test_batched_sdxl_candidates_equal_separate_runs_and_start_per_half(sdxl, tm
 def test_an_sdxl_single_file_loads_through_the_sdxl_pipeline(sdxl_dir, tmp_path, monkeypatch):
     import diffusers
 
+    monkeypatch.setenv("ONEWORD_CACHE", str(tmp_path / "cache"))
+    vocabulary = tmp_path / "cache" / "single-file" / "clip-tokenizer"
+    vocabulary.mkdir(parents=True)
+    (vocabulary / "vocab.json").write_text("{}")
+    (vocabulary / "merges.txt").write_text("#version: 0.2\n")
     checkpoint = tmp_path / "sd_xl_base.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, checkpoint)
+    keys = (
+        "model.diffusion_model.out.2.bias",
+        "conditioner.embedders.1.model.token_embedding.weight",
+    )
+    save_file({key: torch.zeros(2) for key in keys}, checkpoint)
     called = []
 
     def from_single_file(path, **kw):
-        called.append(path)
+        called.append((path, kw["local_files_only"], Path(kw["config"]).name))
         return diffusers.StableDiffusionXLPipeline.from_pretrained(sdxl_dir)
 
     monkeypatch.setattr(diffusers.StableDiffusionXLPipeline, "from_single_file", from_single_file)
     model = load_model(str(checkpoint), "cpu")
-    assert called == [str(checkpoint)] and isinstance(model, SDXLModel)
+    assert called == [(str(checkpoint), True, "sdxl")] and isinstance(model, SDXLModel)
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -271,17 +282,6 @@ def test_family_mismatch_is_one_line_naming_both():
         assert "\n" not in message and "kitty.safetensors" in message
         assert mine in message and theirs in message and "some/model" in message
         assert message.index(mine) < message.index(theirs)
-
-
-def test_single_files_of_sdxl_are_told_apart(tmp_path):
-    save_file(
-        {"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)},
-        tmp_path / "xl.safetensors",
-    )
-    save_file({"cond_stage_model.transformer.x": torch.zeros(2)}, tmp_path / "sd.safetensors")
-    assert single_file_is_sdxl(str(tmp_path / "xl.safetensors"))
-    assert not single_file_is_sdxl(str(tmp_path / "sd.safetensors"))
-    assert not single_file_is_sdxl(str(tmp_path / "missing.ckpt"))
 
 
 # -- end to end through the command ------------------------------------------------------------

@@ -80,6 +80,22 @@ def test_learn_then_generate(capsys, tmp_path, tiny_model_dir, photo_dir):
     meta = Image.open(pngs[0]).text
     assert meta["prompt"] == "a painting of <my-cat> by claude monet"
     assert json.loads(meta["seed"]) == 8 and json.loads(meta["steps"]) == 3
+    assert json.loads(meta["oneword"])["seed"] == 8  # oneword's own chunk, beside A1111's
+    prompt, settings = meta["parameters"].splitlines()
+    assert prompt == "a painting of <my-cat> by claude monet"
+    assert dict(f.split(": ", 1) for f in settings.split(", ")) == {
+        "Steps": "3",
+        "Sampler": "DDIM",
+        "CFG scale": "7.5",
+        "Seed": "8",
+        "Size": "32x32",
+        "Model": tiny_model_dir.name,
+    }
+    preview = Image.open(run_dir / "previews" / "step-000004.png").text["parameters"]
+    assert preview.startswith("a photo of a <my-cat>") and "Seed: 1000" in preview
+    code, shown, _ = run(capsys, "show", "last")  # the store holds what generate drew
+    assert code == 0 and "generate of <my-cat>, done" in shown
+    assert "images (3):" in shown and str(pngs[0]) in shown and "my-cat.pt" in shown
     # the same seed redraws the same image
     code, _, err = run(
         capsys,
@@ -263,6 +279,12 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     assert 'src="comparison.png"' in page
     assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
+    code, listed, _ = run(capsys, "runs", "--kind", "generate")
+    assert code == 0 and "<my-ball>" in listed and "done" in listed
+    code, shown, _ = run(capsys, "show", "last")
+    assert "images (24):" in shown and "learned_embeds.safetensors" in shown
+    drawn = Image.open(next((tmp_path / "demo" / "images").glob("*-learned-s0.png")))
+    assert "<my-ball>" in drawn.text["parameters"].splitlines()[0]
 
 
 @pytest.mark.parametrize(

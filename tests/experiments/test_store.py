@@ -121,3 +121,27 @@ def test_recording_marks_runs_done_or_failed_and_resumes(tmp_path):
     with Store.open(tmp_path / "p") as store:
         assert store.run(rec.run.id).status == "done" and store.run(rec.run.id).step == 7
         assert store.run(new.run.id).folder == store.runs_folder / f"r{new.run.id}-my-cat"
+
+
+def test_a_run_whose_process_is_gone_is_interrupted(tmp_path, capsys):
+    import subprocess
+
+    from oneword.cli import main
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    with Store.open(tmp_path / "p") as store:
+        killed = store.create_run("learn", tmp_path / "r1", "tiny", "<k>")
+        alive = store.create_run("learn", tmp_path / "r2", "tiny", "<a>")
+        store.conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (ended.pid, killed.id))
+    with Store.open(tmp_path / "p") as store:  # opening finds the dead process
+        assert store.run(killed.id).status == "interrupted"
+        assert store.run(alive.id).status == "running"  # this test's own process
+    assert main(["show", "r1", "--project", str(tmp_path / "p")]) == 0
+    shown = capsys.readouterr().out
+    assert "interrupted" in shown and "--resume" in shown
+    with recording(tmp_path / "p", "learn", tmp_path / "r1", "tiny", "<k>", {}, [], resume=True):
+        with Store.open(tmp_path / "p") as store:
+            assert store.run(killed.id).status == "running"  # resumed by this process
+    with Store.open(tmp_path / "p") as store:
+        assert store.run(killed.id).status == "done"

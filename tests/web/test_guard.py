@@ -97,7 +97,7 @@ def test_the_real_server_refuses_other_origins_and_hosts(gallery, project):
     rebound = {"Host": f"evil.example:{port}"}  # DNS rebinding: another name, this address
     code, body = send(port, "GET", "/api/runs", **rebound)
     assert code == 403 and f"127.0.0.1:{port}" in body["detail"]
-    assert ratings(project) == 1 and app.state.jobs.jobs == {}  # nothing changed
+    assert ratings(project) == 1 and app.state.jobs.recent() == []  # nothing changed
     same = {"Origin": f"http://127.0.0.1:{port}"}
     assert send(port, "POST", "/api/candidates/1/rating", rating, **same)[0] == 200
     assert send(port, "POST", "/api/candidates/1/rating", rating)[0] == 200  # a script
@@ -199,4 +199,4 @@ def test_another_sites_page_in_a_browser_changes_nothing(gallery, project, caplo
         evil.shutdown()
     refused = [r.getMessage() for r in caplog.records if "refused POST" in r.getMessage()]
     assert len(refused) == 2 and all("may not change" in m for m in refused)  # both arrived
-    assert ratings(project) == 1 and app.state.jobs.jobs == {}
+    assert ratings(project) == 1 and app.state.jobs.recent() == []

@@ -176,6 +176,38 @@ def test_concurrent_ratings_survive_a_restart(project):
     assert latest == {name: float(r[-1]["rating"]) for name, r in stored.items()}
 
 
+def test_progress_streams_and_a_lost_job_resumes_after_a_restart(project):
+    import json
+    import subprocess
+
+    client = TestClient(create_app(project, options()), base_url=LOCAL)
+    cands = client.get("/api/runs/1").json()["candidates"]
+    client.post(f"/api/candidates/{cands[1]['id']}/rating", json={"rating": 5})
+    job = client.post("/api/runs/1/next").json()
+    with client.stream("GET", f"/api/jobs/{job['id']}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(x[6:]) for x in response.iter_lines() if x.startswith("data: ")]
+    assert events[-1]["state"] == "done" and events[-1]["run_id"] == 2
+    assert len(events) >= 2 and len({json.dumps(e) for e in events}) == len(events)
+    ended = subprocess.Popen(["true"])  # a server process that is gone
+    ended.wait()
+    with Store.open(project) as store:
+        store.conn.execute(
+            "UPDATE jobs SET state = 'running', run_id = NULL, pid = ? WHERE id = ?",
+            (ended.pid, job["id"]),
+        )
+    again = TestClient(create_app(project, options()), base_url=LOCAL)  # the restarted server
+    assert again.get("/api/jobs").json()[0]["state"] == "interrupted"
+    with again.stream("GET", f"/api/jobs/{job['id']}/events") as response:
+        (line,) = [x for x in response.iter_lines() if x.startswith("data: ")]
+    assert json.loads(line[6:])["state"] == "interrupted"
+    assert again.post(f"/api/jobs/{job['id']}/resume").json()["state"] in ("queued", "running")
+    done = wait_for_job(again, job["id"])
+    assert done["state"] == "done" and done["run_id"] == 3  # bred again from r1
+    assert again.post(f"/api/jobs/{job['id']}/resume").status_code == 400
+    assert again.get("/api/jobs/999/events").status_code == 404
+
+
 # -- the page in a real browser --------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:

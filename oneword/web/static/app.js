@@ -1,7 +1,7 @@
 "use strict";
 // The oneword gallery: plain JavaScript, no build step. State lives in the store; this page
 // only shows it and sends ratings, breeding and mixing requests.
-const state = { runId: null, run: null, focus: 0, image: 0, selected: new Set(), job: null };
+const state = { runId: null, run: null, focus: 0, image: 0, selected: new Set(), job: null, events: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -143,22 +143,46 @@ async function showLineage() {
 async function startJob(path, body) {
   try {
     const job = await api(path, { method: "POST", body: JSON.stringify(body || {}) });
-    state.job = job.id;
-    $("job").hidden = false;
     say("");
-    pollJob();
+    watchJob(job);
   } catch (err) { say(err.message); }
 }
 
-async function pollJob() {
-  const job = await api(`/api/jobs/${state.job}`);
+function showJob(job) {
+  $("job").hidden = false;
   $("progress").max = job.total || 1;
   $("progress").value = job.done;
   $("job-text").textContent = `${job.what}: ${job.state} ${job.done}/${job.total} ${job.message}`;
   $("job").dataset.state = job.state;
-  if (job.state === "done") { await loadRuns(job.run_id); return; }
-  if (job.state === "failed") { say(job.error); return; }
-  setTimeout(pollJob, 300);
+  $("resume-button").hidden = job.state !== "interrupted";
+}
+
+// Progress arrives as server-sent events; EventSource reconnects by itself if the server
+// restarts, and the restarted server reports a job it lost as interrupted.
+function watchJob(job) {
+  state.job = job.id;
+  showJob(job);
+  if (state.events) state.events.close();
+  if (["done", "failed", "interrupted"].includes(job.state)) return;
+  const events = new EventSource(`/api/jobs/${job.id}/events`);
+  state.events = events;
+  events.onmessage = async (e) => {
+    const now = JSON.parse(e.data);
+    showJob(now);
+    if (!["done", "failed", "interrupted"].includes(now.state)) return;
+    events.close();
+    if (now.state === "done") await loadRuns(now.run_id);
+    if (now.state === "failed") say(now.error);
+  };
+}
+
+async function resumeJob() {
+  if (state.job) startJob(`/api/jobs/${state.job}/resume`);
+}
+
+async function showLatestJob() {
+  const jobs = await api("/api/jobs");
+  if (jobs.length && jobs[0].state !== "done") watchJob(jobs[0]);
 }
 
 function nextGeneration() { if (state.runId) startJob(`/api/runs/${state.runId}/next`); }
@@ -189,4 +213,5 @@ document.addEventListener("keydown", (e) => {
 $("run-select").onchange = (e) => loadRun(Number(e.target.value));
 $("next-button").onclick = nextGeneration;
 $("mix-button").onclick = mixSelected;
-loadRuns().catch((err) => say(err.message));
+$("resume-button").onclick = resumeJob;
+loadRuns().then(showLatestJob).catch((err) => say(err.message));
