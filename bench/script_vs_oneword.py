@@ -37,6 +37,7 @@ from unittest import mock
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import cell, interval  # noqa: E402
@@ -146,7 +147,7 @@ def script_learn(model_name, photo_files: list[Path], token: str, init: str, see
     text_encoder.train()
     run = ScriptRun(
         accelerator, tokenizer, text_encoder, unet, vae, torch.float32, scheduler, optimizer,
-        lr_scheduler, epochs(loader), [token_id], original, _Quiet(), folder,
+        lr_scheduler, epochs(loader), [token_id], original, tqdm(disable=True), folder,
     )  # fmt: skip
     try:
         for _ in range(steps):
@@ -158,16 +159,6 @@ def script_learn(model_name, photo_files: list[Path], token: str, init: str, see
         accelerator.end_training()
         forget_accelerate_state()
         folder.cleanup()
-
-
-class _Quiet:
-    """Stands in for the script's progress bar."""
-
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **logs):
-        pass
 
 
 # -- oneword ---------------------------------------------------------------------------------

@@ -173,8 +173,20 @@ def train_and_write(
     """Record the candidates, train them in the run folder and write their files. A write
     that fails (a full disk) after the first checkpoint says how to go on from it."""
     try:
-        return _train_and_write(
-            rec, images, config, choice, folders, on_event, resume, max_batch, preview
+        records = rec.add_candidates(config.candidate_list, config.lr, folders)
+        trained = train_candidates(
+            images,
+            config,
+            choice,
+            rec.run.folder,
+            recording_steps(rec, on_event),
+            resume,
+            max_batch,
+            preview,
+        )
+        rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
+        files = write_candidates(
+            rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
     except WriteFailed as exc:
         ckpt = rec.run.folder / CHECKPOINT_NAME
@@ -183,34 +195,6 @@ def train_and_write(
         raise WriteFailed(
             f"{exc}; the checkpoint {ckpt} is kept: run the same command with --resume"
         ) from None
-
-
-def _train_and_write(
-    rec: RunRecorder,
-    images,
-    config: TrainConfig,
-    choice: ModelChoice,
-    folders: list[Path],
-    on_event: EventSink,
-    resume: bool,
-    max_batch: int | str | None,
-    preview: PreviewerFactory | None = None,
-) -> WrittenRun:
-    records = rec.add_candidates(config.candidate_list, config.lr, folders)
-    trained = train_candidates(
-        images,
-        config,
-        choice,
-        rec.run.folder,
-        recording_steps(rec, on_event),
-        resume,
-        max_batch,
-        preview,
-    )
-    rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
-    files = write_candidates(
-        rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
-    )
     return WrittenRun(trained.step, [files[k] for k in sorted(files)])
 
 
