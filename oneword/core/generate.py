@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..errors import OnewordError
 from ..files import atomic_write
 from .interface import TextToImage
 from .prompts import expand_tokens, placeholder_names
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def draw(
     batch: int = 8,
 ) -> torch.Tensor:
     """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i])."""
+    check_prompt_lengths(model, list(dict.fromkeys([*prompts, negative])), words)
     model.set_scheduler(sampling.scheduler)
     size = sampling.size or model.native_resolution
     out = []
@@ -97,6 +101,30 @@ def draw(
         gens = [torch.Generator(device="cpu").manual_seed(int(x)) for x in chunk_seeds]
         out.append(model.generate(cond, uncond, gens, sampling.steps, sampling.cfg, size))
     return torch.cat(out)
+
+
+def check_prompt_lengths(model: TextToImage, prompts: list[str], words: Words | None) -> None:
+    """Refuse a prompt whose learned word falls past what the text encoder reads (the
+    tokenizer cuts it off without a word, and the image never shows it); log a prompt that
+    loses only other words."""
+    length = int(model.token_ids([""]).shape[-1]) - 2  # start and end tokens
+    tokens = words.tokens if words is not None else {}
+    learned = {
+        model.word_token_ids(name)[0]: token
+        for token, n in tokens.items()
+        for name in placeholder_names(token, n)
+    }
+    for prompt in prompts:
+        ids = model.word_token_ids(expand_tokens(prompt, tokens))
+        if len(ids) <= length:
+            continue
+        lost = sorted({learned[i] for i in ids[length:] if i in learned})
+        if lost:
+            raise OnewordError(
+                f"prompt {prompt!r}: {len(ids)} tokens but the text encoder reads {length}, "
+                f"so {', '.join(lost)} is cut off; shorten the prompt or put the word earlier"
+            )
+        log.warning("prompt %r: only its first %d of %d tokens are read", prompt, length, len(ids))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -1,5 +1,5 @@
 """Recording a command's run in the store while it runs: created (or resumed) at the start,
-marked done at the end, failed with its one-line reason if it raises."""
+marked done at the end, failed with its one-line reason if it raises, interrupted on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
+STOPPED_NOTE = "stopped by Ctrl-C; rerun its command with --resume to continue"
 
 
 class RunRecorder:
@@ -119,8 +120,10 @@ def recording_in(
         yield recorder
     except BaseException as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        stopped = isinstance(exc, KeyboardInterrupt)  # Ctrl-C: stopped, resumable, not failed
+        status, note = ("interrupted", STOPPED_NOTE) if stopped else ("failed", reason[:500])
         try:  # the store may be what failed (a full disk): the first error is the one to tell
-            store.update_run(run.id, status="failed", note=reason[:500])
+            store.update_run(run.id, status=status, note=note)
         except WriteFailed:
             log.info("could not mark run r%d failed in the store", run.id)
         raise

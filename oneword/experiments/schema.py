@@ -62,6 +62,11 @@ MIGRATIONS: list[str] = [
         error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}', pid INTEGER, host TEXT,
         created REAL NOT NULL, updated REAL NOT NULL);
     """,
+    # 2 -> 3: when that process started (a later process may reuse its id)
+    """
+    ALTER TABLE runs ADD COLUMN started REAL;
+    ALTER TABLE jobs ADD COLUMN started REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from ..checks import parse_id, rating, store_id
 from ..errors import OnewordError
+from .processes import HOST, THIS_STARTED, process_alive
 from .schema import DB_NAME, connect, store_write_failed
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,6 @@ RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix", "generate")
 RUN_STATES = ("running", "done", "failed", "interrupted")
 INTERRUPTED_NOTE = "its process ended while it ran; rerun its command with --resume"
 FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
-
-
-HOST = socket.gethostname()
-
-
-def process_alive(pid: int) -> bool:
-    """True if a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 def project_folder(project: str | Path | None = None) -> Path:
@@ -113,9 +99,9 @@ class Store:
         """Mark `interrupted` the running runs whose process (on this machine) is gone: a run
         killed while training would otherwise stay `running` forever. Returns their ids."""
         rows = self.conn.execute(
-            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (HOST,)
+            "SELECT id, pid, started FROM runs WHERE status = 'running' AND host = ?", (HOST,)
         ).fetchall()
-        gone = [r["id"] for r in rows if r["pid"] is not None and not process_alive(r["pid"])]
+        gone = [r["id"] for r in rows if r["pid"] and not process_alive(r["pid"], r["started"])]
         for run_id in gone:
             self.update_run(run_id, status="interrupted", note=INTERRUPTED_NOTE)
         return gone
@@ -183,8 +169,8 @@ class Store:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (kind, status, created, updated, folder, model, token, "
-                "settings, photos, parent_run, pid, host) "
-                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "settings, photos, parent_run, pid, host, started) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kind,
                     now,
@@ -197,6 +183,7 @@ class Store:
                     parent_run,
                     os.getpid(),
                     HOST,
+                    THIS_STARTED,
                 ),
             )
         return self.run(cur.lastrowid)
@@ -213,7 +200,7 @@ class Store:
         if "settings" in changes:
             changes["settings"] = json.dumps(changes["settings"], sort_keys=True)
         if changes.get("status") == "running":  # this process runs it now (a resumed run)
-            changes.update(pid=os.getpid(), host=HOST)
+            changes.update(pid=os.getpid(), host=HOST, started=THIS_STARTED)
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self.transaction() as c:
             c.execute(
@@ -295,11 +282,11 @@ class Store:
         folder: str | Path | None = None,
         parents: tuple[int, ...] = (),
     ) -> CandidateRecord:
-        """Add (or, for a resumed run, keep) candidate `index` of a run."""
+        """Add candidate `index` of a run; a resumed run keeps it, with the lr it resumes at."""
         with self.transaction() as c:
             c.execute(
-                "INSERT OR IGNORE INTO candidates (run_id, idx, seed, init, jitter, lr, "
-                "folder) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO candidates (run_id, idx, seed, init, jitter, lr, folder) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET lr = excluded.lr",
                 (run_id, index, seed, init, jitter, lr, self.relative(folder)),
             )
             row = c.execute(

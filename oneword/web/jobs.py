@@ -16,7 +16,8 @@ from typing import Callable
 
 from ..errors import OnewordError
 from ..events import Event, Message, Progressed
-from ..experiments.store import HOST, Store, process_alive
+from ..experiments.processes import HOST, THIS_STARTED, process_alive
+from ..experiments.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,13 @@ class JobRunner:
         """Jobs left queued or running by a server process that is gone."""
         with Store.open(self.folder) as s:
             rows = s.conn.execute(
-                "SELECT id, pid, host FROM jobs WHERE state IN ('queued', 'running')"
+                "SELECT id, pid, host, started FROM jobs WHERE state IN ('queued', 'running')"
             ).fetchall()
-            gone = [r["id"] for r in rows if r["host"] == HOST and not process_alive(r["pid"])]
+            gone = [
+                r["id"]
+                for r in rows
+                if r["host"] == HOST and not process_alive(r["pid"], r["started"])
+            ]
             with s.transaction() as c:
                 c.executemany(
                     "UPDATE jobs SET state = 'interrupted', updated = ?, message = ? WHERE id = ?",
@@ -56,16 +61,16 @@ class JobRunner:
         with Store.open(self.folder) as s, s.transaction() as c:
             if job_id is None:
                 cur = c.execute(
-                    "INSERT INTO jobs (what, state, spec, pid, host, created, updated) "
-                    "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-                    (what, json.dumps(spec), os.getpid(), HOST, now, now),
+                    "INSERT INTO jobs (what, state, spec, pid, host, started, created, updated) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    (what, json.dumps(spec), os.getpid(), HOST, THIS_STARTED, now, now),
                 )
                 job_id = int(cur.lastrowid)
             else:
                 c.execute(
                     "UPDATE jobs SET state = 'queued', error = '', message = 'resumed', pid = ?, "
-                    "host = ?, updated = ? WHERE id = ?",
-                    (os.getpid(), HOST, now, job_id),
+                    "host = ?, started = ?, updated = ? WHERE id = ?",
+                    (os.getpid(), HOST, THIS_STARTED, now, job_id),
                 )
         self._queue.put((job_id, work))
         return self.get(job_id)

@@ -16,6 +16,7 @@ from oneword.core.train import CHECKPOINT_NAME
 from oneword.experiments.schema import DB_NAME
 
 HUGE = str(MAX_ID + 1)  # one past SQLite's integer range
+LONG = " ".join(["a cat"] * 60)  # past any text encoder's 77 tokens
 
 
 def run(capsys, *argv):
@@ -165,6 +166,12 @@ CASES = [
         None,
     ),
     (
+        "generate a learned word past the text length",
+        lambda t, m, p: ["generate", LONG + " <e>", "--embedding", good(t), "--model", m],
+        "<e> is cut off",
+        None,
+    ),
+    (
         "generate size",
         lambda t, m, p: ["generate", "a cat", "--size", 12, "--model", m],
         "--size 12",
@@ -257,6 +264,14 @@ def test_every_unreadable_photo_is_named_with_its_reason(capsys, tmp_path, tiny_
 
 
 # -- the advice works when followed ----------------------------------------------------------
+def test_a_long_prompt_with_its_word_first_draws(capsys, caplog, tmp_path, tiny_model_dir):
+    out = tmp_path / "drawn"
+    argv = ["generate", "<e> " + LONG, "--embedding", good(tmp_path), "--model", tiny_model_dir]
+    code, _, err = run(capsys, *argv, "--steps", 1, "-n", 1, "--out", out)
+    assert code == 0, err
+    assert list(out.glob("*.png")) and "first 75 of 121 tokens" in caplog.text
+
+
 def test_vectors_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):
     line = error_line(
         run(capsys, *learn(tmp_path, tiny_model_dir, photo_dir, "--vectors", 1000))[2]

@@ -33,8 +33,9 @@ def test_runs_candidates_files_scores_ratings_lineage(tmp_path):
         assert Path(run.photos[0]) == Path.cwd() / "photos" / "a.png"  # absolute
         a = store.add_candidate(run.id, 0, 10, "word", 0.0, 5e-3, folder / "candidates/c00")
         b = store.add_candidate(run.id, 1, 11, "random", 0.0, 1e-2, parents=(a.id,))
-        again = store.add_candidate(run.id, 0, 10, "word", 0.0, 5e-3)  # resumed: kept
+        again = store.add_candidate(run.id, 0, 10, "word", 0.0, 1e-3)  # resumed at a lower lr
         assert again.id == a.id and [c.name for c in store.candidates(run.id)] == ["c00", "c01"]
+        assert store.candidate(a.id).lr == 1e-3 and store.candidate(a.id).folder is not None
         assert [p.id for p in store.parents(b.id)] == [a.id]
         emb = folder / "candidates/c00/learned_embeds.safetensors"
         store.add_files(run.id, "embedding", [emb], a.id)
@@ -113,6 +114,12 @@ def test_recording_marks_runs_done_or_failed_and_resumes(tmp_path):
     with Store.open(tmp_path / "p") as store:
         failed = store.run(rec.run.id)
     assert failed.status == "failed" and failed.note == "out of patience"
+    with pytest.raises(KeyboardInterrupt):
+        with recording(tmp_path / "p", "learn", folder, "tiny", "<c>", {}, [], resume=True):
+            raise KeyboardInterrupt
+    with Store.open(tmp_path / "p") as store:
+        stopped = store.run(rec.run.id)
+    assert stopped.status == "interrupted" and "--resume" in stopped.note
     with recording(tmp_path / "p", "learn", folder, "tiny", "<c>", {}, [], resume=True) as again:
         again.step(7)
     assert again.run.id == rec.run.id
@@ -133,10 +140,14 @@ def test_a_run_whose_process_is_gone_is_interrupted(tmp_path, capsys):
     with Store.open(tmp_path / "p") as store:
         killed = store.create_run("learn", tmp_path / "r1", "tiny", "<k>")
         alive = store.create_run("learn", tmp_path / "r2", "tiny", "<a>")
+        reused = store.create_run("learn", tmp_path / "r3", "tiny", "<b>")
         store.conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (ended.pid, killed.id))
+        # a process that ended an hour ago, whose id this test's process got since
+        store.conn.execute("UPDATE runs SET started = started - 3600 WHERE id = ?", (reused.id,))
     with Store.open(tmp_path / "p") as store:  # opening finds the dead process
         assert store.run(killed.id).status == "interrupted"
         assert store.run(alive.id).status == "running"  # this test's own process
+        assert store.run(reused.id).status == "interrupted"
     assert main(["show", "r1", "--project", str(tmp_path / "p")]) == 0
     shown = capsys.readouterr().out
     assert "interrupted" in shown and "--resume" in shown
