@@ -8,3 +8,7 @@ class OnewordError(Exception):
 class WriteFailed(OnewordError):
     """A file or the store could not be written (a full disk, most often); what was written
     before is intact, so the command can be run again once there is room."""
+
+
+class Interrupted(OnewordError):
+    """The user stopped a command (Ctrl-C) after it saved what it had: it can be resumed."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..checks import at_least, finite, seed_range
-from ..errors import OnewordError, WriteFailed
+from ..errors import Interrupted, OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, Started, Stepped, ignore
 from . import diffusion
 from .checkpoint import (
@@ -476,7 +476,7 @@ def _run_steps(
                 f"interrupted at step {state.step}: {exc}; kept the checkpoint of step "
                 f"{saved[0]}; run the same command with --resume"
             ) from None
-        raise OnewordError(
+        raise Interrupted(
             f"interrupted at step {state.step}; saved {ckpt}; "
             "run the same command with --resume to continue"
         ) from None

@@ -7,7 +7,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import WriteFailed
+from ..errors import Interrupted, WriteFailed
 from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
 
@@ -120,7 +120,7 @@ def recording_in(
         yield recorder
     except BaseException as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        stopped = isinstance(exc, KeyboardInterrupt)  # Ctrl-C: stopped, resumable, not failed
+        stopped = isinstance(exc, (KeyboardInterrupt, Interrupted))  # Ctrl-C: resumable
         status, note = ("interrupted", STOPPED_NOTE) if stopped else ("failed", reason[:500])
         try:  # the store may be what failed (a full disk): the first error is the one to tell
             store.update_run(run.id, status=status, note=note)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from oneword.errors import OnewordError
+from oneword.errors import Interrupted, OnewordError
 from oneword.experiments.recording import recording
 from oneword.experiments.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from oneword.experiments.store import DB_NAME, Store
@@ -114,12 +114,13 @@ def test_recording_marks_runs_done_or_failed_and_resumes(tmp_path):
     with Store.open(tmp_path / "p") as store:
         failed = store.run(rec.run.id)
     assert failed.status == "failed" and failed.note == "out of patience"
-    with pytest.raises(KeyboardInterrupt):
-        with recording(tmp_path / "p", "learn", folder, "tiny", "<c>", {}, [], resume=True):
-            raise KeyboardInterrupt
-    with Store.open(tmp_path / "p") as store:
-        stopped = store.run(rec.run.id)
-    assert stopped.status == "interrupted" and "--resume" in stopped.note
+    for stop in (KeyboardInterrupt(), Interrupted("interrupted at step 3; saved it")):
+        with pytest.raises(type(stop)):
+            with recording(tmp_path / "p", "learn", folder, "tiny", "<c>", {}, [], resume=True):
+                raise stop
+        with Store.open(tmp_path / "p") as store:
+            stopped = store.run(rec.run.id)
+        assert stopped.status == "interrupted" and "--resume" in stopped.note
     with recording(tmp_path / "p", "learn", folder, "tiny", "<c>", {}, [], resume=True) as again:
         again.step(7)
     assert again.run.id == rec.run.id
