@@ -59,7 +59,7 @@ def uninterrupted():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught:
+    if caught and previous is not signal.SIG_IGN:  # a process started to ignore Ctrl-C still does
         raise KeyboardInterrupt
 
 
