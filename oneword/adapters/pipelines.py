@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.embeddings import model_family
 from ..errors import OnewordError
+from .layer_states import cross_attention_names, install_layer_windows
 
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
 
@@ -108,6 +109,11 @@ class TextToImageModel:
     def max_length(self) -> int:
         return int(self.tokenizer.model_max_length)
 
+    @property
+    def cross_attention_layers(self) -> int:
+        """Cross-attention layers of the UNet: the layers of a per-layer word (P+)."""
+        return len(cross_attention_names(self.pipe.unet))
+
     # -- tokens --------------------------------------------------------------------------
     def add_placeholder_tokens(self, tokens: list[str]) -> list[int]:
         """Add new tokens to the tokenizer; their rows come from `rows` at encode time."""
@@ -176,7 +182,15 @@ class TextToImageModel:
         """All hidden states [B, L, d] of the text encoder (padding included, as SD uses them).
 
         rows: [K, P, d] placeholder rows; candidate: [B] which of the K each sample uses.
+        Per-layer rows [K, layers, P, d] give per-layer states [B, layers × L, d]: the prompt
+        encoded once per cross-attention layer (see adapters.layer_states).
         """
+        if rows is not None and rows.dim() == 4:
+            install_layer_windows(self.pipe.unet, input_ids.shape[-1])
+            per_layer = [
+                self.encode_text(input_ids, rows[:, i], candidate) for i in range(rows.shape[1])
+            ]
+            return torch.cat(per_layer, dim=1)
         emb = self.embedding
         emb.rows, emb.candidate = rows, candidate
         try:
@@ -286,6 +300,12 @@ class SDXLModel(TextToImageModel):
     @property
     def embedding_width(self) -> int:
         return sum(self.embedding_layout)
+
+    @property
+    def cross_attention_layers(self) -> int:
+        """0: per-layer words are not supported on SDXL (its 70 layers; kohya has them for SD
+        1.x only)."""
+        return 0
 
     @property
     def vocabulary_table(self) -> torch.Tensor:

@@ -45,12 +45,7 @@ def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbeddin
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import (
-        cosine_matrix,
-        nearest_rows,
-        norm_percentile,
-        norm_summary,
-    )
+    from ..experiments.embedding_ops import cosine_matrix, norm_summary
 
     if a.top < 1:
         raise OnewordError(f"--top {a.top}: must be 1 or more")
@@ -69,21 +64,31 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     )
     for label, emb in inputs:
         check_width(emb, model.embedding_layout, name, label)
-        print(f"{label} {emb.token}: {emb.num_vectors} vector(s)")
-        idx, cos = nearest_rows(emb.vectors, table, a.top)
-        norms = emb.vectors.norm(dim=-1)
-        pct = norm_percentile(norms, table)
-        for v in range(emb.num_vectors):
-            near = ", ".join(
-                f"{tokens[i]} {c:.3f}" for i, c in zip(idx[v].tolist(), cos[v].tolist())
-            )
-            print(
-                f"  v{v}  norm {float(norms[v]):.4f} ({float(pct[v]):.0f}th percentile)  "
-                f"nearest: {near}"
-            )
+        layers = f" in each of {emb.layers} layers" if emb.layers > 1 else ""
+        print(f"{label} {emb.token}: {emb.num_vectors} vector(s){layers}")
+        _print_vectors(emb, table, tokens, a.top)
     if len(inputs) > 1:
         _print_matrix([label for label, _ in inputs], cosine_matrix([e.vectors for _, e in inputs]))
     return 0
+
+
+def _print_vectors(emb: LearnedEmbedding, table, tokens: list[str], top: int) -> None:
+    """Each vector's norm and nearest vocabulary tokens; a per-layer word's layer by layer."""
+    from ..core.per_layer import layer_names
+    from ..experiments.embedding_ops import nearest_rows, norm_percentile
+
+    rows = emb.vectors.reshape(-1, emb.width)  # [layers × N, d]
+    names = layer_names(emb.layers) if emb.layers > 1 else ("",)
+    labels = [f"{layer} v{v}".strip() for layer in names for v in range(emb.num_vectors)]
+    idx, cos = nearest_rows(rows, table, top)
+    norms = rows.norm(dim=-1)
+    pct = norm_percentile(norms, table)
+    for i, label in enumerate(labels):
+        near = ", ".join(f"{tokens[t]} {c:.3f}" for t, c in zip(idx[i].tolist(), cos[i].tolist()))
+        print(
+            f"  {label}  norm {float(norms[i]):.4f} ({float(pct[i]):.0f}th percentile)  "
+            f"nearest: {near}"
+        )
 
 
 def _print_matrix(labels: list[str], matrix) -> None:

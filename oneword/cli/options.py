@@ -45,6 +45,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", required=True, help="the new word, e.g. '<my-cat>'")
     p.add_argument("--init", dest="init_word", help="a word for what the photos show, e.g. cat")
     p.add_argument("--vectors", type=int, default=1, help="vectors for the token (default 1)")
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="P+: its own vectors for every cross-attention layer of the UNet (SD 1.x/2.x); "
+        "also writes their mean as a plain word for other tools",
+    )
     p.add_argument("--mode", choices=MODES, default="object", help="object or style captions")
     p.add_argument(
         "--steps",
@@ -73,6 +79,7 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         token=a.token,
         init_word=a.init_word,
         vectors=a.vectors,
+        per_layer=a.per_layer,
         mode=a.mode,
         steps=api.default_steps(a.model) if a.steps is None else a.steps,
         lr=a.lr,

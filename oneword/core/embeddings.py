@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from ..errors import OnewordError
 from ..files import atomic_write, file_stem
+from . import per_layer
 from .embedding_card import read_card
 
 FORMATS = ("diffusers", "a1111", "a1111-pt", "sdxl")
@@ -53,12 +54,17 @@ class LearnedEmbedding:
     """N learned vectors for one token, plus string metadata describing how they were made."""
 
     token: str  # e.g. "<my-cat>"
-    vectors: torch.Tensor  # [N, d] float32
+    vectors: torch.Tensor  # [N, d] float32; a per-layer word: [layers, N, d]
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_vectors(self) -> int:
-        return int(self.vectors.shape[0])
+        return int(self.vectors.shape[-2])
+
+    @property
+    def layers(self) -> int:
+        """1 for a plain word; the UNet's cross-attention layers for a per-layer word."""
+        return 1 if self.vectors.dim() == 2 else int(self.vectors.shape[0])
 
     @property
     def width(self) -> int:
@@ -89,10 +95,14 @@ def save_embedding(emb: LearnedEmbedding, path: str | Path, fmt: str = "diffuser
             f"{path}: is a folder; give the embedding a file name, e.g. "
             f"{path / (file_stem(emb.token, 'embedding') + '.safetensors')}"
         )
-    vectors = _plain_vectors(emb.vectors, path)
-    metadata = _file_metadata(emb)
     if fmt not in FORMATS:
         raise OnewordError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if emb.layers > 1:
+        if fmt == "diffusers":
+            return _save_per_layer(emb, path)
+        emb = mean_word(emb)  # A1111's formats hold one set of vectors
+    vectors = _plain_vectors(emb.vectors, path)
+    metadata = _file_metadata(emb)
     if len(emb.layout) == 2 or fmt == "sdxl":
         return _save_sdxl(emb, vectors, metadata, path, fmt)
     if fmt == "diffusers":
@@ -133,6 +143,8 @@ def write_embedding_files(emb: LearnedEmbedding, folder: str | Path, name: str) 
     for an SDXL word the one file the SDXL tools read, <name>.safetensors (clip_l + clip_g)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if emb.layers > 1:
+        return _write_per_layer(emb, folder, name)
     if len(emb.layout) == 2:
         return {"sdxl": save_embedding(emb, folder / f"{name}.safetensors", "sdxl")}
     targets = {
@@ -145,6 +157,35 @@ def write_embedding_files(emb: LearnedEmbedding, folder: str | Path, name: str) 
             f"--name {name}: this name clashes with {DIFFUSERS_FILE}; choose another name"
         )
     return {fmt: save_embedding(emb, path, fmt) for fmt, path in targets.items()}
+
+
+def _write_per_layer(emb: LearnedEmbedding, folder: Path, name: str) -> dict[str, Path]:
+    """A per-layer word (oneword.core.per_layer): `<name>.per-layer.safetensors`, first, then
+    its mean over layers as a plain word in the three usual files, for the tools that read
+    one set of vectors (A1111, ComfyUI, diffusers' loader)."""
+    path = _save_per_layer(emb, folder / f"{name}{per_layer.PER_LAYER_SUFFIX}")
+    return {"per-layer": path, **write_embedding_files(mean_word(emb), folder, name)}
+
+
+def _save_per_layer(emb: LearnedEmbedding, path: Path) -> Path:
+    if len(emb.layout) != 1:
+        raise OnewordError(f"{emb.token}: per-layer words are for one text encoder, not SDXL")
+    if path.suffix.lower() != ".safetensors":
+        raise OnewordError(
+            f"{path}: per-layer words are written as .safetensors; give a .safetensors name, "
+            "or --format a1111 for their mean over layers as a plain word"
+        )
+    metadata = {**_file_metadata(emb), "layers": str(emb.layers)}
+    tensors = per_layer.layer_dict(emb.vectors)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata))
+    return path
+
+
+def mean_word(emb: LearnedEmbedding) -> LearnedEmbedding:
+    """The plain word [N, d] nearest a per-layer word: its mean over layers."""
+    meta = {k: v for k, v in emb.metadata.items() if k != "layers"}
+    meta[per_layer.MEAN_KEY] = f"mean of {emb.layers} layers"
+    return LearnedEmbedding(emb.token, per_layer.mean_over_layers(emb.vectors), meta)
 
 
 def _plain_vectors(vectors: torch.Tensor, path: Path) -> torch.Tensor:
@@ -212,6 +253,9 @@ def _load_file(path: Path, token: str | None) -> list[LearnedEmbedding]:
         )
     if isinstance(tensors, dict) and set(SDXL_KEYS) <= set(tensors):
         return [_sdxl_embedding(path, tensors, metadata, token)]
+    layered = per_layer.stacked_layers(tensors)
+    if layered is not None:
+        return [_per_layer_embedding(path, layered, metadata, token)]
     found = _entries(path, tensors, metadata)
     return _pick(path, found, token, metadata)
 
@@ -349,6 +393,16 @@ def _sdxl_embedding(
     vectors = torch.cat([h.vectors for h in halves], dim=1)
     meta = {**metadata, **layout_metadata((halves[0].width, halves[1].width)), "token": name}
     return LearnedEmbedding(token=name, vectors=vectors, metadata=meta)
+
+
+def _per_layer_embedding(
+    path: Path, layered: torch.Tensor, metadata: dict[str, str], token: str | None
+) -> LearnedEmbedding:
+    """One per-layer word [layers, N, d], each layer's vectors checked like a plain word's."""
+    stem = path.name.removesuffix(per_layer.PER_LAYER_SUFFIX).removesuffix(".safetensors")
+    name = token or metadata.get("token") or f"<{stem}>"
+    parts = [_make(path, f"{name} (layer {i})", part, {}).vectors for i, part in enumerate(layered)]
+    return LearnedEmbedding(name, torch.stack(parts), {**metadata, "token": name})
 
 
 def _make(path: Path, token: str, tensor, metadata: dict[str, str]) -> LearnedEmbedding:

@@ -16,6 +16,7 @@ from ..checks import at_least, finite
 from ..errors import OnewordError
 from ..files import atomic_write
 from .interface import TextToImage
+from .per_layer import spread_over_layers, word_layers
 from .prompts import expand_tokens, placeholder_names
 
 log = logging.getLogger(__name__)
@@ -23,23 +24,44 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Words:
-    """Learned tokens registered in a model: `rows` [1, P, d] back every placeholder name."""
+    """Learned tokens registered in a model: `rows` [1, P, d] back every placeholder name
+    ([1, layers, P, d] when a per-layer word is among them)."""
 
     tokens: dict[str, int]  # token -> number of vectors
     rows: torch.Tensor
 
 
 def register_words(model: TextToImage, embeddings) -> Words:
-    """Add each learned embedding's token(s) to the model's tokenizer; one row per vector."""
+    """Add each learned embedding's token(s) to the model's tokenizer; one row per vector.
+
+    With a per-layer word among them, every word gets per-layer rows (a plain word the same
+    rows in every layer), so that one prompt may hold both."""
+    embeddings = list(embeddings)
+    layered = {e.layers for e in embeddings if e.layers > 1}
+    if layered:
+        _check_layers(model, embeddings)
+    layers = max(layered, default=1)
     tokens, rows = {}, []
     for emb in embeddings:
-        names = placeholder_names(emb.token, emb.vectors.shape[0])
+        names = placeholder_names(emb.token, emb.num_vectors)
         model.add_placeholder_tokens(names)
-        tokens[emb.token] = emb.vectors.shape[0]
-        rows.append(emb.vectors.float())
+        tokens[emb.token] = emb.num_vectors
+        vectors = emb.vectors.float()
+        rows.append(spread_over_layers(vectors, layers) if layered and emb.layers == 1 else vectors)
     width = model.embedding_width
-    stacked = torch.cat(rows) if rows else torch.zeros(0, width)
+    empty = torch.zeros(0, width)
+    stacked = torch.cat(rows, dim=-2) if rows else empty
     return Words(tokens, stacked.unsqueeze(0).to(model.device))
+
+
+def _check_layers(model: TextToImage, embeddings) -> None:
+    wanted = word_layers(model.cross_attention_layers, model.name)
+    for emb in embeddings:
+        if emb.layers > 1 and emb.layers != wanted:
+            raise OnewordError(
+                f"{emb.token}: a per-layer word of {emb.layers} layers, but model {model.name} "
+                f"has {wanted} cross-attention layers; use it with the model it was learned on"
+            )
 
 
 def text_states(model: TextToImage, prompts: list[str], words: Words | None) -> torch.Tensor:
@@ -47,7 +69,7 @@ def text_states(model: TextToImage, prompts: list[str], words: Words | None) -> 
     if words is not None:
         prompts = [expand_tokens(p, words.tokens) for p in prompts]
     with torch.no_grad():
-        rows = words.rows if words is not None and words.rows.shape[1] else None
+        rows = words.rows if words is not None and words.rows.shape[-2] else None
         return model.encode_text(model.token_ids(prompts), rows)
 
 

@@ -42,6 +42,9 @@ class TextToImage(Protocol):
     @property
     def native_resolution(self) -> int: ...
 
+    @property
+    def cross_attention_layers(self) -> int: ...  # per-layer words' layers; 0: not supported
+
     def add_placeholder_tokens(self, tokens: list[str]) -> list[int]: ...
 
     def is_known_token(self, token: str) -> bool: ...
@@ -57,7 +60,7 @@ class TextToImage(Protocol):
         input_ids: torch.Tensor,
         rows: torch.Tensor | None = None,
         candidate: torch.Tensor | None = None,
-    ) -> Any: ...
+    ) -> Any: ...  # rows [K, P, d], or per-layer rows [K, layers, P, d]
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 

@@ -30,6 +30,7 @@ from .checkpoint import (
     uninterrupted,
 )
 from .interface import TextToImage
+from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
 from .vectors import initial_rows_by_layout
 
@@ -63,6 +64,7 @@ class TrainConfig:
     token: str
     init_word: str | None = None
     vectors: int = 1
+    per_layer: bool = False  # P+: one set of vectors per cross-attention layer (core.per_layer)
     mode: str = "object"
     steps: int = 3000
     lr: float = 5e-3
@@ -201,11 +203,13 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     generators, params, groups = [], [], []
     table = model.vocabulary_table
     layout = getattr(model, "embedding_layout", (table.shape[1],))
+    layers = word_layers(model.cross_attention_layers, model.name) if config.per_layer else 1
     for cand in config.candidate_list:
         gen = torch.Generator().manual_seed(cand.seed)
         rows = initial_rows_by_layout(
             table, layout, init_ids, config.vectors, cand.init, cand.jitter, gen
         )
+        rows = spread_over_layers(rows, layers) if config.per_layer else rows
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)
@@ -310,7 +314,7 @@ def optimizer_step(
     at_start = [g.get_state() for g in state.generators]
     try:
         for _ in range(config.grad_accum):
-            rows = torch.stack(list(state.params))  # [K, N, d]
+            rows = torch.stack(list(state.params))  # [K, N, d] or per-layer [K, layers, N, d]
             batch = draw_batch(
                 latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
             )

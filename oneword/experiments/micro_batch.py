@@ -78,8 +78,9 @@ def _probe_pass(model: TextToImage, config: TrainConfig, size: int) -> None:
         torch.randn_like(latents),
         torch.full((size,), 500, dtype=torch.long, device=model.device),
     )
+    layers = (model.cross_attention_layers,) if config.per_layer else ()
     rows = torch.zeros(
-        1, config.vectors, model.embedding_width, device=model.device, requires_grad=True
+        1, *layers, config.vectors, model.embedding_width, device=model.device, requires_grad=True
     )
     batch_loss(model, rows, batch, 1.0, None)
 

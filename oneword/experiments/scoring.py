@@ -30,6 +30,7 @@ from ..core.generate import (
     save_png,
 )
 from ..core.interface import TextToImage
+from ..core.per_layer import PER_LAYER_SUFFIX
 from ..errors import OnewordError
 from ..events import EventSink, Progressed, ignore
 from . import dreambench, report, score_math
@@ -312,7 +313,11 @@ def rank_candidates(
 
 def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:
     files = store.files(run.id, "embedding", cand.id)
-    chosen = [f for f in files if f.name == DIFFUSERS_FILE] or files
+    chosen = (  # a per-layer word's own file before its mean
+        [f for f in files if f.name.endswith(PER_LAYER_SUFFIX)]
+        or [f for f in files if f.name == DIFFUSERS_FILE]
+        or files
+    )
     if not chosen or not chosen[0].is_file():
         raise OnewordError(
             f"run {run.name}: candidate {cand.name} has no embedding file yet; "

@@ -460,3 +460,17 @@ def test_sweep_and_score_on_sdxl(capsys, tmp_path, sdxl_dir, photo_dir, tiny_eva
     with Store.open() as store:
         (child,) = store.candidates(mixed.id)
         assert candidate_embedding(store, store.run(mixed.id), child).layout == (L, G)
+
+
+def test_per_layer_words_on_sdxl_are_one_line_and_write_nothing(capsys, tmp_path, sdxl_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(photos / "p.png")
+    out = tmp_path / "run"
+    argv = ["learn", photos, "--token", "<p>", "--init", "cat", "--per-layer", "--out", out]
+    code, _, err = run(capsys, *argv, "--model", sdxl_dir)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("oneword: error: --per-layer")
+    assert "leave --per-layer out" in err and "Traceback" not in err
+    assert not list(out.glob("*.safetensors"))

@@ -304,3 +304,52 @@ def test_learn_steps_default_to_what_the_model_needs(extra, steps, tmp_path):
             [command, str(tmp_path), "--token", "<x>", "--init", "cat", *extra]
         )
         assert training_config(args).steps == steps  # the 64 px world model overfits sooner
+
+
+def test_a_per_layer_word_learns_draws_mixes_and_inspects(capsys, tmp_path, tiny_model_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 120, 200)).save(photos / f"p{i}.png")
+    common = ["--token", "<p>", "--init", "cat", "--per-layer", "--steps", "2"]
+    for seed in ("0", "1"):
+        out = tmp_path / f"run{seed}"
+        code, _, err = run(
+            capsys,
+            "learn",
+            photos,
+            *common,
+            "--seed",
+            seed,
+            "--model",
+            tiny_model_dir,
+            "--out",
+            out,
+        )
+        assert code == 0, err
+    layered = tmp_path / "run0" / "p.per-layer.safetensors"
+    (word,) = load_embeddings(layered)
+    assert word.layers >= 2 and word.vectors.shape[1:] == (1, 32)
+    (mean,) = load_embeddings(tmp_path / "run0" / "p.safetensors")  # what A1111 reads
+    assert torch.allclose(mean.vectors, word.vectors.mean(0))
+
+    code, _, err = run(
+        capsys, "mix", layered, tmp_path / "run1" / "p.per-layer.safetensors",
+        "--method", "slerp", "-o", tmp_path / "mixed.safetensors",
+    )  # fmt: skip
+    assert code == 0, err
+    (mixed,) = load_embeddings(tmp_path / "mixed.safetensors")
+    assert mixed.vectors.shape == word.vectors.shape
+
+    images = tmp_path / "images"
+    code, _, err = run(
+        capsys, "generate", "a photo of <p>", "--embedding", tmp_path / "mixed.safetensors",
+        "-n", "1", "--steps", "2", "--model", tiny_model_dir, "--out", images,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (images / "a-photo-of-p-0.png").is_file()
+
+    code, out, err = run(capsys, "inspect", layered, "--model", tiny_model_dir, "--top", "2")
+    assert code == 0, err
+    assert f"1 vector(s) in each of {word.layers} layers" in out
+    assert "layer00 v0" in out and f"layer{word.layers - 1:02d} v0" in out
