@@ -15,6 +15,7 @@ subject, then the median taken).
     python bench/quality.py                       # 8 subjects, 12 prompts x 8 seeds
     python bench/quality.py --subjects cat,dog --prompts 4 --seeds 2 --steps 100
     python bench/quality.py --vectors 4 --kinds learned   # one recipe variant, learned rows only
+    python bench/quality.py --per-layer --kinds learned   # per-layer (P+) words
 
 Words are learned for `oneword learn`'s default steps for the model (300 on the world model:
 its folder's oneword.json says so) with batch 4 and lr 5e-3.
@@ -54,6 +55,7 @@ def learn_subject(
     lr: float,
     vectors: int = 1,
     lr_schedule: str = "constant",
+    per_layer: bool = False,
 ):
     """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token)."""
     subject = SUBJECTS_BY_ID[subject_id]
@@ -65,6 +67,7 @@ def learn_subject(
         token=token,
         init_word=subject.class_word,
         vectors=vectors,
+        per_layer=per_layer,
         steps=steps,
         seed=seed,
         lr=lr,
@@ -107,6 +110,7 @@ def parse(argv):
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--lr-schedule", default="constant")
     p.add_argument("--vectors", type=int, default=1)
+    p.add_argument("--per-layer", action="store_true", help="P+ words (`learn --per-layer`)")
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
@@ -133,7 +137,15 @@ def main(argv=None) -> int:
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
             words, photos, token = learn_subject(
-                model, subject_id, steps, a.learn_seed, Path(work), a.lr, a.vectors, a.lr_schedule
+                model,
+                subject_id,
+                steps,
+                a.learn_seed,
+                Path(work),
+                a.lr,
+                a.vectors,
+                a.lr_schedule,
+                a.per_layer,
             )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
@@ -214,6 +226,7 @@ def report(figures, summary, a, steps) -> dict:
         "lr": a.lr,
         "lr_schedule": a.lr_schedule,
         "vectors": a.vectors,
+        "per_layer": a.per_layer,
         "learn_seed": a.learn_seed,
         "sample_steps": a.sample_steps,
         "cfg": a.cfg,
