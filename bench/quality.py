@@ -35,6 +35,7 @@ import torch
 
 from oneword import api
 from oneword.adapters.loading import load_model
+from oneword.core.flat_stop import FlatStop
 from oneword.core.generate import Sampling, Words, draw
 from oneword.core.prompts import placeholder_names
 from oneword.core.train import TrainConfig, train
@@ -56,8 +57,9 @@ def learn_subject(
     vectors: int = 1,
     lr_schedule: str = "constant",
     per_layer: bool = False,
+    stop_when_flat: bool = False,
 ):
-    """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token)."""
+    """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token, steps taken)."""
     subject = SUBJECTS_BY_ID[subject_id]
     token = f"<s-{subject_id}>"
     photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(seed))
@@ -68,6 +70,7 @@ def learn_subject(
         init_word=subject.class_word,
         vectors=vectors,
         per_layer=per_layer,
+        stop_when_flat=FlatStop() if stop_when_flat else None,
         steps=steps,
         seed=seed,
         lr=lr,
@@ -77,7 +80,7 @@ def learn_subject(
         checkpoint_every=steps,
     )
     state = train(model, pixels, config, work / subject_id)
-    return Words({token: vectors}, state.rows()[0:1]), photos, token
+    return Words({token: vectors}, state.rows()[0:1]), photos, token, state.step
 
 
 def knows_names(model) -> bool:
@@ -111,6 +114,9 @@ def parse(argv):
     p.add_argument("--lr-schedule", default="constant")
     p.add_argument("--vectors", type=int, default=1)
     p.add_argument("--per-layer", action="store_true", help="P+ words (`learn --per-layer`)")
+    p.add_argument(
+        "--stop-when-flat", action="store_true", help="`learn --stop-when-flat` (its defaults)"
+    )
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
         for subject_id in a.subjects.split(","):
             start = time.time()
             model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            words, photos, token = learn_subject(
+            words, photos, token, taken = learn_subject(
                 model,
                 subject_id,
                 steps,
@@ -146,12 +152,13 @@ def main(argv=None) -> int:
                 a.vectors,
                 a.lr_schedule,
                 a.per_layer,
+                a.stop_when_flat,
             )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
                 model, oracle, subject_id, words, token, photos, prompts, seeds, sampling, kinds
             )
-            figures[subject_id] = subject_figures(table[subject_id])
+            figures[subject_id] = {**subject_figures(table[subject_id]), "steps": taken}
             print_row(subject_id, figures[subject_id], kinds, learned_s, time.time() - start)
     summary = print_summary(table, kinds)
     if a.json:
@@ -188,14 +195,15 @@ def print_row(subject_id, figures, kinds, learn_s, total_s):
         print(
             f"{'subject':9s}"
             + "".join(f"{k + ' concept':>22s}{k + ' prompt':>22s}" for k in kinds)
-            + f"{'learn s':>9s}{'total s':>9s}"
+            + f"{'steps':>7s}{'learn s':>9s}{'total s':>9s}"
         )
     cells = "".join(
         f"{cell(figures[k]['concept_fidelity'], figures[k]['concept_ci95']):>22s}"
         f"{cell(figures[k]['prompt_fidelity'], figures[k]['prompt_ci95']):>22s}"
         for k in kinds
     )
-    print(f"{subject_id:9s}{cells}{learn_s:9.0f}{total_s:9.0f}", flush=True)
+    steps = figures["steps"]
+    print(f"{subject_id:9s}{cells}{steps:7d}{learn_s:9.0f}{total_s:9.0f}", flush=True)
 
 
 def print_summary(table, kinds) -> dict:
@@ -227,6 +235,7 @@ def report(figures, summary, a, steps) -> dict:
         "lr_schedule": a.lr_schedule,
         "vectors": a.vectors,
         "per_layer": a.per_layer,
+        "stop_when_flat": a.stop_when_flat,
         "learn_seed": a.learn_seed,
         "sample_steps": a.sample_steps,
         "cfg": a.cfg,

@@ -11,6 +11,7 @@ from ..adapters.pipelines import SCHEDULERS
 from ..checks import at_least
 from ..core.diffusion import LR_SCHEDULES
 from ..core.embeddings import FORMATS, LearnedEmbedding, load_embeddings, save_embedding
+from ..core.flat_stop import FlatStop
 from ..core.generate import Sampling
 from ..core.prompts import MODES
 from ..core.train import TrainConfig
@@ -71,6 +72,14 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument(
+        "--stop-when-flat",
+        action="store_true",
+        help="stop before --steps once the loss on a fixed batch of draws is flat (DVAR)",
+    )
+    p.add_argument("--flat-every", type=int, default=5, help="steps between its evaluations")
+    p.add_argument("--flat-window", type=int, default=10, help="evaluations it compares")
+    p.add_argument("--flat-threshold", type=float, default=0.15, help="window/total variance ratio")
 
 
 def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
@@ -94,8 +103,15 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         flip=a.flip,
         seed=a.seed,
         checkpoint_every=a.checkpoint_every,
+        stop_when_flat=_flat_stop(a),
         **settings,
     )
+
+
+def _flat_stop(a: argparse.Namespace) -> FlatStop | None:
+    if not a.stop_when_flat:
+        return None
+    return FlatStop(every=a.flat_every, window=a.flat_window, threshold=a.flat_threshold)
 
 
 # -- candidates and Ray (sweep, score, evolve) --------------------------------------------

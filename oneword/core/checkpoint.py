@@ -40,6 +40,7 @@ class TrainingState:
     generators: list[torch.Generator]  # one per candidate
     loss_smoothed: float = float("nan")
     history: list[float] = field(default_factory=list)
+    fixed_losses: list[list[float]] = field(default_factory=list)  # core.flat_stop, [T][K]
 
     def rows(self) -> torch.Tensor:
         """[K, N, d] current placeholder rows."""
@@ -72,6 +73,7 @@ def save_checkpoint(state: TrainingState, config, photos_id: str, path: Path) ->
         "generators": [g.get_state() for g in state.generators],
         "loss_smoothed": state.loss_smoothed,
         "history": list(state.history),
+        "fixed_losses": [list(x) for x in state.fixed_losses],
         "config": config.to_json(),
         "photos": photos_id,
     }
@@ -138,6 +140,7 @@ def load_checkpoint(state: TrainingState, config, photos_id: str, path: Path) ->
     state.step = int(payload["step"])
     state.loss_smoothed = float(payload["loss_smoothed"])
     state.history = [float(x) for x in payload["history"]]
+    state.fixed_losses = [[float(v) for v in x] for x in payload.get("fixed_losses", [])]
 
 
 def check_same_run(saved, current, path: Path) -> None:

@@ -9,7 +9,6 @@ that K batched candidates learn exactly what K separate runs would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -29,14 +28,24 @@ from .checkpoint import (
     save_checkpoint,
     uninterrupted,
 )
+from .flat_stop import FlatStop, FlatWatch, flat_watch
 from .interface import TextToImage
+from .latents import (
+    Batch,
+    PhotoLatents,
+    draw_batch,
+    encode_candidate_photos,
+    encode_photos,
+    photos_fingerprint,
+)
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
 from .vectors import initial_rows_by_layout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_NAME", "TrainingState"]  # re-exported: where a run keeps its state
+# re-exported: where a run keeps its state, and how its photos are drawn
+__all__ = ["CHECKPOINT_NAME", "TrainingState", "Batch", "draw_batch", "encode_photos"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     preview_every: int = 0
     preview_prompts: tuple[str, ...] = ()
+    stop_when_flat: FlatStop | None = None  # DVAR early stop (core.flat_stop)
 
     def __post_init__(self):
         _validate(self)
@@ -103,6 +113,8 @@ class TrainConfig:
         data = json.loads(text)
         data["candidates"] = tuple(Candidate(**c) for c in data.get("candidates", ()))
         data["preview_prompts"] = tuple(data.get("preview_prompts", ()))
+        flat = data.get("stop_when_flat")
+        data["stop_when_flat"] = FlatStop(**flat) if flat else None
         return TrainConfig(**data)
 
 
@@ -153,45 +165,6 @@ class OutOfMemory(OnewordError):
     """The device ran out of memory; the last checkpoint holds a state to resume from."""
 
 
-def photos_fingerprint(photos: torch.Tensor | list[torch.Tensor]) -> str:
-    """A short hash of the training photos (of each candidate's photos, if given per candidate)."""
-    if isinstance(photos, (list, tuple)):
-        joined = ",".join(photos_fingerprint(p) for p in photos)
-        return hashlib.sha256(joined.encode()).hexdigest()[:16]
-    return hashlib.sha256(photos.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class PhotoLatents:
-    """The training photos encoded once (with their flips and crops): the VAE's posterior
-    mean and std [M, c, h, w]; a fresh latent is drawn from it per sample, as re-encoding would."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-
-def encode_photos(model: TextToImage, photos: torch.Tensor, chunk: int = 8) -> PhotoLatents:
-    """Encode photos [M, 3, R, R] in [-1, 1] once."""
-    parts = [model.encode_images(photos[i : i + chunk]) for i in range(0, len(photos), chunk)]
-    return PhotoLatents(torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
-
-
-def encode_candidate_photos(
-    model: TextToImage, photos: torch.Tensor | list[torch.Tensor], count: int
-) -> list[PhotoLatents]:
-    """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
-    (each candidate's own crops); a tensor given for several candidates is encoded once."""
-    if not isinstance(photos, (list, tuple)):
-        return [encode_photos(model, photos)] * count
-    if len(photos) != count:
-        raise ValueError(f"{len(photos)} photo sets for {count} candidates")
-    cache: dict[int, PhotoLatents] = {}
-    for p in photos:
-        if id(p) not in cache:
-            cache[id(p)] = encode_photos(model, p)
-    return [cache[id(p)] for p in photos]
-
-
 def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     """Fresh rows, optimizer and per-candidate generators."""
     init_ids = model.word_token_ids(config.init_word) if config.init_word else []
@@ -218,55 +191,6 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     return TrainingState(step=0, params=params, optimizer=optimizer, generators=generators)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """K×b samples: candidate k's b samples drawn from its own generator."""
-
-    candidate: torch.Tensor  # [B]
-    token_ids: torch.Tensor  # [B, L]
-    latents: torch.Tensor  # [B, c, h, w]
-    noise: torch.Tensor  # [B, c, h, w]
-    timesteps: torch.Tensor  # [B]
-
-
-def draw_batch(
-    latents: PhotoLatents | list[PhotoLatents],
-    caption_ids: torch.Tensor,
-    num_timesteps: int,
-    generators: list[torch.Generator],
-    batch_size: int,
-) -> Batch:
-    """Sample photos, captions, timesteps and noise for every candidate.
-
-    The draws of candidate k use only generator k (and its own photos, if `latents` is a list
-    of one PhotoLatents per candidate), in a fixed order, so a candidate sees the same data
-    whether it trains alone or beside others.
-    """
-    if isinstance(latents, PhotoLatents):
-        latents = [latents] * len(generators)
-    parts = []
-    for gen, lat in zip(generators, latents):
-        shape = lat.mean.shape[1:]
-        photo = torch.randint(len(lat.mean), (batch_size,), generator=gen)
-        caption = torch.randint(len(caption_ids), (batch_size,), generator=gen)
-        t = torch.randint(num_timesteps, (batch_size,), generator=gen)
-        posterior = torch.randn((batch_size, *shape), generator=gen)
-        noise = torch.randn((batch_size, *shape), generator=gen)
-        device = lat.mean.device
-        sample = lat.mean[photo.to(device)] + lat.std[photo.to(device)] * posterior.to(device)
-        parts.append((sample, caption, t, noise))
-    sample, caption, t, noise = (torch.cat(x) for x in zip(*parts))
-    device = sample.device
-    candidate = torch.arange(len(generators)).repeat_interleave(batch_size)
-    return Batch(
-        candidate.to(device),
-        caption_ids[caption.to(caption_ids.device)],
-        sample,
-        noise.to(device),
-        t.to(device),
-    )
 
 
 def batch_loss(
@@ -427,7 +351,10 @@ def train(
         )
     )
     checkpoint = CheckpointFile(ckpt, photos_id)
-    _run_steps(model, state, config, latents, caption_ids, checkpoint, on_event, on_preview)
+    flat = config.stop_when_flat
+    watch = flat_watch(model, flat, latents, caption_ids, len(state.params), config.max_batch)
+    steps = (model, state, config, latents, caption_ids, checkpoint, on_event, on_preview, watch)
+    _run_steps(*steps)
     on_event(Finished(state.step))
     return state
 
@@ -441,6 +368,7 @@ def _run_steps(
     checkpoint: CheckpointFile,
     on_event: EventSink,
     on_preview,
+    watch: FlatWatch | None,
 ) -> None:
     """The steps, then the last checkpoint. Each way out keeps a checkpoint to resume from:
     the last good one (divergence, a full disk), or the state of the last whole step."""
@@ -453,6 +381,9 @@ def _run_steps(
 
     try:
         while state.step < config.steps:
+            if watch is not None and watch.should_stop(state):
+                on_event(Message(f"stopped at step {state.step}: the fixed-batch loss is flat"))
+                break
             loss = optimizer_step(model, state, config, latents, caption_ids)
             lr = state.optimizer.param_groups[0]["lr"]
             on_event(Stepped(state.step, config.steps, loss, state.loss_smoothed, lr))

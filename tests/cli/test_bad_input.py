@@ -146,6 +146,12 @@ CASES = [
     ),
     ("lr infinite", lambda t, m, p: learn(t, m, p, "--lr", "inf"), "--lr inf", None),
     (
+        "flat threshold out of range",
+        lambda t, m, p: learn(t, m, p, "--stop-when-flat", "--flat-threshold", "2"),
+        "--flat-threshold 2",
+        None,
+    ),
+    (
         "vectors beyond the text length",
         lambda t, m, p: learn(t, m, p, "--vectors", 1000),
         "at most",

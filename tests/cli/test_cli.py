@@ -353,3 +353,26 @@ def test_a_per_layer_word_learns_draws_mixes_and_inspects(capsys, tmp_path, tiny
     assert code == 0, err
     assert f"1 vector(s) in each of {word.layers} layers" in out
     assert "layer00 v0" in out and f"layer{word.layers - 1:02d} v0" in out
+
+
+def test_learn_stops_when_flat_and_writes_the_word_of_that_step(capsys, tmp_path, tiny_model_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (200, 80, 20)).save(photos / "p.png")
+    flat = [
+        "--stop-when-flat",
+        "--flat-every",
+        "1",
+        "--flat-window",
+        "3",
+        "--flat-threshold",
+        "0.9",
+    ]
+    code, _, err = run(
+        capsys, "learn", photos, "--token", "<f>", "--init", "cat", "--steps", "60", "--lr",
+        "5e-2", *flat, "--model", tiny_model_dir, "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    (word,) = load_embeddings(tmp_path / "run" / "learned_embeds.safetensors")
+    assert 6 <= int(word.metadata["steps"]) < 60
+    assert f"stopped at step {word.metadata['steps']}" in err
