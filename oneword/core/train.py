@@ -40,7 +40,7 @@ from .latents import (
 )
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
-from .vectors import initial_rows_by_layout
+from .vectors import initial_rows_by_layout, vector_words
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,12 @@ def _validate(c: TrainConfig) -> None:
         raise OnewordError(f"--resolution {c.resolution}: must be a multiple of 8")
     if c.max_batch is not None and c.max_batch < 1:
         raise OnewordError(f"--max-batch {c.max_batch}: must be 1 or more")
+    words = vector_words(c.init_word)
+    if words and (len(words) != c.vectors or not all(words)):
+        raise OnewordError(
+            f"--init {c.init_word!r}: {len(words)} comma-separated words for --vectors "
+            f"{c.vectors}; give one word per vector (or --vectors {len(words)}), none empty"
+        )
     needs_word = any(k.init == "word" for k in c.candidate_list)
     if needs_word and not (c.init_word and c.init_word.strip()):
         raise OnewordError(
@@ -167,12 +173,7 @@ class OutOfMemory(OnewordError):
 
 def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     """Fresh rows, optimizer and per-candidate generators."""
-    init_ids = model.word_token_ids(config.init_word) if config.init_word else []
-    if config.init_word and not init_ids:
-        raise OnewordError(
-            f"--init {config.init_word!r}: the tokenizer makes no tokens of it; "
-            "give a word such as cat"
-        )
+    init_ids = _init_token_ids(model, config.init_word)
     generators, params, groups = [], [], []
     table = model.vocabulary_table
     layout = getattr(model, "embedding_layout", (table.shape[1],))
@@ -277,12 +278,26 @@ def check_vectors_fit(model: TextToImage, config: TrainConfig) -> None:
     )
 
 
+def _init_token_ids(model: TextToImage, init_word: str | None) -> list:
+    """The --init word's token ids, or one list of ids per vector ("face,logo,outfit")."""
+    words = vector_words(init_word) or ([init_word] if init_word else [])
+    ids = [model.word_token_ids(w) for w in words]
+    for word, found in zip(words, ids):
+        if not found:
+            raise OnewordError(
+                f"--init {init_word!r}: the tokenizer makes no tokens of {word!r}; "
+                "give a word such as cat"
+            )
+    return ids if vector_words(init_word) else (ids[0] if ids else [])
+
+
 def describe_init(model: TextToImage, config: TrainConfig) -> str | None:
     """A note when the tokenizer splits an --init word into several pieces (a typo often
     becomes a few letters), saying what the token starts from; None otherwise."""
     if not config.init_word:
         return None
-    split = {w: ids for w in config.init_word.split() if len(ids := model.word_token_ids(w)) > 1}
+    words = config.init_word.replace(",", " ").split()
+    split = {w: ids for w in words if len(ids := model.word_token_ids(w)) > 1}
     if not split:
         return None
     tokens = model.vocabulary_tokens()

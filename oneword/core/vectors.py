@@ -22,8 +22,10 @@ def initial_rows(
     """Starting rows [N, d] for a new token (Gal et al. 2022, sec. 4: start from a coarse word).
 
     "word": if the init word has exactly N tokens they fill the N vectors in order, otherwise
-    every vector starts at their mean. "random": Gaussian rows scaled to the vocabulary's mean
-    norm. `jitter` adds Gaussian noise of that many vocabulary standard deviations.
+    every vector starts at their mean. `init_ids` may instead hold N lists, one word's tokens
+    per vector (`--init "face,logo,outfit"`): vector i starts at the mean of word i.
+    "random": Gaussian rows scaled to the vocabulary's mean norm. `jitter` adds Gaussian noise
+    of that many vocabulary standard deviations.
     """
     table = table.detach().float().cpu()
     d = table.shape[1]
@@ -31,6 +33,8 @@ def initial_rows(
     if init == "random":
         rows = torch.randn(num_vectors, d, generator=generator)
         rows = rows / rows.norm(dim=1, keepdim=True) * mean_norm
+    elif init_ids and isinstance(init_ids[0], list):
+        rows = torch.stack([table[ids].mean(dim=0) for ids in init_ids])
     elif len(init_ids) == num_vectors:
         rows = table[init_ids].clone()
     else:
@@ -38,6 +42,14 @@ def initial_rows(
     if jitter:
         rows = rows + jitter * spread * torch.randn(num_vectors, d, generator=generator)
     return rows
+
+
+def vector_words(init_word: str | None) -> list[str] | None:
+    """The words of an `--init` that gives one word per vector ("face,logo,outfit"), or None
+    for a plain init word."""
+    if not init_word or "," not in init_word:
+        return None
+    return [w.strip() for w in init_word.split(",")]
 
 
 def initial_rows_by_layout(

@@ -157,7 +157,8 @@ def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreIn
             "(rerun its command with --resume)"
         )
     embeddings = [candidate_embedding(store, run, c) for c in candidates]
-    class_word = settings.class_word or run.settings.get("config", {}).get("init_word")
+    init_word = run.settings.get("config", {}).get("init_word")
+    class_word = settings.class_word or (init_word or "").replace(",", " ").strip() or None
     if not class_word:
         raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
     return ScoreInputs(run, candidates, embeddings, class_word)

@@ -146,6 +146,12 @@ CASES = [
     ),
     ("lr infinite", lambda t, m, p: learn(t, m, p, "--lr", "inf"), "--lr inf", None),
     (
+        "one init word per vector, but too few",
+        lambda t, m, p: learn(t, m, p, "--init", "face,logo", "--vectors", "3"),
+        "2 comma-separated words for --vectors 3",
+        None,
+    ),
+    (
         "flat threshold out of range",
         lambda t, m, p: learn(t, m, p, "--stop-when-flat", "--flat-threshold", "2"),
         "--flat-threshold 2",

@@ -376,3 +376,22 @@ def test_learn_stops_when_flat_and_writes_the_word_of_that_step(capsys, tmp_path
     (word,) = load_embeddings(tmp_path / "run" / "learned_embeds.safetensors")
     assert 6 <= int(word.metadata["steps"]) < 60
     assert f"stopped at step {word.metadata['steps']}" in err
+
+
+def test_a_word_of_several_parts_starts_each_vector_from_its_own_word(
+    capsys, tmp_path, tiny_model_dir, photo_dir
+):
+    run_dir = tmp_path / "run"
+    code, _, err = run(
+        capsys, "learn", photo_dir, "--token", "<mascot>", "--init", "cat,dog,red",
+        "--vectors", "3", "--steps", "1", "--lr", "1e-9", "--model", tiny_model_dir,
+        "--out", run_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(
+        capsys, "inspect", run_dir / "learned_embeds.safetensors", "--model", tiny_model_dir,
+        "--top", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    nearest = [line.split("nearest: ")[1].split()[0] for line in out.splitlines() if "  v" in line]
+    assert nearest == ["cat</w>", "dog</w>", "red</w>"]  # what each vector became (lr ~0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oneword.core import diffusion
-from oneword.core.vectors import initial_rows
+from oneword.core.vectors import initial_rows, vector_words
 
 
 def test_add_noise_and_velocity_golden():
@@ -35,6 +35,15 @@ def test_initial_rows_from_a_multi_token_word():
     rand = initial_rows(table, [], 2, "random", 0.0, gen)
     mean_norm = table.norm(dim=1).mean()
     torch.testing.assert_close(rand.norm(dim=1), mean_norm.repeat(2))
+
+
+def test_each_vector_may_start_from_its_own_word():
+    table = torch.arange(12.0).view(4, 3)
+    gen = torch.Generator().manual_seed(0)
+    rows = initial_rows(table, [[0], [1, 3], [2]], 3, "word", 0.0, gen)
+    assert torch.equal(rows, torch.stack([table[0], table[[1, 3]].mean(0), table[2]]))
+    assert vector_words("face, logo ,outfit") == ["face", "logo", "outfit"]
+    assert vector_words("calico cat") is None
 
 
 def test_weighted_mse_normalises_its_weights():
