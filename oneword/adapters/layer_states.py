@@ -52,13 +52,14 @@ class LayerWindow:
 
 def install_layer_windows(unet, context: int) -> None:
     """Give every cross-attention layer its window of per-layer states of length `context`
-    (once; installing again with the same context changes nothing)."""
+    (installed once; later calls only set the context)."""
     names = cross_attention_names(unet)
     processors = dict(unet.attn_processors)
+    installed = [p for n in names if isinstance(p := processors[n], LayerWindow)]
+    if len(installed) == len(names):  # every training micro-batch comes here: no re-install
+        for window in installed:
+            window.context = context
+        return
     for i, name in enumerate(names):
-        current = processors[name]
-        if isinstance(current, LayerWindow):
-            current.context = context
-            continue
-        processors[name] = LayerWindow(current, i, len(names), context)
+        processors[name] = LayerWindow(processors[name], i, len(names), context)
     unet.set_attn_processor(processors)

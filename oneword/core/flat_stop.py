@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import OnewordError
-from . import diffusion
 from .interface import TextToImage
-from .latents import draw_batch
+from .latents import batch_loss, draw_batch
 
 FIXED_BATCH_SEED = 20_230_210  # the fixed draws depend on the photos only, not on any seed
 
@@ -63,22 +62,9 @@ def all_flat(history: list[list[float]], window: int, threshold: float) -> bool:
 
 
 def fixed_losses(model: TextToImage, rows: torch.Tensor, batch, max_batch: int | None) -> list:
-    """Per-candidate mean loss [K] on the fixed `batch` (a core.train Batch), no gradient."""
-    size = len(batch.timesteps)
-    chunk = max_batch or size
-    alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
-    losses = []
+    """Per-candidate mean loss [K] on the fixed `batch` (a core.latents Batch), no gradient."""
     with torch.no_grad():
-        for s in range(0, size, chunk):
-            sl = slice(s, s + chunk)
-            noisy = diffusion.add_noise(batch.latents[sl], batch.noise[sl], alpha_bar[sl])
-            target = diffusion.prediction_target(
-                model.prediction_type, batch.latents[sl], batch.noise[sl], alpha_bar[sl]
-            )
-            text = model.encode_text(batch.token_ids[sl], rows, batch.candidate[sl])
-            prediction = model.predict_noise(noisy, batch.timesteps[sl], text)
-            losses.append(diffusion.per_sample_mse(prediction, target))
-    per_sample = torch.cat(losses)  # [K × samples], candidate-major
+        per_sample = batch_loss(model, rows, batch, None, max_batch)  # [K × samples]
     return per_sample.view(rows.shape[0], -1).mean(dim=1).tolist()
 
 
@@ -90,7 +76,7 @@ class FlatWatch:
 
     settings: FlatStop
     model: TextToImage
-    batch: object  # core.train.Batch of settings.samples draws per candidate
+    batch: object  # core.latents.Batch of settings.samples draws per candidate
     max_batch: int | None = None
 
     def should_stop(self, state) -> bool:

@@ -1,8 +1,9 @@
-"""The training photos as latents, and the random draws of a training step.
+"""The training photos as latents, the random draws of a training step, and their loss.
 
 The photos are encoded once; each step draws, per candidate from its own generator, which
 photo, caption, timestep and noise each sample gets, so that a candidate sees the same data
-whether it trains alone or beside others.
+whether it trains alone or beside others. The loss of a batch of draws serves both the training
+step and the fixed-batch evaluations of --stop-when-flat.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import diffusion
 from .interface import TextToImage
 
 
@@ -101,3 +103,32 @@ def draw_batch(
         noise.to(device),
         t.to(device),
     )
+
+
+def batch_loss(
+    model: TextToImage,
+    rows: torch.Tensor,
+    batch: Batch,
+    weight: float | None,
+    max_batch: int | None,
+) -> torch.Tensor:
+    """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
+    per-sample losses [B] (detached). weight None: only the losses (no backward pass)."""
+    size = len(batch.timesteps)
+    chunk = max_batch or size
+    alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
+    losses = []
+    for s in range(0, size, chunk):
+        sl = slice(s, s + chunk)
+        noisy = diffusion.add_noise(batch.latents[sl], batch.noise[sl], alpha_bar[sl])
+        target = diffusion.prediction_target(
+            model.prediction_type, batch.latents[sl], batch.noise[sl], alpha_bar[sl]
+        )
+        text = model.encode_text(batch.token_ids[sl], rows, batch.candidate[sl])
+        loss = diffusion.per_sample_mse(
+            model.predict_noise(noisy, batch.timesteps[sl], text), target
+        )
+        if weight is not None:
+            (loss.sum() * weight).backward()
+        losses.append(loss.detach())
+    return torch.cat(losses)

@@ -33,6 +33,7 @@ from .interface import TextToImage
 from .latents import (
     Batch,
     PhotoLatents,
+    batch_loss,
     draw_batch,
     encode_candidate_photos,
     encode_photos,
@@ -45,7 +46,14 @@ from .vectors import initial_rows_by_layout, vector_words
 log = logging.getLogger(__name__)
 
 # re-exported: where a run keeps its state, and how its photos are drawn
-__all__ = ["CHECKPOINT_NAME", "TrainingState", "Batch", "draw_batch", "encode_photos"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainingState",
+    "Batch",
+    "batch_loss",
+    "draw_batch",
+    "encode_photos",
+]
 
 
 @dataclass(frozen=True)
@@ -194,30 +202,6 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     return TrainingState(step=0, params=params, optimizer=optimizer, generators=generators)
 
 
-def batch_loss(
-    model: TextToImage, rows: torch.Tensor, batch: Batch, weight: float, max_batch: int | None
-) -> torch.Tensor:
-    """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
-    per-sample losses [B] (detached)."""
-    size = len(batch.timesteps)
-    chunk = max_batch or size
-    alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
-    losses = []
-    for s in range(0, size, chunk):
-        sl = slice(s, s + chunk)
-        noisy = diffusion.add_noise(batch.latents[sl], batch.noise[sl], alpha_bar[sl])
-        target = diffusion.prediction_target(
-            model.prediction_type, batch.latents[sl], batch.noise[sl], alpha_bar[sl]
-        )
-        text = model.encode_text(batch.token_ids[sl], rows, batch.candidate[sl])
-        loss = diffusion.per_sample_mse(
-            model.predict_noise(noisy, batch.timesteps[sl], text), target
-        )
-        (loss.sum() * weight).backward()
-        losses.append(loss.detach())
-    return torch.cat(losses)
-
-
 def optimizer_step(
     model: TextToImage,
     state: TrainingState,
@@ -280,7 +264,8 @@ def check_vectors_fit(model: TextToImage, config: TrainConfig) -> None:
 
 def _init_token_ids(model: TextToImage, init_word: str | None) -> list:
     """The --init word's token ids, or one list of ids per vector ("face,logo,outfit")."""
-    words = vector_words(init_word) or ([init_word] if init_word else [])
+    per_vector = vector_words(init_word)
+    words = per_vector or ([init_word] if init_word else [])
     ids = [model.word_token_ids(w) for w in words]
     for word, found in zip(words, ids):
         if not found:
@@ -288,7 +273,7 @@ def _init_token_ids(model: TextToImage, init_word: str | None) -> list:
                 f"--init {init_word!r}: the tokenizer makes no tokens of {word!r}; "
                 "give a word such as cat"
             )
-    return ids if vector_words(init_word) else (ids[0] if ids else [])
+    return ids if per_vector else (ids[0] if ids else [])
 
 
 def describe_init(model: TextToImage, config: TrainConfig) -> str | None:
