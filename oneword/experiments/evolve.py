@@ -30,6 +30,7 @@ from .scoring import (
     ScoreSettings,
     candidate_embedding,
     prompt_job,
+    run_class_word,
     save_candidate_images,
     score_run,
 )
@@ -271,7 +272,7 @@ def render_in(
 ) -> int:
     """`render` in an open store."""
     population = load_population(store, run)
-    class_word = settings.class_word or run.settings.get("config", {}).get("init_word") or "thing"
+    class_word = settings.class_word or run_class_word(run) or "thing"
     job = prompt_job(settings, run.model, run.token, class_word)
     evaluation = store.add_evaluation(
         run.id,

@@ -157,11 +157,17 @@ def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreIn
             "(rerun its command with --resume)"
         )
     embeddings = [candidate_embedding(store, run, c) for c in candidates]
-    init_word = run.settings.get("config", {}).get("init_word")
-    class_word = settings.class_word or (init_word or "").replace(",", " ").strip() or None
+    class_word = settings.class_word or run_class_word(run)
     if not class_word:
         raise OnewordError(f"run {run.name}: no init word recorded; pass --class-word")
     return ScoreInputs(run, candidates, embeddings, class_word)
+
+
+def run_class_word(run: RunRecord) -> str | None:
+    """The class word a run's prompts use: its --init words ("face,logo,outfit" joined by
+    spaces), or None where it has none."""
+    init_word = run.settings.get("config", {}).get("init_word")
+    return (init_word or "").replace(",", " ").strip() or None
 
 
 def score(
