@@ -16,8 +16,16 @@ from ..files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Settings that may differ between a run and its resumption without changing what is learned,
-# and the learning rate, so that a run that diverged can go on with a lower one.
-RESUMABLE_CHANGES = {"checkpoint_every", "preview_every", "preview_prompts", "max_batch", "lr"}
+# the learning rate, so that a run that diverged can go on with a lower one, and the step
+# to stop at, so that a stopped run can be continued further.
+RESUMABLE_CHANGES = {
+    "checkpoint_every",
+    "preview_every",
+    "preview_prompts",
+    "max_batch",
+    "lr",
+    "stop_at",
+}
 _KEYS = {
     "step": int,
     "rows": torch.Tensor,

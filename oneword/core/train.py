@@ -101,6 +101,13 @@ class TrainConfig:
     preview_every: int = 0
     preview_prompts: tuple[str, ...] = ()
     stop_when_flat: FlatStop | None = None  # DVAR early stop (core.flat_stop)
+    # Train only up to this step; the lr schedule still spans `steps`, so a run stopped here
+    # and continued later (a rung of successive halving) learns what one whole run does.
+    stop_at: int | None = None
+
+    @property
+    def last_step(self) -> int:
+        return self.steps if self.stop_at is None else min(self.steps, self.stop_at)
 
     def __post_init__(self):
         _validate(self)
@@ -155,6 +162,8 @@ def _validate(c: TrainConfig) -> None:
     seed_range(c.seed)
     if c.resolution is not None and (c.resolution < 8 or c.resolution % 8):
         raise OnewordError(f"--resolution {c.resolution}: must be a multiple of 8")
+    if c.stop_at is not None:
+        at_least(c.stop_at, "stop_at", 1)
     if c.max_batch is not None and c.max_batch < 1:
         raise OnewordError(f"--max-batch {c.max_batch}: must be 1 or more")
     words = vector_words(c.init_word)
@@ -380,14 +389,14 @@ def _run_steps(
         saved[0] = state.step
 
     try:
-        while state.step < config.steps:
+        while state.step < config.last_step:
             if watch is not None and watch.should_stop(state):
                 on_event(Message(f"stopped at step {state.step}: the fixed-batch loss is flat"))
                 break
             loss = optimizer_step(model, state, config, latents, caption_ids)
             lr = state.optimizer.param_groups[0]["lr"]
             on_event(Stepped(state.step, config.steps, loss, state.loss_smoothed, lr))
-            if state.step % config.checkpoint_every == 0 and state.step < config.steps:
+            if state.step % config.checkpoint_every == 0 and state.step < config.last_step:
                 save()
                 on_event(Checkpointed(state.step, ckpt))
             if on_preview and config.preview_every and state.step % config.preview_every == 0:

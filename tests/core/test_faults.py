@@ -153,3 +153,16 @@ def test_ctrl_c_during_the_update_is_raised_after_it():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_run_stopped_at_a_step_then_continued_is_the_whole_run(model, photos, tmp_path):
+    """Successive halving trains a candidate rung by rung: stopping at step 2 and going on
+    must give the uninterrupted run, also under a schedule that spans all the steps."""
+    cosine = TrainConfig(**{**CONFIG.__dict__, "lr_schedule": "cosine"})
+    whole = train(model, photos, cosine, tmp_path / "whole")
+    part = TrainConfig(**{**cosine.__dict__, "stop_at": 2})
+    stopped = train(model, photos, part, tmp_path / "rungs")
+    assert stopped.step == 2 and read_checkpoint(tmp_path / "rungs" / CHECKPOINT_NAME, part)
+    resumed = train(model, photos, cosine, tmp_path / "rungs", resume=True)
+    assert resumed.step == 5 and torch.equal(resumed.rows(), whole.rows())
+    assert resumed.history == whole.history
