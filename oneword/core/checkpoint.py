@@ -95,8 +95,9 @@ def _unusable(path: Path, why: str) -> OnewordError:
     )
 
 
-def read_checkpoint(path: Path, config) -> dict:
-    """The checkpoint's contents, checked to be complete and of the run `config` describes."""
+def read_checkpoint(path: Path, config, check: bool = True) -> dict:
+    """The checkpoint's contents, checked to be complete and (check) of the run `config`
+    describes."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
@@ -113,7 +114,8 @@ def read_checkpoint(path: Path, config) -> dict:
         saved = type(config).from_json(payload["config"])
     except (ValueError, TypeError, KeyError, OnewordError) as exc:
         raise _unusable(path, f"its settings do not read back: {exc}") from None
-    check_same_run(saved, config, path)
+    if check:
+        check_same_run(saved, config, path)
     return payload
 
 
@@ -176,3 +178,34 @@ class CheckpointFile:
 
     path: Path
     photos_id: str
+
+
+def keep_candidates(path: Path, config, kept: tuple, photos_id: str) -> None:
+    """Cut a run's checkpoint to the candidates `kept` (successive halving): their rows,
+    optimizer moments, generators and fixed-batch losses, and a config naming only them.
+    `photos_id` is the fingerprint of the photos the kept candidates train on. A checkpoint
+    already cut to them is left as it is, so a cut interrupted after its record is redone."""
+    payload = read_checkpoint(path, replace(config, candidates=()), check=False)
+    saved = type(config).from_json(payload["config"])
+    kept = tuple(kept)
+    if saved.candidate_list == kept:
+        return
+    try:
+        positions = [saved.candidate_list.index(c) for c in kept]
+    except ValueError:
+        raise _unusable(path, "it does not hold the candidates to keep") from None
+    optimizer = payload["optimizer"]
+    groups = [optimizer["param_groups"][k] for k in positions]
+    moments = {i: optimizer["state"][k] for i, k in enumerate(positions) if k in optimizer["state"]}
+    payload.update(
+        rows=payload["rows"][positions],
+        optimizer={
+            "state": moments,
+            "param_groups": [{**g, "params": [i]} for i, g in enumerate(groups)],
+        },
+        generators=[payload["generators"][k] for k in positions],
+        fixed_losses=[[row[k] for k in positions] for row in payload.get("fixed_losses", [])],
+        config=replace(saved, candidates=kept).to_json(),
+        photos=photos_id,
+    )
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))

@@ -166,3 +166,22 @@ def test_a_run_stopped_at_a_step_then_continued_is_the_whole_run(model, photos, 
     resumed = train(model, photos, cosine, tmp_path / "rungs", resume=True)
     assert resumed.step == 5 and torch.equal(resumed.rows(), whole.rows())
     assert resumed.history == whole.history
+
+
+def test_a_checkpoint_cut_to_some_candidates_continues_them_as_before(model, photos, tmp_path):
+    from oneword.core.checkpoint import keep_candidates
+    from oneword.core.latents import photos_fingerprint
+    from oneword.core.train import Candidate
+
+    three = TrainConfig(**{**CONFIG.__dict__, "candidates": tuple(Candidate(s) for s in (0, 1, 2))})
+    whole = train(model, photos, three, tmp_path / "whole")
+    train(model, photos, TrainConfig(**{**three.__dict__, "stop_at": 2}), tmp_path / "cut")
+    kept = TrainConfig(
+        **{**three.__dict__, "candidates": (three.candidates[2], three.candidates[0])}
+    )
+    for _ in range(2):  # cutting again to the same candidates changes nothing
+        keep_candidates(
+            tmp_path / "cut" / CHECKPOINT_NAME, three, kept.candidates, photos_fingerprint(photos)
+        )
+    resumed = train(model, photos, kept, tmp_path / "cut", resume=True)
+    assert torch.equal(resumed.rows(), whole.rows()[[2, 0]])
