@@ -12,9 +12,11 @@ from .options import (
     add_model_options,
     add_project_option,
     add_ray_options,
+    add_scoring_options,
     add_training_options,
     candidate_plan,
     load_ray_cluster,
+    score_settings,
     training_config,
 )
 from .progress import ProgressBar
@@ -37,6 +39,7 @@ def register(sub) -> None:
         action="store_true",
         help="continue --out, or the newest unfinished sweep of this token",
     )
+    add_halving_options(p)
     add_ray_options(p)
     add_model_options(p)
     add_project_option(p)
@@ -50,6 +53,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     config = training_config(a, candidates=plan.candidates())
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
+    if a.halving:
+        return _halving(a, config, choice, started)
     if a.ray is not None:
         result = load_ray_cluster().ray_sweep(
             a.photos,
@@ -85,4 +90,40 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     print(
         f"next: oneword score r{result.run_id}" + (f" --project {a.project}" if a.project else "")
     )
+    return 0
+
+
+def add_halving_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "successive halving",
+        "train every candidate briefly, keep the best share by the label-free score, train "
+        "those further, until one is left (the survivor trains --steps)",
+    )
+    g.add_argument("--halving", action="store_true", help="cut the candidates rung by rung")
+    g.add_argument("--keep", type=float, default=0.5, help="share kept at each cut (0.5)")
+    g.add_argument(
+        "--budget",
+        type=int,
+        help="training samples over all candidates; sets --steps to the longest schedule that fits",
+    )
+    g.add_argument("--score-images", type=int, default=8, help="images per candidate a rung")
+    g.add_argument("--score-seed", type=int, default=0, help="first seed of those images")
+    g.add_argument("--subject", help="the world oracle's subject (default: from --init)")
+    add_scoring_options(g, "--score-steps")
+
+
+def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
+    from ..experiments.halving_sweep import HalvingPlan, halving_sweep
+
+    if a.ray is not None:
+        raise OnewordError("--halving: not with --ray yet; leave --ray out")
+    settings = score_settings(a, images=a.score_images, seed=a.score_seed, subject=a.subject)
+    plan = HalvingPlan(keep=a.keep, budget=a.budget, score=settings)
+    result = halving_sweep(
+        a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar()
+    )
+    print(f"run r{result.run_id}: halving of {len(result.files)} candidates of {a.token} in "
+          f"{time.time() - started:.0f}s, in {result.folder}")  # fmt: skip
+    project = f" --project {a.project}" if a.project else ""
+    print(f"see: oneword show r{result.run_id}{project}")
     return 0

@@ -180,10 +180,11 @@ class CheckpointFile:
     photos_id: str
 
 
-def keep_candidates(path: Path, config, kept: tuple, photos_id: str) -> None:
+def keep_candidates(path: Path, config, kept: tuple, photos_id: str | None = None) -> None:
     """Cut a run's checkpoint to the candidates `kept` (successive halving): their rows,
     optimizer moments, generators and fixed-batch losses, and a config naming only them.
-    `photos_id` is the fingerprint of the photos the kept candidates train on. A checkpoint
+    `photos_id` is the fingerprint of the photos the kept candidates train on (None: the
+    checkpoint's, as for photos all candidates share). A checkpoint
     already cut to them is left as it is, so a cut interrupted after its record is redone."""
     payload = read_checkpoint(path, replace(config, candidates=()), check=False)
     saved = type(config).from_json(payload["config"])
@@ -206,6 +207,6 @@ def keep_candidates(path: Path, config, kept: tuple, photos_id: str) -> None:
         generators=[payload["generators"][k] for k in positions],
         fixed_losses=[[row[k] for k in positions] for row in payload.get("fixed_losses", [])],
         config=replace(saved, candidates=kept).to_json(),
-        photos=photos_id,
+        photos=photos_id or payload["photos"],
     )
     atomic_write(path, lambda tmp: torch.save(payload, tmp))

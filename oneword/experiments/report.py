@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_write, atomic_write_text
+from .cuts import run_cuts
 from .score_math import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
 
 PLOT_SIZE = (720, 540)
@@ -282,6 +283,7 @@ def describe_run(store, run) -> str:
         lines += _describe_drawing(store, run)
     else:
         lines += _describe_candidates(store, run)
+        lines += _describe_cuts(store, run)
     lines += _describe_evaluations(store, run)
     return "\n".join(lines)
 
@@ -301,6 +303,22 @@ def _describe_candidates(store, run) -> list[str]:
             f"  {c.name}  seed {c.seed}  init {_init_label(c)}  lr {c.lr:g}  "
             f"{main or '(no embedding yet)'}" + ("  " + "; ".join(extra) if extra else "")
         )
+    return lines
+
+
+def _describe_cuts(store, run) -> list[str]:
+    """The cuts of successive halving: at each rung, who was kept and by what score."""
+    cuts = run_cuts(store, run.id)
+    names = {c.id: c.name for c in store.candidates(run.id)}
+    lines = ["halving (label-free score; kept first):"] if cuts else []
+    for rung in sorted({c["rung"] for c in cuts}):
+        at = [c for c in cuts if c["rung"] == rung]
+        kept = ", ".join(f"{names[c['candidate_id']]} {c['score']:+.2f}" for c in at if c["kept"])
+        gone = ", ".join(
+            f"{names[c['candidate_id']]} {c['score']:+.2f}" for c in at if not c["kept"]
+        )
+        evaluation = at[0]["evaluation_id"]
+        lines.append(f"  step {at[0]['step']}: kept {kept}; cut {gone} (evaluation e{evaluation})")
     return lines
 
 

@@ -67,6 +67,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN started REAL;
     ALTER TABLE jobs ADD COLUMN started REAL;
     """,
+    # 3 -> 4: the cuts of successive halving, with the scores that decided them
+    """
+    CREATE TABLE cuts (
+        run_id INTEGER NOT NULL REFERENCES runs(id), rung INTEGER NOT NULL,
+        step INTEGER NOT NULL, candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        evaluation_id INTEGER REFERENCES evaluations(id), score REAL NOT NULL,
+        kept INTEGER NOT NULL, PRIMARY KEY (run_id, rung, candidate_id));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -76,6 +76,17 @@ def axis_scores(metrics: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.T
     return mean_of(FIDELITY_METRICS), mean_of(PROMPT_METRICS)
 
 
+# What the world's oracle knows and a user does not: left out of every automatic choice.
+LABELLED_METRICS = ("concept_fidelity",)
+
+
+def label_free_score(metrics: dict[str, torch.Tensor], fidelity_weight: float = 0.5):
+    """[K] combined score of the metrics a user without labels has (CLIP-I/DINO or the
+    world's concept similarity, and prompt-following)."""
+    free = {m: v for m, v in metrics.items() if m not in LABELLED_METRICS}
+    return combined_score(*axis_scores(free), fidelity_weight)
+
+
 def combined_score(
     fidelity: torch.Tensor, prompt: torch.Tensor, fidelity_weight: float = 0.5
 ) -> torch.Tensor:

@@ -147,10 +147,13 @@ class Measured:
     images: list[CandidateImages]
 
 
-def score_inputs(store: Store, run_ref: str, settings: ScoreSettings) -> ScoreInputs:
-    """The run, its candidates and their embeddings, and the class word to compare with."""
+def score_inputs(
+    store: Store, run_ref: str, settings: ScoreSettings, only: set[int] | None = None
+) -> ScoreInputs:
+    """The run, its candidates (those with ids in `only`, if given) and their embeddings, and
+    the class word to compare with."""
     run = store.find_run(run_ref)
-    candidates = store.candidates(run.id)
+    candidates = [c for c in store.candidates(run.id) if only is None or c.id in only]
     if not candidates:
         raise OnewordError(
             f"run {run.name}: has no candidates yet; finish it first "
@@ -182,10 +185,14 @@ def score(
 
 
 def score_run(
-    store: Store, run_ref: str, settings: ScoreSettings, on_event: EventSink = ignore
+    store: Store,
+    run_ref: str,
+    settings: ScoreSettings,
+    on_event: EventSink = ignore,
+    only: set[int] | None = None,
 ) -> Scoreboard:
-    """`score` in an open store."""
-    inputs = score_inputs(store, run_ref, settings)
+    """`score` in an open store; only: the ids of the candidates to score (default all)."""
+    inputs = score_inputs(store, run_ref, settings, only)
     evaluation = open_evaluation(store, inputs, settings)
     model = load_model(inputs.run.model, settings.device, settings.dtype)
     measured = draw_and_measure(

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from ..checks import MAX_ID, RATINGS
 from ..errors import OnewordError
+from ..experiments.cuts import run_cuts
 from ..experiments.embedding_ops import MIX_METHODS, Breeding, normalized_weights
 from ..experiments.evolve import (
     EvolveSettings,
@@ -290,6 +291,7 @@ def _rating_state(ratings: list[dict]) -> dict:
 
 def _candidates(s: Store, run) -> list[dict]:
     scores = latest_scores(s, run)
+    cuts = {c["candidate_id"]: c for c in run_cuts(s, run.id)}  # each candidate's last cut
     out = []
     for c in s.candidates(run.id):
         images = s.images(c.id)
@@ -308,11 +310,20 @@ def _candidates(s: Store, run) -> list[dict]:
                 "relation": c.init,
                 "parents": parents,
                 "scores": scores.get(c.id, {}),
+                "cut": _cut_state(cuts.get(c.id)),
                 "images": shown,
                 **_rating_state(s.ratings(c.id)),
             }
         )
     return out
+
+
+def _cut_state(cut: dict | None) -> dict | None:
+    """Successive halving: the step a candidate was last scored at, its score, and whether it
+    went on."""
+    if cut is None:
+        return None
+    return {"step": cut["step"], "score": round(cut["score"], 3), "kept": cut["kept"]}
 
 
 def _lineage(s: Store, candidate_id: int, depth: int, seen: set[int]) -> dict:

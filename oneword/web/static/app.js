@@ -64,6 +64,7 @@ function render() {
     info.innerHTML = `<div class="name">${cand.name}</div><div>${cand.relation}</div>` +
       `<div class="scores">${cand.parents.map(p => p.name).join(" × ") || "seed " + cand.seed}</div>` +
       `<div class="scores">${scores}</div>` +
+      (cand.cut ? `<div class="scores" data-testid="cut-${cand.name}">${cand.cut.kept ? "kept" : "cut"} at step ${cand.cut.step} (score ${cand.cut.score})</div>` : "") +
       `<div class="scores" data-testid="rating-${cand.name}">rating ${cand.rating === null ? "–" : cand.rating}</div>`;
     info.appendChild(stars(cand));
     const fav = document.createElement("button");
