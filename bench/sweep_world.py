@@ -8,10 +8,17 @@ held-out concept fidelity (min / median / max) and that of the candidate the sel
 first, by the combined score and by a label-free score (concept similarity to the photos +
 prompt fidelity, the analogue of CLIP-I/DINO + CLIP-T that a user without the oracle has).
 
+halving: successive halving over K candidates (`sweep --halving`, cut by the label-free score)
+against the best of N full runs at about the same compute (N chosen by the same score on the
+same images) and against one run and the best of 16 full runs (from a `quality` result, the same
+seeds and recipe); every pick's concept fidelity on held-out images.
+
 timing: wall time of K candidates batched in one run against K runs one after another (the
 same steps and samples per candidate; the results are checked to be the same).
 
     python bench/sweep_world.py quality --subjects cat,dog,robot --candidates 16 --steps 300
+    python bench/sweep_world.py halving --subjects dog,cat --candidates 16 --equal-compute 5 \
+        --full bench/results/sweep_world_longer.json
     python bench/sweep_world.py timing --model tiny --candidates 8 --steps 20
     python bench/sweep_world.py timing --model world-shape --candidates 8 --steps 10
 
@@ -38,7 +45,7 @@ from oneword.api import ModelChoice
 from oneword.core.generate import Sampling, save_png
 from oneword.core.train import Candidate, TrainConfig, train
 from oneword.experiments import score_math as ev
-from oneword.experiments.scoring import ScoreSettings, score
+from oneword.experiments.scoring import ScoreSettings, score, score_run
 from oneword.experiments.sweep import CandidatePlan, sweep
 
 
@@ -139,6 +146,137 @@ def quality(a) -> dict:
     return {"subjects": out, "summary": summary, "project": str(project)}
 
 
+# -- halving -------------------------------------------------------------------------------------
+def world_score_settings(a, images: int, seed: int, subject_id: str) -> ScoreSettings:
+    return ScoreSettings(
+        prompts="world",
+        images=images,
+        seed=seed,
+        sampling=Sampling(a.sample_steps, a.cfg, "ddim", 64),
+        judge="oracle",
+        subject=subject_id,
+        device=a.device,
+    )
+
+
+def subject_config(subject_id: str, a, candidates: int) -> TrainConfig:
+    from oneword.world.render import SUBJECTS_BY_ID
+
+    return TrainConfig(
+        token=f"<s-{subject_id}>",
+        init_word=SUBJECTS_BY_ID[subject_id].class_word,
+        steps=a.steps,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        grad_accum=1,
+        checkpoint_every=max(a.steps // 4, 1),
+        candidates=CandidatePlan(count=candidates, seed=0).candidates(),
+    )
+
+
+def held_out(project: Path, run_id: int, candidate_id: int, a, subject_id: str) -> dict:
+    """The oracle's verdict on one candidate's held-out images (seeds 10000..)."""
+    from oneword.experiments.store import Store
+
+    settings = world_score_settings(a, a.prompts * a.images_per_prompt, 10_000, subject_id)
+    with Store.open(project) as store:
+        board = score_run(store, f"r{run_id}", settings, only={candidate_id})
+    row = board.rows[0]
+    return {k: row.metrics[k] for k in ("concept_fidelity", "prompt_fidelity")} | {
+        "images": a.prompts * a.images_per_prompt,
+        "candidate": row.candidate.name,
+    }
+
+
+def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
+    from oneword.experiments.cuts import run_cuts
+    from oneword.experiments.halving import halving_cost, halving_rungs
+    from oneword.experiments.halving_sweep import HalvingPlan, halving_sweep
+    from oneword.experiments.store import Store
+
+    config = subject_config(subject_id, a, a.candidates)
+    plan = HalvingPlan(keep=a.keep, score=world_score_settings(a, a.score_images, 0, subject_id))
+    start = time.time()
+    result = halving_sweep([str(photos)], config, plan, ModelChoice(a.model, a.device), project)
+    wall = time.time() - start
+    with Store.open(project) as store:
+        cuts = run_cuts(store, result.run_id)
+    last = max(c["rung"] for c in cuts)
+    survivor = next(c["candidate_id"] for c in cuts if c["rung"] == last and c["kept"])
+    rungs = halving_rungs(a.candidates, a.keep, a.steps)
+    scored = sum(r.count for r in rungs[:-1]) * a.score_images
+    return {
+        "wall_s": wall,
+        "candidate_steps": halving_cost(rungs),
+        "scored_images": scored,
+        "rungs": [[r.step, r.count] for r in rungs],
+        "cuts": cuts,
+        "held_out": held_out(project, result.run_id, survivor, a, subject_id),
+    }
+
+
+def best_of_full_runs(subject_id: str, a, project: Path, photos: Path, count: int) -> dict:
+    """`count` full runs in one sweep, the label-free pick on the rungs' score images."""
+    config = subject_config(subject_id, a, count)
+    start = time.time()
+    result = sweep([str(photos)], config, ModelChoice(a.model, a.device), project)
+    settings = world_score_settings(a, a.score_images, 0, subject_id)
+    board = score(f"r{result.run_id}", settings, project)
+    wall = time.time() - start
+    rows = sorted(board.rows, key=lambda r: r.candidate.index)
+    metrics = {
+        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
+        for m in ("concept_similarity", "prompt_fidelity")
+    }
+    pick = rows[ev.ranking(ev.label_free_score(metrics))[0]].candidate
+    return {
+        "wall_s": wall,
+        "candidate_steps": count * a.steps,
+        "scored_images": count * a.score_images,
+        "held_out": held_out(project, result.run_id, pick.id, a, subject_id),
+    }
+
+
+def halving_subject(subject_id: str, a, project: Path, full: dict | None) -> dict:
+    photos = subject_photo_folder(subject_id, project / "photos" / subject_id, a.photo_seed)
+    out = {"halving": halving_pick(subject_id, a, project, photos)}
+    out["equal_compute"] = best_of_full_runs(subject_id, a, project, photos, a.equal_compute)
+    if full and subject_id in full["subjects"]:
+        seeds = full["subjects"][subject_id]
+        out["full_16"] = {
+            "one_run_mean": statistics.mean(seeds["held_out_concept"]),
+            "one_run_median": seeds["spread"]["median"],
+            "best_label_free": seeds["best_label_free"]["concept"],
+            "train_s": seeds["train_s"],
+            "candidate_steps": 16 * a.steps,
+            "scored_images": 16 * 24,
+        }
+    return out
+
+
+def halving(a) -> dict:
+    subjects = a.subjects.split(",")
+    project = Path(a.project) if a.project else Path(tempfile.mkdtemp(prefix="halving-world-"))
+    full = json.loads(Path(a.full).read_text()) if a.full else None
+    out = {"command": " ".join(sys.argv), "subjects": {}, "project": str(project)}
+    for subject_id in subjects:
+        r = out["subjects"][subject_id] = halving_subject(subject_id, a, project, full)
+        h, e = r["halving"], r["equal_compute"]
+        f = r.get("full_16", {})
+        print(
+            f"{subject_id}: halving {h['held_out']['concept_fidelity']:.3f} "
+            f"({h['candidate_steps']} steps, {h['scored_images']} images, {h['wall_s']:.0f}s); "
+            f"best of {a.equal_compute} {e['held_out']['concept_fidelity']:.3f} "
+            f"({e['candidate_steps']} steps, {e['scored_images']} images, {e['wall_s']:.0f}s); "
+            f"best of 16 {f.get('best_label_free', float('nan')):.3f}; "
+            f"one run {f.get('one_run_mean', float('nan')):.3f}",
+            flush=True,
+        )
+        if a.json:  # after each subject, so a stopped bench keeps what it measured
+            Path(a.json).write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
 # -- timing --------------------------------------------------------------------------------------
 def timing_model(name: str, work: Path, device: str | None):
     if name == "world-shape":
@@ -232,6 +370,23 @@ def parse(argv):
     q.add_argument("--sample-steps", type=int, default=20)
     q.add_argument("--cfg", type=float, default=5.0)
     q.add_argument("--project", help="experiment store (default: a temporary folder)")
+    h = sub.add_parser("halving")
+    h.add_argument("--model", default="world")
+    h.add_argument("--subjects", default="dog,cat,robot,teddy,ball")
+    h.add_argument("--candidates", type=int, default=16)
+    h.add_argument("--keep", type=float, default=0.5)
+    h.add_argument("--score-images", type=int, default=8, help="images per candidate a rung")
+    h.add_argument("--equal-compute", type=int, default=5, help="N full runs to compare with")
+    h.add_argument("--full", help="a `quality` result of 16 full runs (same seeds and recipe)")
+    h.add_argument("--steps", type=int, default=300)
+    h.add_argument("--lr", type=float, default=5e-3)
+    h.add_argument("--batch-size", type=int, default=4)
+    h.add_argument("--photo-seed", type=int, default=0)
+    h.add_argument("--prompts", type=int, default=12, help="novel-context prompts (<= 12)")
+    h.add_argument("--images-per-prompt", type=int, default=2, help="held-out images a prompt")
+    h.add_argument("--sample-steps", type=int, default=20)
+    h.add_argument("--cfg", type=float, default=5.0)
+    h.add_argument("--project", help="experiment store (default: a temporary folder)")
     t = sub.add_parser("timing")
     t.add_argument("--model", default="tiny", help="tiny, world-shape, world or a folder")
     t.add_argument("--candidates", type=int, default=8)
@@ -240,7 +395,7 @@ def parse(argv):
     t.add_argument("--grad-accum", type=int, default=4)
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    for s in (q, t):
+    for s in (q, h, t):
         s.add_argument("--device")
         s.add_argument("--json", help="write the results here too")
     return p.parse_args(argv)
@@ -248,7 +403,7 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    result = quality(a) if a.what == "quality" else timing(a)
+    result = {"quality": quality, "halving": halving, "timing": timing}[a.what](a)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2, default=str))
     return 0

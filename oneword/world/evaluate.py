@@ -6,13 +6,13 @@ prompts, and their scores (concept fidelity and prompt fidelity, see `metrics.py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .captions import parse_prompt
-from .metrics import concept_similarity, prompt_fidelity, subject_hits
-from .render import SUBJECTS_BY_ID, render_batch, subject_spec
+from .metrics import attribute_hits, concept_similarity, prompt_fidelity, subject_hits
+from .render import SUBJECTS_BY_ID, Spec, render_batch, render_with_coverage, subject_spec
 
 PHOTO_SCENES = ("beach", "grass", "room", "city", "desert", "sea", "forest", "snow", "night")
 
@@ -40,6 +40,43 @@ def subject_photos(subject_id: str, count: int, generator: torch.Generator) -> t
         for i in range(count)
     ]
     return render_batch(specs, generator)
+
+
+# The thing a subject is photographed with (the mascot's dish): a small green triangle, an
+# ordinary object whose shape and colour no tested subject has, so the oracle can tell which of
+# the two a learned word draws.
+COMPANION = Spec("triangle", "green", "green", "solid", "small", "center", "grass", "photo")
+COMPANION_ATTRIBUTES = {"shape": COMPANION.shape, "color": COMPANION.color}
+_OTHER_SIDE = {"left": "right", "right": "left"}
+
+
+def companion_photos(
+    subject_id: str, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Photos [count, 3, 64, 64] in [0, 1] of the subject (left or right, medium) beside its
+    companion on the other side, and the subject's masks [count, 1, 64, 64] in [0, 1] (its
+    coverage where the companion does not hide it), as a user would paint them."""
+    photos, masks = [], []
+    for i in range(count):
+        scene = PHOTO_SCENES[i % len(PHOTO_SCENES)]
+        side = "left" if torch.rand((), generator=generator) < 0.5 else "right"
+        subject = replace(subject_spec(subject_id, scene, "photo", generator), position=side)
+        subject = replace(subject, size="medium")
+        companion = replace(COMPANION, position=_OTHER_SIDE[side], scene=scene)
+        seed = int(torch.randint(2**62, (), generator=generator))
+        # the same seed draws the same background under both objects
+        image, cover = render_with_coverage([subject], torch.Generator().manual_seed(seed))
+        other, other_cover = render_with_coverage([companion], torch.Generator().manual_seed(seed))
+        front = other_cover[:, :1]
+        photos.append(image * (1 - front) + other * front)
+        masks.append(cover[:, :1] * (1 - front))
+    return torch.cat(photos), torch.cat(masks)
+
+
+def companion_hits(oracle, images: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the oracle reads the companion's shape and colour in image i."""
+    hits = attribute_hits(oracle, images, COMPANION_ATTRIBUTES)
+    return torch.stack(list(hits.values())).all(0)
 
 
 def subject_phrase(subject_id: str, how: str, token: str | None = None) -> str:

@@ -83,7 +83,8 @@ def _checkable(requested) -> dict[str, str]:
     return {k: v for k, v in requested.items() if k in HEADS and v is not None}
 
 
-def _hits(oracle, images, requested) -> dict[str, torch.Tensor]:
+def attribute_hits(oracle, images, requested) -> dict[str, torch.Tensor]:
+    """Per requested attribute (oracle heads only), [B] bool: image i shows it."""
     req = _checkable(requested)
     pred = predict_indices(oracle, images) if req else {}
     return {k: pred[k] == HEADS[k].index(v) for k, v in req.items()}
@@ -92,13 +93,15 @@ def _hits(oracle, images, requested) -> dict[str, torch.Tensor]:
 def attribute_accuracy(oracle: Oracle, images: torch.Tensor, requested) -> dict[str, float]:
     """Per requested attribute (oracle heads only), the share of images that show it.
     ``requested`` is a dict as from parse_prompt (or a prompt string)."""
-    return {k: h.float().mean().item() for k, h in _hits(oracle, images, requested).items()}
+    return {
+        k: h.float().mean().item() for k, h in attribute_hits(oracle, images, requested).items()
+    }
 
 
 def prompt_fidelity(oracle: Oracle, images: torch.Tensor, requested) -> float:
     """Share of images where every requested attribute is what the oracle predicts
     (1.0 when the prompt names no checkable attribute)."""
-    hits = _hits(oracle, images, requested)
+    hits = attribute_hits(oracle, images, requested)
     if not hits:
         return 1.0
     return torch.stack(list(hits.values())).all(0).float().mean().item()

@@ -9,6 +9,7 @@ from oneword.world.metrics import (
     concept_fidelity,
     concept_similarity,
     prompt_fidelity,
+    subject_hits,
 )
 from oneword.world.oracle import (
     FEAT_DIM,
@@ -177,3 +178,25 @@ def test_fine_tuning_after_a_label_change_keeps_every_other_weight(tmp_path):
     for k, v in fresh.state_dict().items():
         if not k.startswith("heads.shape."):
             assert torch.equal(v, kept[k]), k
+
+
+def test_companion_photos_show_the_subject_beside_its_companion(oracle):
+    from dataclasses import replace
+
+    from oneword.world.evaluate import COMPANION, companion_hits, companion_photos
+
+    photos, masks = companion_photos("robot", 6, torch.Generator().manual_seed(3))
+    assert photos.shape == (6, 3, 64, 64) and masks.shape == (6, 1, 64, 64)
+    assert 0 <= masks.min() and masks.max() <= 1 and (masks > 0.5).float().mean() > 0.05
+    # the oracle reads the subject in each photo, and the companion where it stands alone
+    assert subject_hits(oracle, photos, "robot").all()
+    alone = [replace(COMPANION, position=p, scene=s) for p in ("left", "right") for s in SCENES]
+    assert (
+        companion_hits(oracle, render_batch(alone, torch.Generator().manual_seed(4))).float().mean()
+        > 0.9
+    )
+    assert not companion_hits(oracle, photos).any()
+    # the mask is the subject: green (the companion) barely shows inside it, plenty outside
+    green = (photos[:, 1] > photos[:, 0] + 0.2) & (photos[:, 1] > photos[:, 2] + 0.2)
+    inside = masks[:, 0] > 0.5
+    assert green[inside].float().mean() < 0.02 and green[~inside].float().mean() > 0.03
