@@ -16,6 +16,12 @@ subject, then the median taken).
     python bench/quality.py --subjects cat,dog --prompts 4 --seeds 2 --steps 100
     python bench/quality.py --vectors 4 --kinds learned   # one recipe variant, learned rows only
     python bench/quality.py --per-layer --kinds learned   # per-layer (P+) words
+    python bench/quality.py --candidates 16 --image-seed 1000   # oneword's sweep + pick
+
+With --candidates K the learned word is what `oneword sweep` ranks first: K seeds trained in one
+sweep, each drawn on 24 selection images (image seeds 0..23) and ranked by the label-free score
+(concept similarity to the photos + prompt fidelity; no oracle labels); the pick is then scored
+on the bench's images, whose seeds start at --image-seed (give one past the selection seeds).
 
 Words are learned for `oneword learn`'s default steps for the model (300 on the world model:
 its folder's oneword.json says so) with batch 4 and lr 5e-3.
@@ -83,6 +89,54 @@ def learn_subject(
     return Words({token: vectors}, state.rows()[0:1]), photos, token, state.step
 
 
+def learn_by_sweep(a, subject_id: str, steps: int, work: Path):
+    """The word `oneword sweep` ranks first among a.candidates seeds, registered in a fresh
+    model; returns (model, Words, photos, token, steps)."""
+    from oneword.adapters.loading import ModelChoice
+    from oneword.core.embeddings import load_embeddings
+    from oneword.core.generate import register_words, save_png
+    from oneword.experiments import score_math
+    from oneword.experiments.scoring import ScoreSettings, score
+    from oneword.experiments.sweep import CandidatePlan, first_file, sweep
+
+    token = f"<s-{subject_id}>"
+    photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(a.learn_seed))
+    folder = work / "photos" / subject_id
+    for i, image in enumerate(photos):
+        save_png(image, folder / f"{i}.png", {"subject": subject_id})
+    config = TrainConfig(
+        token=token,
+        init_word=SUBJECTS_BY_ID[subject_id].class_word,
+        steps=steps,
+        lr=a.lr,
+        lr_schedule=a.lr_schedule,
+        batch_size=4,
+        grad_accum=1,
+        checkpoint_every=steps,
+        candidates=CandidatePlan(count=a.candidates, seed=a.learn_seed).candidates(),
+    )
+    result = sweep([str(folder)], config, ModelChoice(a.model, a.device), work / "store")
+    settings = ScoreSettings(
+        prompts="world",
+        images=24,
+        seed=0,
+        sampling=Sampling(a.sample_steps, a.cfg, "ddim", 64),
+        judge="oracle",
+        subject=subject_id,
+        device=a.device,
+    )
+    rows = sorted(score(f"r{result.run_id}", settings, work / "store").rows,
+                  key=lambda r: r.candidate.index)  # fmt: skip
+    metrics = {
+        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
+        for m in ("concept_similarity", "prompt_fidelity")
+    }
+    pick = score_math.ranking(score_math.label_free_score(metrics))[0]
+    model = load_model(a.model, a.device)
+    words = register_words(model, load_embeddings(first_file(result.files[pick])))
+    return model, words, photos, token, steps
+
+
 def knows_names(model) -> bool:
     """Whether the model's tokenizer has every subject's name as one token (models trained
     with `--name-share`); on others the name row would measure nothing."""
@@ -118,6 +172,8 @@ def parse(argv):
         "--stop-when-flat", action="store_true", help="`learn --stop-when-flat` (its defaults)"
     )
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
+    p.add_argument("--candidates", type=int, help="learn K seeds in a sweep, score its pick")
+    p.add_argument("--image-seed", type=int, default=0, help="first image seed of the bench")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--device")
@@ -130,7 +186,7 @@ def main(argv=None) -> int:
     probe = load_model(a.model, a.device)
     oracle = load_oracle(str(probe.device))
     prompts = evaluate.NOVEL_PROMPTS[: a.prompts]
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.image_seed, a.image_seed + a.seeds))
     sampling = Sampling(a.sample_steps, a.cfg, "ddim", 64)
     kinds = [k for k in a.kinds.split(",") if k]
     if "name" in kinds and not knows_names(probe):
@@ -141,19 +197,24 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         for subject_id in a.subjects.split(","):
             start = time.time()
-            model = load_model(a.model, a.device)  # fresh: one placeholder token per model
-            words, photos, token, taken = learn_subject(
-                model,
-                subject_id,
-                steps,
-                a.learn_seed,
-                Path(work),
-                a.lr,
-                a.vectors,
-                a.lr_schedule,
-                a.per_layer,
-                a.stop_when_flat,
-            )
+            if a.candidates:
+                model, words, photos, token, taken = learn_by_sweep(
+                    a, subject_id, steps, Path(work) / subject_id
+                )
+            else:
+                model = load_model(a.model, a.device)  # fresh: one placeholder token per model
+                words, photos, token, taken = learn_subject(
+                    model,
+                    subject_id,
+                    steps,
+                    a.learn_seed,
+                    Path(work),
+                    a.lr,
+                    a.vectors,
+                    a.lr_schedule,
+                    a.per_layer,
+                    a.stop_when_flat,
+                )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
                 model, oracle, subject_id, words, token, photos, prompts, seeds, sampling, kinds
@@ -237,6 +298,8 @@ def report(figures, summary, a, steps) -> dict:
         "per_layer": a.per_layer,
         "stop_when_flat": a.stop_when_flat,
         "learn_seed": a.learn_seed,
+        "candidates": a.candidates,
+        "image_seed": a.image_seed,
         "sample_steps": a.sample_steps,
         "cfg": a.cfg,
     }
