@@ -101,6 +101,7 @@ class Scores:
     prompt_fidelity: float  # share of images showing the prompted scene and style
     concept_hits: torch.Tensor | None = None  # [B] 0/1 per image, for confidence intervals
     prompt_hits: torch.Tensor | None = None  # [B] 0/1 per image
+    companion_hits: torch.Tensor | None = None  # [B] 0/1: the image shows the companion
 
 
 def context_of(prompt: str) -> dict:
@@ -118,4 +119,7 @@ def score_images(
     prompt = torch.tensor(
         [prompt_fidelity(oracle, images[i : i + 1], context_of(p)) for i, p in enumerate(prompts)]
     )
-    return Scores(concept.mean().item(), similarity, prompt.mean().item(), concept, prompt)
+    companion = companion_hits(oracle, images).float()
+    return Scores(
+        concept.mean().item(), similarity, prompt.mean().item(), concept, prompt, companion
+    )
