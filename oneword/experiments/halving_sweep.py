@@ -29,6 +29,8 @@ from .sweep import (
     SweepResult,
     candidate_folders,
     first_file,
+    keep_masks,
+    mask_settings,
     read_photos,
     record_run,
     recording_steps,
@@ -74,13 +76,15 @@ def halving_sweep(
     resume: bool = False,
     max_batch: int | str | None = "auto",
     on_event: EventSink = ignore,
+    mask_dir: str | None = None,
 ) -> SweepResult:
-    """Train, score and cut the candidates rung by rung; record every cut."""
+    """Train, score and cut the candidates rung by rung; record every cut. With
+    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them)."""
     check_supported(config)
     steps, rungs = plan.schedule(config)
     config = replace(config, steps=steps)
     with Store.open(project) as store:
-        images = read_photos(photos, on_event)
+        images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
         folder = run_folder(store, config.token, out, resume)
         if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
             raise OnewordError(
@@ -91,8 +95,9 @@ def halving_sweep(
         halving = {"keep": plan.keep, "budget": plan.budget, "rungs": schedule}
         with record_run(
             store, "sweep", folder, photos, config, choice, resume, None,
-            max_batch=max_batch, halving=halving,
+            max_batch=max_batch, halving=halving, **mask_settings(images, config, mask_dir),
         ) as rec:  # fmt: skip
+            keep_masks(rec, images)
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
             records = rec.add_candidates(config.candidate_list, config.lr, folders)
