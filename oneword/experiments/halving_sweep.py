@@ -97,7 +97,6 @@ def halving_sweep(
             store, "sweep", folder, photos, config, choice, resume, None,
             max_batch=max_batch, halving=halving, **mask_settings(images, config, mask_dir),
         ) as rec:  # fmt: skip
-            keep_masks(rec, images)
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
             records = rec.add_candidates(config.candidate_list, config.lr, folders)
@@ -124,6 +123,7 @@ def halving_sweep(
                 alive = cut(
                     store, rec.run.id, r, rung, rungs[r + 1].count, alive, records, plan, on_event
                 )
+            keep_masks(rec, images)
             on_event(Finished(steps, {"candidates": [first_file(files[k]) for k in alive]}))
             return SweepResult(rec.run.id, rec.run.folder, [files[k] for k in sorted(files)])
 

@@ -181,7 +181,6 @@ def train_and_write(
     """Record the candidates, train them in the run folder and write their files. A write
     that fails (a full disk) after the first checkpoint says how to go on from it."""
     try:
-        keep_masks(rec, images)
         records = rec.add_candidates(config.candidate_list, config.lr, folders)
         trained = train_candidates(
             images,
@@ -194,6 +193,7 @@ def train_and_write(
             preview,
         )
         rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
+        keep_masks(rec, images)  # after training: a resume refused keeps the run's own
         files = write_candidates(
             rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
