@@ -29,7 +29,7 @@ from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.recording import recording
 from .experiments.store import Store
-from .experiments.sweep import read_photos, record_run, train_and_write
+from .experiments.sweep import mask_settings, read_photos, record_run, train_and_write
 from .files import atomic_write_text, file_stem, output_folder
 
 __all__ = [
@@ -68,24 +68,30 @@ def learn(
     preview: PreviewSettings = PreviewSettings(),
     on_event: EventSink = ignore,
     project: str | Path | None = None,
+    mask_dir: str | Path | None = None,
 ) -> dict[str, Path]:
     """Learn `config.token` from the photos; returns the embedding files written.
 
     A sweep of one candidate whose files go to the run folder itself; the run is recorded in
-    the experiment store of `project` (see oneword.experiments.store)."""
+    the experiment store of `project` (see oneword.experiments.store). With
+    `config.mask_floor`, each photo's mask weights the loss (see oneword.core.data; `mask_dir`:
+    a folder of masks)."""
     if len(config.candidate_list) > 1:
         raise OnewordError("learn trains one candidate; sweep trains several")
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     output_folder(run_dir, "--out")
-    images = read_photos(photos, on_event)
-    _write_run_info(run_dir, config, choice, photos)
+    images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
+    masking = mask_settings(images, config, mask_dir)
+    _write_run_info(run_dir, config, choice, photos, masking)
 
     def previewer(model: TextToImage):
         return _previewer(model, config, preview, run_dir, on_event)
 
     with (
         Store.open(project) as store,
-        record_run(store, "learn", run_dir.absolute(), photos, config, choice, resume) as rec,
+        record_run(
+            store, "learn", run_dir.absolute(), photos, config, choice, resume, **masking
+        ) as rec,
     ):
         written = train_and_write(
             rec, images, config, choice, [run_dir], on_event, resume, config.max_batch, previewer
@@ -95,13 +101,14 @@ def learn(
 
 
 def _write_run_info(
-    run_dir: Path, config: TrainConfig, choice: ModelChoice, photos: list[str]
+    run_dir: Path, config: TrainConfig, choice: ModelChoice, photos: list[str], masking: dict
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "config": json.loads(config.to_json()),
         "model": choice.model,
         "photos": [str(p) for p in photos],
+        **masking,
     }
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 

@@ -43,7 +43,14 @@ def _cmd_learn(a: argparse.Namespace) -> int:
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     started = time.time()
     files = api.learn(
-        a.photos, config, choice, a.out, a.resume, on_event=ProgressBar(), project=a.project
+        a.photos,
+        config,
+        choice,
+        a.out,
+        a.resume,
+        on_event=ProgressBar(),
+        project=a.project,
+        mask_dir=a.mask_dir,
     )
     print(f"learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():

@@ -17,6 +17,8 @@ from ..core.prompts import MODES
 from ..core.train import TrainConfig
 from ..errors import OnewordError
 
+DEFAULT_MASK_FLOOR = 0.1
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -80,6 +82,26 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flat-every", type=int, default=5, help="steps between its evaluations")
     p.add_argument("--flat-window", type=int, default=10, help="evaluations it compares")
     p.add_argument("--flat-threshold", type=float, default=0.15, help="window/total variance ratio")
+    add_mask_options(p)
+
+
+def add_mask_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "masks",
+        "weight the loss per pixel by a mask per photo, so the word learns the subject and "
+        "not what is around it; a photo's mask is <photo stem>.mask.png beside it (cat1.jpg: "
+        "cat1.mask.png), else <photo stem>.png (or .jpg, .webp) in --mask-dir, else the "
+        "photo's own alpha channel; white counts fully, black counts --mask-floor, grey "
+        "in between",
+    )
+    g.add_argument("--mask", action="store_true", help="train with each photo's mask")
+    g.add_argument("--mask-dir", metavar="DIR", help="a folder of masks named as the photos")
+    g.add_argument(
+        "--mask-floor",
+        type=float,
+        metavar="F",
+        help=f"loss weight outside the masks, 0 to 1 (default {DEFAULT_MASK_FLOOR})",
+    )
 
 
 def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
@@ -104,8 +126,19 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         seed=a.seed,
         checkpoint_every=a.checkpoint_every,
         stop_when_flat=_flat_stop(a),
+        mask_floor=_mask_floor(a),
         **settings,
     )
+
+
+def _mask_floor(a: argparse.Namespace) -> float | None:
+    """The config's mask_floor: None without --mask."""
+    if not a.mask:
+        for option, value in (("--mask-floor", a.mask_floor), ("--mask-dir", a.mask_dir)):
+            if value is not None:
+                raise OnewordError(f"{option} {value}: only with --mask; add --mask")
+        return None
+    return DEFAULT_MASK_FLOOR if a.mask_floor is None else a.mask_floor
 
 
 def _flat_stop(a: argparse.Namespace) -> FlatStop | None:

@@ -56,6 +56,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     if a.halving:
         return _halving(a, config, choice, started)
     if a.ray is not None:
+        if a.mask:
+            raise OnewordError("--mask: not with --ray yet; leave --ray out")
         result = load_ray_cluster().ray_sweep(
             a.photos,
             config,
@@ -80,6 +82,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             a.resume,
             a.max_batch,
             on_event=ProgressBar(),
+            mask_dir=a.mask_dir,
         )
     print(
         f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
@@ -120,8 +123,9 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
     settings = score_settings(a, images=a.score_images, seed=a.score_seed, subject=a.subject)
     plan = HalvingPlan(keep=a.keep, budget=a.budget, score=settings)
     result = halving_sweep(
-        a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar()
-    )
+        a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar(),
+        a.mask_dir,
+    )  # fmt: skip
     print(f"run r{result.run_id}: halving of {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")  # fmt: skip
     project = f" --project {a.project}" if a.project else ""

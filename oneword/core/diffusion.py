@@ -33,8 +33,14 @@ def prediction_target(
     raise ValueError(f"unsupported prediction type {prediction_type!r}")
 
 
-def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample [B] (the simple loss of Ho et al. 2020, eq. 14)."""
+def per_sample_mse(
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error per sample [B] (the simple loss of Ho et al. 2020, eq. 14); with a
+    per-pixel `weight` [B, 1, h, w] (masked training), mean(w · error²) / mean(w), so that the
+    loss keeps its scale whatever share of the photo the mask covers."""
+    if weight is not None:
+        return weighted_per_sample_mse(prediction, target, weight)
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 

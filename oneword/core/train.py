@@ -104,6 +104,9 @@ class TrainConfig:
     # Train only up to this step; the lr schedule still spans `steps`, so a run stopped here
     # and continued later (a rung of successive halving) learns what one whole run does.
     stop_at: int | None = None
+    # Masked training: the loss weight outside the photos' masks (weight = floor + (1 - floor)
+    # · mask); None: no masks, every pixel counts the same.
+    mask_floor: float | None = None
 
     @property
     def last_step(self) -> int:
@@ -164,6 +167,8 @@ def _validate(c: TrainConfig) -> None:
         raise OnewordError(f"--resolution {c.resolution}: must be a multiple of 8")
     if c.stop_at is not None:
         at_least(c.stop_at, "stop_at", 1)
+    if c.mask_floor is not None:
+        finite(c.mask_floor, "--mask-floor", low=0, high=1)
     if c.max_batch is not None and c.max_batch < 1:
         raise OnewordError(f"--max-batch {c.max_batch}: must be 1 or more")
     words = vector_words(c.init_word)
@@ -322,17 +327,21 @@ def train(
     on_event: EventSink = ignore,
     resume: bool = False,
     on_preview=None,
+    masks: torch.Tensor | list[torch.Tensor] | None = None,
 ) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
     photos: [M, 3, R, R] in [-1, 1], every crop/flip variant to sample from; or a list of K
     such tensors, one per candidate (random crops drawn from each candidate's own seed).
     on_preview(step, rows [K, N, d]) renders preview images; it is called every preview_every
-    steps.
+    steps. masks: with `config.mask_floor`, the photos' masks [M, 1, R, R] in [0, 1], laid
+    out as the photos are, that weight the loss per pixel.
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
-    photos_id = photos_fingerprint(photos)
+    if (masks is None) != (config.mask_floor is None):
+        raise ValueError("masks and config.mask_floor go together: give both or neither")
+    photos_id = photos_fingerprint(photos, masks)
     check_vectors_fit(model, config)
     state = start_state(model, config)
     note = describe_init(model, config)
@@ -349,7 +358,9 @@ def train(
         )
     else:
         save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
-    latents = encode_candidate_photos(model, photos, len(state.params))
+    latents = encode_candidate_photos(
+        model, photos, len(state.params), masks, config.mask_floor or 0.0
+    )
     caption_ids = caption_token_ids(model, config)
     on_event(
         Started(

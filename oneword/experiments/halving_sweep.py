@@ -29,6 +29,8 @@ from .sweep import (
     SweepResult,
     candidate_folders,
     first_file,
+    keep_masks,
+    mask_settings,
     read_photos,
     record_run,
     recording_steps,
@@ -74,13 +76,15 @@ def halving_sweep(
     resume: bool = False,
     max_batch: int | str | None = "auto",
     on_event: EventSink = ignore,
+    mask_dir: str | None = None,
 ) -> SweepResult:
-    """Train, score and cut the candidates rung by rung; record every cut."""
+    """Train, score and cut the candidates rung by rung; record every cut. With
+    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them)."""
     check_supported(config)
     steps, rungs = plan.schedule(config)
     config = replace(config, steps=steps)
     with Store.open(project) as store:
-        images = read_photos(photos, on_event)
+        images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
         folder = run_folder(store, config.token, out, resume)
         if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
             raise OnewordError(
@@ -91,7 +95,7 @@ def halving_sweep(
         halving = {"keep": plan.keep, "budget": plan.budget, "rungs": schedule}
         with record_run(
             store, "sweep", folder, photos, config, choice, resume, None,
-            max_batch=max_batch, halving=halving,
+            max_batch=max_batch, halving=halving, **mask_settings(images, config, mask_dir),
         ) as rec:  # fmt: skip
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
@@ -119,6 +123,7 @@ def halving_sweep(
                 alive = cut(
                     store, rec.run.id, r, rung, rungs[r + 1].count, alive, records, plan, on_event
                 )
+            keep_masks(rec, images)
             on_event(Finished(steps, {"candidates": [first_file(files[k]) for k in alive]}))
             return SweepResult(rec.run.id, rec.run.folder, [files[k] for k in sorted(files)])
 

@@ -93,13 +93,15 @@ def train_fitting_memory(
     on_event: EventSink,
     resume: bool,
     on_preview=None,
+    masks=None,
 ) -> TrainingState:
     """`train`, halving the samples per pass after running out of memory and going on from
-    the last checkpoint (micro-batching does not change what is learned)."""
+    the last checkpoint (micro-batching does not change what is learned). masks: as `train`
+    takes them."""
     total = config.batch_size * len(config.candidate_list)
     while True:
         try:
-            return train(model, pixels, config, run_dir, on_event, resume, on_preview)
+            return train(model, pixels, config, run_dir, on_event, resume, on_preview, masks)
         except OutOfMemory:
             current = config.max_batch or total
             if current <= 1:

@@ -266,6 +266,7 @@ def describe_run(store, run) -> str:
     if children:
         lines.append("  runs     " + ", ".join(f"{r.name} ({r.token})" for r in children))
     lines.append("  photos   " + ", ".join(run.photos))
+    lines += _describe_masks(run.settings)
     if config:
         keys = (
             "init_word",
@@ -286,6 +287,19 @@ def describe_run(store, run) -> str:
         lines += _describe_cuts(store, run)
     lines += _describe_evaluations(store, run)
     return "\n".join(lines)
+
+
+def _describe_masks(settings: dict) -> list[str]:
+    """Masked training: the floor, the mask folder, and each photo's mask."""
+    mask = settings.get("mask")
+    if not mask:
+        return []
+    floor = settings.get("mask_floor")
+    where = f", --mask-dir {mask['dir']}" if mask.get("dir") else ""
+    lines = [f"  masks    trained with masks (--mask-floor {floor}{where}):"]
+    for item in mask.get("files", []):
+        lines.append(f"           {Path(item['photo']).name}: {item['mask']}")
+    return lines
 
 
 def _describe_candidates(store, run) -> list[str]:

@@ -31,7 +31,16 @@ DEFAULT_PROJECT = "oneword-project"
 RUN_KINDS = ("learn", "sweep", "bench", "evolve", "mix", "generate")
 RUN_STATES = ("running", "done", "failed", "interrupted")
 INTERRUPTED_NOTE = "its process ended while it ran; rerun its command with --resume"
-FILE_KINDS = ("embedding", "checkpoint", "image", "report", "plot", "table")
+FILE_KINDS = (
+    "embedding",
+    "checkpoint",
+    "image",
+    "report",
+    "plot",
+    "table",
+    "mask",  # a copy of a training photo's mask
+    "mask_view",  # a training photo with its mask over it, for the gallery
+)
 
 
 def project_folder(project: str | Path | None = None) -> Path:

@@ -30,7 +30,7 @@ from ..core.prompts import placeholder_names
 from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
-from ..files import file_stem, output_folder
+from ..files import atomic_write, file_stem, output_folder
 from .micro_batch import resolve_max_batch, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 INIT_KINDS = ("word", "random", "jitter")
 CANDIDATES_FOLDER = "candidates"
+MASKS_FOLDER = "masks"
 # Given the model, a callback that draws previews: on_preview(step, rows [K, N, d]).
 PreviewerFactory = Callable[[TextToImage], Callable[[int, torch.Tensor], None] | None]
 
@@ -118,14 +119,18 @@ def sweep(
     max_batch: int | str | None = "auto",
     on_event: EventSink = ignore,
     parent_run: int | None = None,
+    mask_dir: str | None = None,
 ) -> SweepResult:
     """Train every candidate of `config.candidates` in one batched run and record it.
 
     max_batch: samples per forward pass; "auto" fits them to the free memory, None: all.
-    parent_run: the store's run this sweep is part of (a benchmark).
+    parent_run: the store's run this sweep is part of (a benchmark). With
+    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them).
     """
     with Store.open(project) as store:
-        return sweep_in(store, photos, config, choice, out, resume, max_batch, on_event, parent_run)
+        return sweep_in(
+            store, photos, config, choice, out, resume, max_batch, on_event, parent_run, mask_dir
+        )
 
 
 def sweep_in(
@@ -138,18 +143,21 @@ def sweep_in(
     max_batch: int | str | None,
     on_event: EventSink,
     parent_run: int | None = None,
+    mask_dir: str | None = None,
 ) -> SweepResult:
     """`sweep` in an open store."""
-    images = read_photos(photos, on_event)
+    images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
     folder = run_folder(store, config.token, out, resume)
     if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
         raise OnewordError(
             f"{folder}: this run folder already has a checkpoint; pass --resume "
             "to continue it or choose another --out"
         )
+    masking = mask_settings(images, config, mask_dir)
     with record_run(
-        store, "sweep", folder, photos, config, choice, resume, parent_run, max_batch=max_batch
-    ) as rec:
+        store, "sweep", folder, photos, config, choice, resume, parent_run,
+        max_batch=max_batch, **masking,
+    ) as rec:  # fmt: skip
         count = len(config.candidate_list)
         on_event(Message(f"run r{rec.run.id}: {count} candidates in {rec.run.folder}"))
         written = train_and_write(
@@ -185,6 +193,7 @@ def train_and_write(
             preview,
         )
         rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
+        keep_masks(rec, images)  # after training: a resume refused keeps the run's own
         files = write_candidates(
             rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
@@ -211,7 +220,7 @@ def train_candidates(
     """Load the model, cut the training crops, add the placeholder tokens, train in `folder`
     (micro-batched to fit memory) and check that only the placeholder rows changed."""
     model = choice.load()
-    pixels = candidate_photos(images, config, config.resolution or model.native_resolution)
+    pixels, masks = candidate_photos(images, config, config.resolution or model.native_resolution)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
     chunk = resolve_max_batch(model, config, max_batch)
@@ -225,6 +234,7 @@ def train_candidates(
         on_event,
         resume,
         preview(model) if preview else None,
+        masks,
     )
     invariant.check()
     return TrainedRows(state.rows().float().cpu(), state.step, tuple(model.embedding_layout))
@@ -307,12 +317,72 @@ def record_run(
     )
 
 
-def read_photos(photos: list[str], on_event: EventSink) -> list:
-    """The photos of a run, each skipped file reported as a message."""
-    images, skipped = data.load_photos(photos)
+def read_photos(
+    photos: list[str], on_event: EventSink, masked: bool = False, mask_dir: str | None = None
+) -> data.TrainingPhotos:
+    """The photos of a run (with their masks, if `masked`), each skipped file reported as a
+    message."""
+    if mask_dir is not None and not masked:
+        raise OnewordError(f"--mask-dir {mask_dir}: only with --mask; add --mask")
+    files, images, skipped = data.load_photo_files(photos)
     for line in skipped:
         on_event(Message(line))
-    return images
+    if not masked:
+        found = data.find_mask_files(photos)
+        if found:
+            note = f"note: {len(found)} mask file(s) ({data.MASK_SUFFIX}) are not training photos"
+            on_event(Message(f"{note}; give --mask to weight the loss with them"))
+        return data.TrainingPhotos(images, files)
+    masks = data.load_masks(files, photos, mask_dir)
+    for mask in masks:
+        log.info("mask of %s: %s", mask.source, mask.describe())
+    return data.TrainingPhotos(images, files, masks)
+
+
+def mask_settings(photos: data.TrainingPhotos, config: TrainConfig, mask_dir=None) -> dict:
+    """What a run's settings say of its masks: where each photo's came from, and the floor."""
+    if photos.masks is None:
+        return {}
+    folder = str(Path(mask_dir).expanduser().absolute()) if mask_dir is not None else None
+    files = [
+        {"photo": str(f.absolute()), "mask": m.describe() if m.alpha else str(m.source.absolute())}
+        for f, m in zip(photos.files, photos.masks)
+    ]
+    return {"mask": {"dir": folder, "files": files}, "mask_floor": config.mask_floor}
+
+
+def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> None:
+    """A copy of the masks in the run folder (`masks/<photo stem>.png`, which --mask-dir
+    reads back) and, for the gallery, each photo with its mask over it (`masks/shown/`)."""
+    if photos.masks is None:
+        return
+    folder = rec.run.folder / MASKS_FOLDER
+    copies, shown = [], []
+    for k, (file, image, mask) in enumerate(zip(photos.files, photos.images, photos.masks)):
+        stem = f"{k:02d}-{file.stem}" if _repeated_stem(photos.files, file) else file.stem
+        copies.append(save_image(data.mask_image(mask.weight), folder / f"{stem}.png"))
+        shown.append(save_image(masked_view(image, mask.weight), folder / "shown" / f"{stem}.png"))
+    rec.files("mask", copies)
+    rec.files("mask_view", shown)
+
+
+def save_image(image, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _repeated_stem(files: list[Path], file: Path) -> bool:
+    return sum(f.stem == file.stem for f in files) > 1
+
+
+def masked_view(image, weight: torch.Tensor, size: int = 256):
+    """The photo, small, darkened where its mask gives it little weight (what the gallery
+    shows)."""
+    from PIL import Image
+
+    shade = data.mask_image(0.25 + 0.75 * weight)
+    view = Image.composite(image, Image.new("RGB", image.size), shade)
+    view.thumbnail((size, size))
+    return view
 
 
 def candidate_folders(rec: RunRecorder, count: int) -> list[Path]:
@@ -348,29 +418,33 @@ def recording_steps(rec: RunRecorder, on_event: EventSink) -> EventSink:
     return sink
 
 
-def candidate_photos(
-    images, config: TrainConfig, resolution: int
-) -> torch.Tensor | list[torch.Tensor]:
-    """The training crops: one shared tensor for center crops or a single candidate; for
-    random crops, each candidate's own crops drawn from its seed (as `learn` with that seed
-    draws them)."""
+def candidate_photos(photos, config: TrainConfig, resolution: int) -> tuple:
+    """The training crops and (masked training) the same crops of the masks, else None: one
+    shared tensor for center crops or a single candidate; for random crops, each candidate's
+    own crops drawn from its seed (as `learn` with that seed draws them).
 
-    def crops(seed: int) -> torch.Tensor:
-        return data.photo_batch(
-            images,
-            resolution,
-            config.crop,
-            config.crops_per_photo,
-            config.flip,
-            torch.Generator().manual_seed(seed),
-        )
+    photos: data.TrainingPhotos, or a list of images (no masks)."""
+    if not isinstance(photos, data.TrainingPhotos):
+        photos = data.TrainingPhotos(list(photos), [])
+    if (photos.masks is None) != (config.mask_floor is None):
+        raise OnewordError("--mask-floor: only with --mask; add --mask or leave it out")
+
+    def crops(seed: int) -> tuple:
+        options = (config.crop, config.crops_per_photo, config.flip)
+        gen = torch.Generator().manual_seed(seed)
+        if photos.masks is None:
+            return data.photo_batch(photos.images, resolution, *options, gen), None
+        weights = [m.weight for m in photos.masks]
+        return data.masked_photo_batch(photos.images, weights, resolution, *options, gen)
 
     if config.crop == "center":
         return crops(config.seed)
     if len(config.candidate_list) == 1:
         return crops(config.candidate_list[0].seed)
-    by_seed: dict[int, torch.Tensor] = {}
+    by_seed: dict[int, tuple] = {}
     for cand in config.candidate_list:
         if cand.seed not in by_seed:
             by_seed[cand.seed] = crops(cand.seed)
-    return [by_seed[c.seed] for c in config.candidate_list]
+    pixels = [by_seed[c.seed][0] for c in config.candidate_list]
+    masks = [by_seed[c.seed][1] for c in config.candidate_list]
+    return pixels, (None if photos.masks is None else masks)

@@ -63,6 +63,7 @@ class GalleryOptions:
 # An id of the store, in a path or a body: 1 to SQLite's largest integer.
 StoreId = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+PathIndex = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -113,7 +114,22 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
     def run(run_id: PathId) -> dict:
         with Store.open(folder) as s:
             record = _found(lambda: s.run(run_id))
-            return {**_run_summary(s, record), "candidates": _candidates(s, record)}
+            return {
+                **_run_summary(s, record),
+                "candidates": _candidates(s, record),
+                "masks": _masks(s, record),
+            }
+
+    @app.get("/api/runs/{run_id}/masks/{index}")
+    def mask(run_id: PathId, index: PathIndex) -> FileResponse:
+        """A training photo of a masked run with its mask over it (its `index`th)."""
+        with Store.open(folder) as s:
+            _found(lambda: s.run(run_id))
+            shown = s.files(run_id, "mask_view")
+        path = _inside(folder, shown[index]) if index < len(shown) else None
+        if path is None:
+            raise HTTPException(404, "no such mask")
+        return FileResponse(path, media_type="image/png")
 
     @app.get("/api/images/{image_id}")
     def image(image_id: PathId) -> FileResponse:
@@ -272,6 +288,11 @@ def _run_summary(s: Store, r) -> dict:
         "generation": evolve_info.get("generation"),
         "candidates": len(s.candidates(r.id)),
     }
+
+
+def _masks(s: Store, run) -> list[dict]:
+    """The training photos of a masked run, each with its mask over it (by index)."""
+    return [{"index": k, "name": p.stem} for k, p in enumerate(s.files(run.id, "mask_view"))]
 
 
 def _rating_state(ratings: list[dict]) -> dict:

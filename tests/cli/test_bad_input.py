@@ -98,6 +98,35 @@ def half_checkpoint(t: Path) -> Path:
     return t
 
 
+def masks_beside(p: Path, size=(48, 40), value=255, names=("photo0", "photo1", "photo2", "photo3")):
+    """A mask <stem>.mask.png beside each named photo of the photo folder (48x40 photos)."""
+    from PIL import Image
+
+    for name in names:
+        Image.new("L", size, value).save(p / f"{name}.mask.png")
+    return p
+
+
+def mask_folder(t: Path, *names: str) -> Path:
+    from PIL import Image
+
+    folder = t / "masks"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        Image.new("L", (48, 40), 255).save(folder / name)
+    return folder
+
+
+def trained_with_masks(t: Path, m: Path, p: Path) -> Path:
+    """A run learned with masks, then one of its masks changed."""
+    from PIL import Image
+
+    masks_beside(p)
+    assert main([str(a) for a in learn(t, m, p, "--mask")]) == 0
+    Image.new("L", (48, 40), 128).save(p / "photo0.mask.png")
+    return p
+
+
 def no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
@@ -105,6 +134,74 @@ def no_cuda(monkeypatch):
 
 # (name, argv(tmp, model, photos), what the line must say, setup(monkeypatch) or None)
 CASES = [
+    (
+        "mask of another size than its photo",
+        lambda t, m, p: learn(t, m, masks_beside(p, size=(10, 10)), "--mask"),
+        "photo0.mask.png: the mask is 10x10 pixels but its photo",
+        None,
+    ),
+    (
+        "mask all black",
+        lambda t, m, p: learn(t, m, masks_beside(p, value=0), "--mask"),
+        "photo0.mask.png: the mask is empty",
+        None,
+    ),
+    (
+        "mask file without its photo",
+        lambda t, m, p: learn(t, m, masks_beside(p, names=("ghost",)), "--mask"),
+        "ghost.mask.png: a mask whose photo",
+        None,
+    ),
+    (
+        "mask-dir file without its photo",
+        lambda t, m, p: learn(
+            t, m, p, "--mask", "--mask-dir", mask_folder(t, "photo0.png", "ghost.png")
+        ),
+        "ghost.png: a mask in --mask-dir whose photo",
+        None,
+    ),
+    (
+        "photo without a mask",
+        lambda t, m, p: learn(t, m, masks_beside(p, names=("photo0",)), "--mask"),
+        "photo1.png: no mask for this photo (looked for",
+        None,
+    ),
+    (
+        "sweep photo without a mask",
+        lambda t, m, p: ["sweep", *learn(t, m, p, "--mask", "--candidates", 2)[1:]],
+        "photo0.png: no mask for this photo",
+        None,
+    ),
+    (
+        "mask-dir not a folder",
+        lambda t, m, p: learn(t, m, p, "--mask", "--mask-dir", t / "nowhere"),
+        "--mask-dir",
+        None,
+    ),
+    (
+        "mask-dir without mask",
+        lambda t, m, p: learn(t, m, p, "--mask-dir", mask_folder(t)),
+        "only with --mask",
+        None,
+    ),
+    (
+        "mask floor above 1",
+        lambda t, m, p: learn(t, m, masks_beside(p), "--mask", "--mask-floor", 2),
+        "--mask-floor 2",
+        None,
+    ),
+    (
+        "mask floor without mask",
+        lambda t, m, p: learn(t, m, p, "--mask-floor", 0.5),
+        "--mask-floor 0.5: only with --mask",
+        None,
+    ),
+    (
+        "resume with other masks",
+        lambda t, m, p: learn(t, m, trained_with_masks(t, m, p), "--mask", "--resume"),
+        "trained on other photos",
+        None,
+    ),
     (
         "device not a name",
         lambda t, m, p: learn(t, m, p, "--device", "gpu0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -395,3 +396,53 @@ def test_a_word_of_several_parts_starts_each_vector_from_its_own_word(
     assert code == 0, err
     nearest = [line.split("nearest: ")[1].split()[0] for line in out.splitlines() if "  v" in line]
     assert nearest == ["cat</w>", "dog</w>", "red</w>"]  # what each vector became (lr ~0)
+
+
+def test_learn_with_masks_beside_the_photos_then_show_names_them(capsys, tmp_path, tiny_model_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(2):
+        pixels = (torch.rand(40, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(photos / f"cat{i}.jpg")
+        mask = Image.new("L", (48, 40), 0)
+        mask.paste(255, (8, 4, 40, 36))
+        mask.save(photos / f"cat{i}.mask.png")
+    run_dir = tmp_path / "run"
+    argv = ["learn", photos, "--token", "<m>", "--init", "cat", "--steps", 2, "--grad-accum", 1]
+    argv += ["--model", tiny_model_dir, "--out", run_dir]
+    code, _, err = run(capsys, *argv, "--mask", "--mask-floor", 0.2)
+    assert code == 0, err
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["mask_floor"] == 0.2 and info["config"]["mask_floor"] == 0.2
+    assert [Path(f["mask"]).name for f in info["mask"]["files"]] == [
+        "cat0.mask.png",
+        "cat1.mask.png",
+    ]
+    copy = Image.open(run_dir / "masks" / "cat0.png")
+    assert copy.tobytes() == Image.open(photos / "cat0.mask.png").tobytes()
+    code, out, err = run(capsys, "show", "last")
+    assert code == 0, err
+    assert "trained with masks (--mask-floor 0.2)" in out and "cat1.mask.png" in out
+    # without --mask, the masks are no photos (and a note says so)
+    code, out, err = run(capsys, *argv[:-2], "--out", tmp_path / "plain")
+    assert code == 0 and "2 mask file(s)" in err + out
+    code, out, _ = run(capsys, "show", "last")
+    assert "trained with masks" not in out
+
+
+def test_learn_with_the_alpha_channel_as_mask(capsys, tmp_path, tiny_model_dir):
+    photos = tmp_path / "cutouts"
+    photos.mkdir()
+    for i in range(2):
+        image = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+        image.paste((200, 40 * i, 10, 255), (10, 10, 30, 30))
+        image.save(photos / f"logo{i}.png")
+    argv = ["learn", photos, "--token", "<l>", "--init", "logo", "--steps", 1, "--grad-accum", 1]
+    code, _, err = run(capsys, *argv, "--model", tiny_model_dir, "--out", tmp_path / "r", "--mask")
+    assert code == 0, err
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [f["mask"] for f in info["mask"]["files"]] == [
+        f"alpha channel of {photos / 'logo0.png'}",
+        f"alpha channel of {photos / 'logo1.png'}",
+    ]

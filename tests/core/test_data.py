@@ -6,7 +6,15 @@ import pytest
 import torch
 from PIL import Image, features
 
-from oneword.core.data import find_photos, load_photos, photo_batch, photo_crops, read_photo
+from oneword.core.data import (
+    find_photos,
+    load_masks,
+    load_photos,
+    masked_photo_batch,
+    photo_batch,
+    photo_crops,
+    read_photo,
+)
 from oneword.errors import OnewordError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -179,3 +187,74 @@ def test_photo_batch_counts_and_flips_are_mirrors():
         images, 16, "center", 3, flip=False, generator=torch.Generator().manual_seed(0)
     )
     assert plain.shape == (2, 3, 16, 16)
+
+
+# -- masks ---------------------------------------------------------------------------------
+def _marked(height=32, width=48) -> tuple[Image.Image, torch.Tensor]:
+    """A dark photo with a white block off-center, and a mask of that very block."""
+    gen = torch.Generator().manual_seed(3)
+    pixels = (torch.rand(height, width, 3, generator=gen) * 100).to(torch.uint8)
+    mask = torch.zeros(height, width)
+    pixels[4:20, 30:44] = 255
+    mask[4:20, 30:44] = 1.0
+    return Image.fromarray(pixels.numpy()), mask
+
+
+@pytest.mark.parametrize("crop", ["center", "random"])
+def test_masks_follow_the_crops_and_flips_of_their_photo(crop):
+    image, mask = _marked()  # the short side is the resolution: the crops need no resize
+    crops, masks = masked_photo_batch(
+        [image, image], [mask, mask], 32, crop, 3, True, torch.Generator().manual_seed(5)
+    )
+    count = 2 * (3 if crop == "random" else 1)
+    assert crops.shape == (2 * count, 3, 32, 32) and masks.shape == (2 * count, 1, 32, 32)
+    white = (crops > 0.99).all(dim=1, keepdim=True)
+    assert torch.equal(white, masks > 0.5)
+    assert torch.equal(masks[count:], masks[:count].flip(-1))
+    if crop == "random":  # the drawn crops are at several places, and the mask went along
+        assert any(not torch.equal(masks[0], m) for m in masks[1:count])
+
+
+def test_masked_crops_are_the_crops_of_the_photos_alone():
+    image, mask = _marked(40, 60)
+    gen = torch.Generator().manual_seed(1)
+    plain = photo_batch([image], 16, "random", 4, True, gen)
+    crops, masks = masked_photo_batch(
+        [image], [mask], 16, "random", 4, True, torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(crops, plain)
+    assert masks.min() >= 0 and masks.max() <= 1
+
+
+def test_a_resized_mask_keeps_its_area_share():
+    image, mask = _marked(64, 96)
+    _, masks = masked_photo_batch([image], [mask], 32, "center")
+    # the 2x downscale averages 2x2 blocks; the block lies inside the center crop
+    assert masks.sum().item() == pytest.approx(mask.sum().item() / 4)
+
+
+def _save_mask(path, mask: torch.Tensor) -> None:
+    Image.fromarray((mask * 255).round().to(torch.uint8).numpy()).save(path)
+
+
+def test_masks_are_found_beside_in_a_folder_or_in_the_alpha_channel(tmp_path):
+    image, mask = _marked()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        image.save(photos / f"{name}.jpg")
+    _save_mask(photos / "a.mask.png", mask)
+    rgba = image.convert("RGBA")
+    rgba.putalpha(Image.fromarray((mask * 128).to(torch.uint8).numpy()))  # soft: grey 128
+    rgba.save(photos / "c.png")
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    _save_mask(folder / "b.png", 1 - mask)
+    files = find_photos([photos])
+    assert [f.name for f in files] == ["a.jpg", "b.jpg", "c.png"]  # a.mask.png is no photo
+    a, b, c = load_masks(files, [photos], folder)
+    assert a.source == photos / "a.mask.png" and torch.equal(a.weight, mask)
+    assert b.source == folder / "b.png" and torch.equal(b.weight, 1 - mask)
+    assert c.alpha and torch.allclose(c.weight, mask * 128 / 255)
+    with pytest.raises(OnewordError, match=r"b\.jpg: no mask.*b\.mask\.png"):
+        load_masks(files, [photos])

@@ -136,3 +136,71 @@ def test_config_validation_names_the_option():
     with pytest.raises(OnewordError, match="--token"):
         TrainConfig(token="my cat", init_word="cat")
     TrainConfig(token="<c>", candidates=(Candidate(0, init="random"),))  # no init word needed
+
+
+# -- masked training -------------------------------------------------------------------------
+def half_masks(count: int) -> torch.Tensor:
+    masks = torch.zeros(count, 1, 32, 32)
+    masks[:, :, :, :16] = 1.0  # the left half: whole latent cells
+    return masks
+
+
+def test_masked_training_changes_only_the_placeholder_rows(model, photos, tmp_path):
+    invariant = TextualInversionInvariant(model)
+    state = train(model, photos, config(mask_floor=0.1), tmp_path / "run", masks=half_masks(4))
+    invariant.check()
+    plain = train(model, photos, config(), tmp_path / "plain")
+    assert not torch.allclose(state.rows(), plain.rows())  # the masks changed what was learned
+
+
+def test_an_all_white_mask_learns_what_no_mask_does(model, photos, tmp_path):
+    white = torch.ones(4, 1, 32, 32)
+    masked = train(model, photos, config(mask_floor=0.0), tmp_path / "m", masks=white)
+    plain = train(model, photos, config(), tmp_path / "p")
+    assert torch.allclose(masked.rows(), plain.rows(), atol=1e-6)
+
+
+def _pointwise(model, monkeypatch):
+    """A model whose latent cell and prediction depend only on their own pixels (no
+    convolution reaches across), so that the pixels outside a mask can only act through the
+    loss, which is what the mask weights."""
+    factor, channels = model.vae_factor, model.latent_channels
+
+    def encode_images(pixels):
+        mean = torch.nn.functional.avg_pool2d(pixels.float(), factor).mean(1, keepdim=True)
+        mean = mean.repeat(1, channels, 1, 1).to(model.device)
+        return mean, torch.full_like(mean, 0.01)
+
+    def predict_noise(noisy, timesteps, text):
+        return noisy * text.float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+
+    monkeypatch.setattr(model, "encode_images", encode_images)
+    monkeypatch.setattr(model, "predict_noise", predict_noise)
+
+
+def test_at_floor_zero_the_pixels_outside_the_mask_do_not_change_what_is_learned(
+    model, photos, tmp_path, monkeypatch
+):
+    _pointwise(model, monkeypatch)
+    other = photos.clone()
+    other[:, :, :, 16:] = -photos[:, :, :, 16:]  # another background, right of the mask
+    masks = half_masks(4)
+
+    def learned(pixels, floor, name):
+        return train(model, pixels, config(mask_floor=floor), tmp_path / name, masks=masks).rows()
+
+    assert torch.equal(learned(photos, 0.0, "a"), learned(other, 0.0, "b"))
+    assert not torch.allclose(learned(photos, 0.5, "c"), learned(other, 0.5, "d"))
+
+
+def test_resume_refuses_other_masks(model, photos, tmp_path):
+    run = tmp_path / "run"
+    train(model, photos, config(steps=4, stop_at=2, mask_floor=0.1), run, masks=half_masks(4))
+    other = half_masks(4)
+    other[0, 0, 0, 0] = 0.0 if other[0, 0, 0, 0] else 1.0
+    longer = config(steps=4, mask_floor=0.1)
+    with pytest.raises(OnewordError, match="other photos"):
+        train(model, photos, longer, run, resume=True, masks=other)
+    with pytest.raises(OnewordError, match="mask_floor"):
+        train(model, photos, config(steps=4, mask_floor=0.2), run, resume=True, masks=half_masks(4))
+    assert train(model, photos, longer, run, resume=True, masks=half_masks(4)).step == 4

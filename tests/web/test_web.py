@@ -155,6 +155,29 @@ def test_images_come_only_from_the_project(project, tmp_path):
         assert client.get(f"/api/images/{image_id}").status_code == 404
 
 
+def test_a_masked_runs_photos_are_shown_only_from_the_project(project, tmp_path):
+    from PIL import Image
+
+    inside = project / "runs" / "masked" / "masks" / "shown" / "cat1.png"
+    inside.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(inside)
+    outside = tmp_path / "elsewhere" / "cat2.png"
+    outside.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(outside)
+    with Store.open(project) as store:
+        run = store.create_run("learn", project / "runs" / "masked", "tiny", "<m>", {}, [])
+        store.add_files(run.id, "mask_view", [inside, outside])
+    client = TestClient(create_app(project, options()), base_url=LOCAL)
+    shown = client.get(f"/api/runs/{run.id}").json()["masks"]
+    assert shown == [{"index": 0, "name": "cat1"}, {"index": 1, "name": "cat2"}]
+    got = client.get(f"/api/runs/{run.id}/masks/0")
+    assert got.status_code == 200 and got.content == inside.read_bytes()
+    assert client.get(f"/api/runs/{run.id}/masks/1").status_code == 404  # outside the project
+    assert client.get(f"/api/runs/{run.id}/masks/2").status_code == 404
+    assert client.get(f"/api/runs/{run.id}/masks/-1").status_code == 422
+    assert client.get("/api/runs/1").json()["masks"] == []  # a run without masks
+
+
 def test_concurrent_ratings_survive_a_restart(project):
     client = TestClient(create_app(project, options()), base_url=LOCAL)
     cands = client.get("/api/runs/1").json()["candidates"]

@@ -49,7 +49,26 @@ function stars(cand) {
   return box;
 }
 
+// A masked run's training photos, each darkened where its mask gives it little weight.
+function renderMasks() {
+  const box = $("masks");
+  box.innerHTML = "";
+  box.hidden = !state.run.masks.length;
+  if (box.hidden) return;
+  const title = document.createElement("h2");
+  title.textContent = "Training photos and their masks";
+  box.appendChild(title);
+  for (const m of state.run.masks) {
+    const im = document.createElement("img");
+    im.src = `/api/runs/${state.runId}/masks/${m.index}`;
+    im.alt = im.title = `${m.name}: dark where the mask gives little weight`;
+    im.setAttribute("data-testid", `mask-${m.name}`);
+    box.appendChild(im);
+  }
+}
+
 function render() {
+  renderMasks();
   const grid = $("grid");
   grid.innerHTML = "";
   state.run.candidates.forEach((cand, k) => {
