@@ -17,6 +17,13 @@ subject, then the median taken).
     python bench/quality.py --vectors 4 --kinds learned   # one recipe variant, learned rows only
     python bench/quality.py --per-layer --kinds learned   # per-layer (P+) words
     python bench/quality.py --candidates 16 --image-seed 1000   # oneword's sweep + pick
+    python bench/quality.py --companion --kinds learned           # photos with a companion
+    python bench/quality.py --companion --mask --kinds learned    # ... learned with masks
+
+--companion: the photos show the subject beside its companion (`evaluate.companion_photos`, a
+small green triangle: the mascot's dish); every row then also reports the companion's share,
+the images where the oracle reads the companion's shape and colour. --mask learns with the
+subject's masks (`learn --mask`, floor --mask-floor).
 
 With --candidates K the learned word is what `oneword sweep` ranks first: K seeds trained in one
 sweep, each drawn on 24 selection images (image seeds 0..23) and ranked by the label-free score
@@ -64,12 +71,21 @@ def learn_subject(
     lr_schedule: str = "constant",
     per_layer: bool = False,
     stop_when_flat: bool = False,
+    companion: bool = False,
+    mask_floor: float | None = None,
 ):
-    """Learn `<s-ID>` from 5 rendered photos; returns (Words, photos, token, steps taken)."""
+    """Learn `<s-ID>` from 5 rendered photos (beside the companion, if asked; with the
+    subject's masks, if a floor is given); returns (Words, photos, token, steps taken)."""
     subject = SUBJECTS_BY_ID[subject_id]
     token = f"<s-{subject_id}>"
-    photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if companion:
+        photos, masks = evaluate.companion_photos(subject_id, 5, generator)
+    else:
+        photos, masks = evaluate.subject_photos(subject_id, 5, generator), None
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
+    if mask_floor is not None:
+        masks = torch.cat([masks, masks.flip(-1)])
     model.add_placeholder_tokens(placeholder_names(token, vectors))
     config = TrainConfig(
         token=token,
@@ -84,8 +100,10 @@ def learn_subject(
         batch_size=4,
         grad_accum=1,
         checkpoint_every=steps,
+        mask_floor=mask_floor,
     )
-    state = train(model, pixels, config, work / subject_id)
+    masks = masks if mask_floor is not None else None
+    state = train(model, pixels, config, work / subject_id, masks=masks)
     return Words({token: vectors}, state.rows()[0:1]), photos, token, state.step
 
 
@@ -172,6 +190,9 @@ def parse(argv):
         "--stop-when-flat", action="store_true", help="`learn --stop-when-flat` (its defaults)"
     )
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
+    p.add_argument("--companion", action="store_true", help="photos beside a companion")
+    p.add_argument("--mask", action="store_true", help="learn with the subject's masks")
+    p.add_argument("--mask-floor", type=float, default=0.1)
     p.add_argument("--candidates", type=int, help="learn K seeds in a sweep, score its pick")
     p.add_argument("--image-seed", type=int, default=0, help="first image seed of the bench")
     p.add_argument("--sample-steps", type=int, default=20)
@@ -214,6 +235,8 @@ def main(argv=None) -> int:
                     a.lr_schedule,
                     a.per_layer,
                     a.stop_when_flat,
+                    a.companion,
+                    a.mask_floor if a.mask else None,
                 )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
@@ -243,6 +266,8 @@ def subject_figures(row) -> dict:
             "prompt_fidelity": v.prompt_fidelity,
             "concept_similarity": v.concept_similarity,
             "concept_ci95": interval([v.concept_hits]),
+            "companion_share": v.companion_hits.mean().item(),
+            "companion_ci95": interval([v.companion_hits]),
             "prompt_ci95": interval([v.prompt_hits]),
             "images": v.concept_hits.numel(),
         }
@@ -255,12 +280,15 @@ def print_row(subject_id, figures, kinds, learn_s, total_s):
         print_row.header = True
         print(
             f"{'subject':9s}"
-            + "".join(f"{k + ' concept':>22s}{k + ' prompt':>22s}" for k in kinds)
+            + "".join(
+                f"{k + ' concept':>22s}{k + ' prompt':>22s}{k + ' companion':>22s}" for k in kinds
+            )
             + f"{'steps':>7s}{'learn s':>9s}{'total s':>9s}"
         )
     cells = "".join(
         f"{cell(figures[k]['concept_fidelity'], figures[k]['concept_ci95']):>22s}"
         f"{cell(figures[k]['prompt_fidelity'], figures[k]['prompt_ci95']):>22s}"
+        f"{cell(figures[k]['companion_share'], figures[k]['companion_ci95']):>22s}"
         for k in kinds
     )
     steps = figures["steps"]
@@ -271,7 +299,7 @@ def print_summary(table, kinds) -> dict:
     summary, cells = {}, ""
     for k in kinds:
         out = summary[k] = {}
-        for metric in ("concept", "prompt"):
+        for metric in ("concept", "prompt", "companion"):
             hits = [getattr(r[k], f"{metric}_hits") for r in table.values()]
             median = statistics.median(h.mean().item() for h in hits)
             out[metric] = {"median": median, "ci95": interval(hits)}
@@ -298,6 +326,8 @@ def report(figures, summary, a, steps) -> dict:
         "per_layer": a.per_layer,
         "stop_when_flat": a.stop_when_flat,
         "learn_seed": a.learn_seed,
+        "companion": a.companion,
+        "mask_floor": a.mask_floor if a.mask else None,
         "candidates": a.candidates,
         "image_seed": a.image_seed,
         "sample_steps": a.sample_steps,
