@@ -19,6 +19,8 @@ same steps and samples per candidate; the results are checked to be the same).
     python bench/sweep_world.py quality --subjects cat,dog,robot --candidates 16 --steps 300
     python bench/sweep_world.py halving --subjects dog,cat --candidates 16 --equal-compute 5 \
         --full bench/results/sweep_world_longer.json
+    python bench/sweep_world.py halving-report bench/results/halving_world.json \
+        bench/results/sweep_world_longer.json
     python bench/sweep_world.py timing --model tiny --candidates 8 --steps 20
     python bench/sweep_world.py timing --model world-shape --candidates 8 --steps 10
 
@@ -277,6 +279,58 @@ def halving(a) -> dict:
     return out
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(x):
+        t = torch.tensor(x, dtype=torch.float64)
+        order = t.argsort()
+        r = torch.empty_like(t)
+        r[order] = torch.arange(len(x), dtype=torch.float64)
+        for v in t.unique():  # ties share their mean rank
+            r[t == v] = r[t == v].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float((ra.norm() * rb.norm()))
+    return float((ra * rb).sum()) / denominator if denominator else float("nan")
+
+
+def halving_report(a) -> dict:
+    """From a `halving` result and the `quality` result of the same 16 seeds' full runs: at
+    each rung, how well the label-free score ranks the candidates by their full-run held-out
+    concept fidelity (Spearman), and the full-run figure of whom each cut kept."""
+    result = json.loads(Path(a.result).read_text())
+    full = json.loads(Path(a.full).read_text())["subjects"]
+    out = {}
+    for subject_id, r in result["subjects"].items():
+        final = full[subject_id]["held_out_concept"]
+        cuts = r["halving"]["cuts"]
+        first = min(c["candidate_id"] for c in cuts)  # the run's candidates c00.. in order
+        rows = out[subject_id] = []
+        for rung in sorted({c["rung"] for c in cuts}):
+            at = [c for c in cuts if c["rung"] == rung]
+            scores = [c["score"] for c in at]
+            truth = [final[c["candidate_id"] - first] for c in at]
+            kept = [final[c["candidate_id"] - first] for c in at if c["kept"]]
+            rows.append(
+                {
+                    "step": at[0]["step"],
+                    "candidates": len(at),
+                    "spearman": spearman(scores, truth),
+                    "kept_mean": statistics.mean(kept),
+                    "all_mean": statistics.mean(truth),
+                }
+            )
+            print(
+                f"{subject_id:6s} step {at[0]['step']:4d}: {len(at):2d} candidates, "
+                f"Spearman {rows[-1]['spearman']:+.2f}; full-run fidelity of the kept "
+                f"{rows[-1]['kept_mean']:.2f} vs all {rows[-1]['all_mean']:.2f}"
+            )
+    return out
+
+
 # -- timing --------------------------------------------------------------------------------------
 def timing_model(name: str, work: Path, device: str | None):
     if name == "world-shape":
@@ -387,6 +441,10 @@ def parse(argv):
     h.add_argument("--sample-steps", type=int, default=20)
     h.add_argument("--cfg", type=float, default=5.0)
     h.add_argument("--project", help="experiment store (default: a temporary folder)")
+    r = sub.add_parser("halving-report", help="rank quality of each rung's score (no compute)")
+    r.add_argument("result", help="a `halving` --json result")
+    r.add_argument("full", help="the `quality` --json result of the same seeds' full runs")
+    r.add_argument("--json", help="write the results here too")
     t = sub.add_parser("timing")
     t.add_argument("--model", default="tiny", help="tiny, world-shape, world or a folder")
     t.add_argument("--candidates", type=int, default=8)
@@ -403,7 +461,8 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    result = {"quality": quality, "halving": halving, "timing": timing}[a.what](a)
+    what = {"quality": quality, "halving": halving, "halving-report": halving_report}
+    result = what.get(a.what, timing)(a)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2, default=str))
     return 0
