@@ -12,7 +12,13 @@ import torch
 
 from .captions import parse_prompt
 from .metrics import attribute_hits, concept_similarity, prompt_fidelity, subject_hits
-from .render import SUBJECTS_BY_ID, Spec, render_batch, render_with_coverage, subject_spec
+from .render import (
+    SUBJECTS_BY_ID,
+    Spec,
+    render_batch,
+    render_with_coverage,
+    subject_spec,
+)
 
 PHOTO_SCENES = ("beach", "grass", "room", "city", "desert", "sea", "forest", "snow", "night")
 
@@ -73,10 +79,23 @@ def companion_photos(
     return torch.cat(photos), torch.cat(masks)
 
 
-def companion_hits(oracle, images: torch.Tensor) -> torch.Tensor:
-    """[B] bool: the oracle reads the companion's shape and colour in image i."""
+# Scenes whose own greens are too near the companion's for its colour to be told apart.
+GREEN_SCENES = ("grass", "forest")
+LEAK_PIXELS = 8  # pixels of the companion's green that count as a leak (a tenth of its area)
+
+
+def companion_hits(oracle, images: torch.Tensor, scenes: list[str | None]) -> torch.Tensor:
+    """[B] bool: image i shows the companion: the oracle reads its shape and colour (drawn as
+    the main thing), or at least LEAK_PIXELS pixels are green (its colour leaked onto the
+    subject; not counted in green scenes, scenes[i] the image's prompted scene)."""
     hits = attribute_hits(oracle, images, COMPANION_ATTRIBUTES)
-    return torch.stack(list(hits.values())).all(0)
+    main = torch.stack(list(hits.values())).all(0)
+    rgb = images.float().cpu()
+    # no tested subject or non-green scene has pixels this much greener than red and blue
+    greenness = rgb[:, 1] - torch.maximum(rgb[:, 0], rgb[:, 2])
+    near = (greenness > 0.15).sum((1, 2)) >= LEAK_PIXELS
+    checkable = torch.tensor([scene not in GREEN_SCENES for scene in scenes])
+    return main | (near & checkable)
 
 
 def subject_phrase(subject_id: str, how: str, token: str | None = None) -> str:
@@ -119,7 +138,8 @@ def score_images(
     prompt = torch.tensor(
         [prompt_fidelity(oracle, images[i : i + 1], context_of(p)) for i, p in enumerate(prompts)]
     )
-    companion = companion_hits(oracle, images).float()
+    scenes = [parse_prompt(p).get("scene") for p in prompts]
+    companion = companion_hits(oracle, images, scenes).float()
     return Scores(
         concept.mean().item(), similarity, prompt.mean().item(), concept, prompt, companion
     )
