@@ -23,7 +23,7 @@ subject, then the median taken).
 --companion: the photos show the subject beside its companion (`evaluate.companion_photos`, a
 small green triangle: the mascot's dish); every row then also reports the companion's share,
 the images where the oracle reads the companion's shape and colour. --mask learns with the
-subject's masks (`learn --mask`, floor --mask-floor).
+subject's masks (`learn --mask`, floor --mask-floor), with or without --companion.
 
 With --candidates K the learned word is what `oneword sweep` ranks first: K seeds trained in one
 sweep, each drawn on 24 selection images (image seeds 0..23) and ranked by the label-free score
@@ -82,7 +82,7 @@ def learn_subject(
     if companion:
         photos, masks = evaluate.companion_photos(subject_id, 5, generator)
     else:
-        photos, masks = evaluate.subject_photos(subject_id, 5, generator), None
+        photos, masks = evaluate.subject_photos_and_masks(subject_id, 5, generator)
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
     if mask_floor is not None:
         masks = torch.cat([masks, masks.flip(-1)])

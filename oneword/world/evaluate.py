@@ -15,7 +15,6 @@ from .metrics import attribute_hits, concept_similarity, prompt_fidelity, subjec
 from .render import (
     SUBJECTS_BY_ID,
     Spec,
-    render_batch,
     render_with_coverage,
     subject_spec,
 )
@@ -41,11 +40,20 @@ NOVEL_PROMPTS = (
 
 def subject_photos(subject_id: str, count: int, generator: torch.Generator) -> torch.Tensor:
     """The user's photos [count, 3, 64, 64] in [0, 1]: the subject in varied scenes, as photos."""
+    return subject_photos_and_masks(subject_id, count, generator)[0]
+
+
+def subject_photos_and_masks(
+    subject_id: str, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`subject_photos` and the subject's masks [count, 1, 64, 64] in [0, 1] (its coverage),
+    as a user would cut the subject out."""
     specs = [
         subject_spec(subject_id, PHOTO_SCENES[i % len(PHOTO_SCENES)], "photo", generator)
         for i in range(count)
     ]
-    return render_batch(specs, generator)
+    images, coverage = render_with_coverage(specs, generator)
+    return images, coverage[:, :1]
 
 
 # The thing a subject is photographed with (the mascot's dish): a small green triangle, an
