@@ -110,18 +110,17 @@ def learn_subject(
 def learn_by_sweep(a, subject_id: str, steps: int, work: Path):
     """The word `oneword sweep` ranks first among a.candidates seeds, registered in a fresh
     model; returns (model, Words, photos, token, steps)."""
+    from sweep_world import label_free_pick, subject_photo_folder, world_score_settings
+
     from oneword.adapters.loading import ModelChoice
     from oneword.core.embeddings import load_embeddings
-    from oneword.core.generate import register_words, save_png
-    from oneword.experiments import score_math
-    from oneword.experiments.scoring import ScoreSettings, score
+    from oneword.core.generate import register_words
+    from oneword.experiments.scoring import score
     from oneword.experiments.sweep import CandidatePlan, first_file, sweep
 
     token = f"<s-{subject_id}>"
+    folder = subject_photo_folder(subject_id, work / "photos" / subject_id, a.learn_seed)
     photos = evaluate.subject_photos(subject_id, 5, torch.Generator().manual_seed(a.learn_seed))
-    folder = work / "photos" / subject_id
-    for i, image in enumerate(photos):
-        save_png(image, folder / f"{i}.png", {"subject": subject_id})
     config = TrainConfig(
         token=token,
         init_word=SUBJECTS_BY_ID[subject_id].class_word,
@@ -134,22 +133,8 @@ def learn_by_sweep(a, subject_id: str, steps: int, work: Path):
         candidates=CandidatePlan(count=a.candidates, seed=a.learn_seed).candidates(),
     )
     result = sweep([str(folder)], config, ModelChoice(a.model, a.device), work / "store")
-    settings = ScoreSettings(
-        prompts="world",
-        images=24,
-        seed=0,
-        sampling=Sampling(a.sample_steps, a.cfg, "ddim", 64),
-        judge="oracle",
-        subject=subject_id,
-        device=a.device,
-    )
-    rows = sorted(score(f"r{result.run_id}", settings, work / "store").rows,
-                  key=lambda r: r.candidate.index)  # fmt: skip
-    metrics = {
-        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
-        for m in ("concept_similarity", "prompt_fidelity")
-    }
-    pick = score_math.ranking(score_math.label_free_score(metrics))[0]
+    settings = world_score_settings(a, 24, 0, subject_id)
+    pick = label_free_pick(score(f"r{result.run_id}", settings, work / "store")).index
     model = load_model(a.model, a.device)
     words = register_words(model, load_embeddings(first_file(result.files[pick])))
     return model, words, photos, token, steps

@@ -80,20 +80,8 @@ def oracle_scores(run: str, a, seed: int, project: Path, subject_id: str):
 
 
 def quality_subject(subject_id: str, a, project: Path) -> dict:
-    from oneword.world.render import SUBJECTS_BY_ID
-
     photos = subject_photo_folder(subject_id, project / "photos" / subject_id, a.photo_seed)
-    plan = CandidatePlan(count=a.candidates, seed=0)
-    config = TrainConfig(
-        token=f"<s-{subject_id}>",
-        init_word=SUBJECTS_BY_ID[subject_id].class_word,
-        steps=a.steps,
-        lr=a.lr,
-        batch_size=a.batch_size,
-        grad_accum=1,
-        checkpoint_every=max(a.steps // 4, 1),
-        candidates=plan.candidates(),
-    )
+    config = subject_config(subject_id, a, a.candidates)
     start = time.time()
     result = sweep([str(photos)], config, ModelChoice(a.model, a.device), project)
     trained = time.time() - start
@@ -217,20 +205,24 @@ def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
     }
 
 
+def label_free_pick(board):
+    """The candidate record a scoreboard's label-free score ranks first."""
+    rows = sorted(board.rows, key=lambda r: r.candidate.index)
+    metrics = {
+        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
+        for m in ("concept_similarity", "prompt_fidelity")
+    }
+    return rows[ev.ranking(ev.label_free_score(metrics))[0]].candidate
+
+
 def best_of_full_runs(subject_id: str, a, project: Path, photos: Path, count: int) -> dict:
     """`count` full runs in one sweep, the label-free pick on the rungs' score images."""
     config = subject_config(subject_id, a, count)
     start = time.time()
     result = sweep([str(photos)], config, ModelChoice(a.model, a.device), project)
     settings = world_score_settings(a, a.score_images, 0, subject_id)
-    board = score(f"r{result.run_id}", settings, project)
+    pick = label_free_pick(score(f"r{result.run_id}", settings, project))
     wall = time.time() - start
-    rows = sorted(board.rows, key=lambda r: r.candidate.index)
-    metrics = {
-        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
-        for m in ("concept_similarity", "prompt_fidelity")
-    }
-    pick = rows[ev.ranking(ev.label_free_score(metrics))[0]].candidate
     return {
         "wall_s": wall,
         "candidate_steps": count * a.steps,
