@@ -23,7 +23,9 @@ subject, then the median taken).
 --companion: the photos show the subject beside its companion (`evaluate.companion_photos`, a
 small green triangle: the mascot's dish); every row then also reports the companion's share,
 the images where the oracle reads the companion's shape and colour. --mask learns with the
-subject's masks (`learn --mask`, floor --mask-floor), with or without --companion.
+subject's masks (`learn --mask`, floor --mask-floor), with or without --companion;
+--auto-mask learns with the masks the model makes itself (`learn --mask auto`), never reading
+the world's masks.
 
 With --candidates K the learned word is what `oneword sweep` ranks first: K seeds trained in one
 sweep, each drawn on 24 selection images (image seeds 0..23) and ranked by the label-free score
@@ -49,9 +51,10 @@ import torch
 from oneword import api
 from oneword.adapters.loading import load_model
 from oneword.core.flat_stop import FlatStop
-from oneword.core.generate import Sampling, Words, draw
+from oneword.core.generate import Sampling, Words, draw, to_pil
 from oneword.core.prompts import placeholder_names
 from oneword.core.train import TrainConfig, train
+from oneword.experiments import auto_masks as automatic
 from oneword.world import evaluate
 from oneword.world.metrics import bootstrap_interval
 from oneword.world.oracle import load_oracle
@@ -73,9 +76,11 @@ def learn_subject(
     stop_when_flat: bool = False,
     companion: bool = False,
     mask_floor: float | None = None,
+    auto_mask: bool = False,
 ):
     """Learn `<s-ID>` from 5 rendered photos (beside the companion, if asked; with the
-    subject's masks, if a floor is given); returns (Words, photos, token, steps taken)."""
+    subject's masks, if a floor is given, or with the masks `learn --mask auto` makes from the
+    photos); returns (Words, photos, token, steps taken)."""
     subject = SUBJECTS_BY_ID[subject_id]
     token = f"<s-{subject_id}>"
     generator = torch.Generator().manual_seed(seed)
@@ -83,6 +88,9 @@ def learn_subject(
         photos, masks = evaluate.companion_photos(subject_id, 5, generator)
     else:
         photos, masks = evaluate.subject_photos_and_masks(subject_id, 5, generator)
+    if auto_mask:  # the world's masks are left unread: the model makes its own
+        made = auto_masks([to_pil(p) for p in photos], model, subject.class_word, seed)
+        masks = torch.stack([m.training_weight()[None] for m in made])
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
     if mask_floor is not None:
         masks = torch.cat([masks, masks.flip(-1)])
@@ -105,6 +113,11 @@ def learn_subject(
     masks = masks if mask_floor is not None else None
     state = train(model, pixels, config, work / subject_id, masks=masks)
     return Words({token: vectors}, state.rows()[0:1]), photos, token, state.step
+
+
+def auto_masks(images, model, class_word: str, seed: int):
+    """What `learn --mask auto` makes of the photos (at the world's 64 px)."""
+    return automatic.auto_masks(model, images, class_word, 64, seed=seed)
 
 
 def learn_by_sweep(a, subject_id: str, steps: int, work: Path):
@@ -177,6 +190,7 @@ def parse(argv):
     p.add_argument("--learn-seed", type=int, default=0, help="seed of the photos and the learning")
     p.add_argument("--companion", action="store_true", help="photos beside a companion")
     p.add_argument("--mask", action="store_true", help="learn with the subject's masks")
+    p.add_argument("--auto-mask", action="store_true", help="learn with `--mask auto`'s masks")
     p.add_argument("--mask-floor", type=float, default=0.1)
     p.add_argument("--candidates", type=int, help="learn K seeds in a sweep, score its pick")
     p.add_argument("--image-seed", type=int, default=0, help="first image seed of the bench")
@@ -221,7 +235,8 @@ def main(argv=None) -> int:
                     a.per_layer,
                     a.stop_when_flat,
                     a.companion,
-                    a.mask_floor if a.mask else None,
+                    a.mask_floor if a.mask or a.auto_mask else None,
+                    a.auto_mask,
                 )
             learned_s = time.time() - start
             table[subject_id] = score_subject(
@@ -312,7 +327,8 @@ def report(figures, summary, a, steps) -> dict:
         "stop_when_flat": a.stop_when_flat,
         "learn_seed": a.learn_seed,
         "companion": a.companion,
-        "mask_floor": a.mask_floor if a.mask else None,
+        "mask_floor": a.mask_floor if a.mask or a.auto_mask else None,
+        "auto_mask": a.auto_mask,
         "candidates": a.candidates,
         "image_seed": a.image_seed,
         "sample_steps": a.sample_steps,

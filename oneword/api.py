@@ -27,9 +27,10 @@ from .core.prompts import PREVIEW_PROMPTS
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
+from .experiments.auto_masks import AutoMasking
 from .experiments.recording import recording
 from .experiments.store import Store
-from .experiments.sweep import mask_settings, read_photos, record_run, train_and_write
+from .experiments.sweep import record_run, run_photos, train_and_write
 from .files import atomic_write_text, file_stem, output_folder
 
 __all__ = [
@@ -69,19 +70,19 @@ def learn(
     on_event: EventSink = ignore,
     project: str | Path | None = None,
     mask_dir: str | Path | None = None,
+    auto_mask: AutoMasking | None = None,
 ) -> dict[str, Path]:
     """Learn `config.token` from the photos; returns the embedding files written.
 
     A sweep of one candidate whose files go to the run folder itself; the run is recorded in
     the experiment store of `project` (see oneword.experiments.store). With
     `config.mask_floor`, each photo's mask weights the loss (see oneword.core.data; `mask_dir`:
-    a folder of masks)."""
+    a folder of masks; `auto_mask`: masks made by the model itself, oneword.core.masking)."""
     if len(config.candidate_list) > 1:
         raise OnewordError("learn trains one candidate; sweep trains several")
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     output_folder(run_dir, "--out")
-    images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
-    masking = mask_settings(images, config, mask_dir)
+    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
     _write_run_info(run_dir, config, choice, photos, masking)
 
     def previewer(model: TextToImage):

@@ -1,8 +1,9 @@
 """`oneword demo`: the whole story offline in a few minutes on a CPU.
 
 A hidden subject of the world model (the model can draw it, no word names it) gets five photos;
-oneword learns its word, draws it in new scenes and styles next to the class word alone, and the
-oracle scores both. Writes a contact sheet and an HTML page.
+the model itself masks the subject in each (`--mask auto`: where its attention finds the class
+word), oneword learns its word, draws it in new scenes and styles next to the class word alone,
+and the oracle scores both. Writes a contact sheet and an HTML page.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .api import ModelChoice, default_steps, learn
@@ -28,13 +30,16 @@ from .core.generate import (
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Message, ignore
+from .experiments.auto_masks import AutoMasking
 from .experiments.recording import recording
 from .files import atomic_write, atomic_write_text
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    subject: str = "ball"
+    subject: str = "cat"
+    token: str | None = None  # None: <my-SUBJECT>
+    auto_mask: bool = True  # learn with the masks the model makes itself
     out: Path = Path("demo")
     model: str = "world"
     steps: int | None = None  # None: the model's default (its folder's oneword.json)
@@ -69,7 +74,7 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
     from .world.render import SUBJECTS_BY_ID
 
     subject = SUBJECTS_BY_ID[config.subject]
-    token = f"<my-{subject.id}>"
+    token = config.token or f"<my-{subject.id}>"
     photos = evaluate.subject_photos(subject.id, 5, torch.Generator().manual_seed(config.seed))
     photo_dir = config.out / "photos"
     for i, photo in enumerate(photos):
@@ -81,6 +86,10 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         )
     )
     steps = config.steps or default_steps(config.model)
+    auto = AutoMasking(subject.class_word, seed=config.seed) if config.auto_mask else None
+    if auto is not None:
+        on_event(Message(f"masks: made by the model itself from where its attention finds "
+                         f"'{subject.class_word}' in each photo; none drawn by hand"))  # fmt: skip
     train_config = TrainConfig(
         token=token,
         init_word=subject.class_word,
@@ -90,6 +99,7 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         grad_accum=1,
         seed=config.seed,
         checkpoint_every=max(50, steps // 4),
+        mask_floor=DEMO_MASK_FLOOR if auto is not None else None,
     )
     files = learn(
         [str(photo_dir)],
@@ -98,6 +108,7 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         config.out / "run",
         on_event=on_event,
         project=config.project,
+        auto_mask=auto,
     )
     on_event(Message("drawing the subject in new scenes and styles"))
     model = ModelChoice(config.model).load()
@@ -108,7 +119,20 @@ def demo(config: DemoConfig = DemoConfig(), on_event: EventSink = ignore) -> Dem
         how: (_mean(table, how, "concept_fidelity"), _mean(table, how, "prompt_fidelity"))
         for how in ("class", "learned")
     }
-    return DemoResult(_write_outputs(table, token, subject, photos, config), summary)
+    masks = _mask_views(config.out / "run", photos) if auto is not None else None
+    return DemoResult(_write_outputs(table, token, subject, photos, config, masks), summary)
+
+
+def _mask_views(run_dir: Path, photos: torch.Tensor) -> torch.Tensor | None:
+    """The photos [5, 3, h, w] darkened outside the masks the run kept (its masks/)."""
+    from .core import data
+
+    files = sorted((run_dir / "masks").glob("*.png"))
+    if len(files) != len(photos):
+        return None
+    masks = torch.stack([data.read_mask(f) for f in files])[:, None]  # [5, 1, H, W]
+    masks = F.interpolate(masks, size=photos.shape[-2:], mode="area")
+    return photos * (0.25 + 0.75 * masks)
 
 
 def _compare(model, words, token, subject_id, photos, config, oracle):
@@ -152,7 +176,7 @@ def _record_images(table, token: str, embedding: Path, config: DemoConfig) -> No
         rec.images(config.seed, settings["embeddings"], drawn)
 
 
-def _write_outputs(table, token, subject, photos, config) -> dict[str, Path]:
+def _write_outputs(table, token, subject, photos, config, masks=None) -> dict[str, Path]:
     grid = torch.cat([torch.cat([row["class"][1], row["learned"][1]]) for row in table])
     columns = 2 * config.seeds_per_prompt
     sheet = save_png(
@@ -162,13 +186,16 @@ def _write_outputs(table, token, subject, photos, config) -> dict[str, Path]:
     )
     figure = config.out / "comparison.png"
     atomic_write(
-        figure, lambda tmp: _comparison(photos, table, token, subject).save(tmp, format="PNG")
+        figure,
+        lambda tmp: _comparison(photos, table, token, subject, masks).save(tmp, format="PNG"),
     )
     page = config.out / "index.html"
-    atomic_write_text(page, _html(table, token, subject))
+    atomic_write_text(page, _html(table, token, subject, masks is not None))
     return {"comparison": figure, "contact_sheet": sheet, "page": page}
 
 
+DEMO_MASK_FLOOR = 0.1  # learn's default
+MASK_NOTE = " and their masks, made by the model itself from its attention to '{}'"
 SCALE = 3  # the world's 64 px images are shown at 192 px, drawn with sharp pixels
 
 
@@ -178,9 +205,10 @@ def _tiles(images: torch.Tensor) -> Image.Image:
     return row.resize((row.width * SCALE, row.height * SCALE), Image.NEAREST)
 
 
-def _comparison(photos, table, token, subject) -> Image.Image:
-    """The five photos, then per prompt the class word's images (left) beside the learned
-    word's (right), under column headings with each side's concept fidelity."""
+def _comparison(photos, table, token, subject, masks=None) -> Image.Image:
+    """The five photos (and, learned with automatic masks, the same photos darkened outside
+    their masks), then per prompt the class word's images (left) beside the learned word's
+    (right), under column headings with each side's concept fidelity."""
     font = ImageFont.load_default(size=18)
     pairs = [
         (row["template"].format("..."), _tiles(row["class"][1]), _tiles(row["learned"][1]))
@@ -194,13 +222,21 @@ def _comparison(photos, table, token, subject) -> Image.Image:
         for how in ("class", "learned")
     ]
     photo_row = _tiles(photos)
+    mask_row = _tiles(masks) if masks is not None else None
+    mask_h = 40 + mask_row.height if mask_row is not None else 0
     width = max(photo_row.width, right_x + pairs[0][2].width) + 20
-    height = 40 + photo_row.height + 70 + sum(30 + left.height for _, left, _ in pairs) + 10
+    rows = sum(30 + left.height for _, left, _ in pairs)
+    height = 40 + photo_row.height + mask_h + 70 + rows + 10
     out = Image.new("RGB", (width, height), "white")
     pen = ImageDraw.Draw(out)
     pen.text((10, 10), f"training photos of the hidden {subject.id}", fill="black", font=font)
     out.paste(photo_row, (10, 40))
     y = 50 + photo_row.height
+    if mask_row is not None:
+        note = f"their masks, made by the model itself from its attention to '{subject.class_word}'"
+        pen.text((10, y), note, fill="black", font=font)
+        out.paste(mask_row, (10, y + 30))
+        y += mask_h
     for x, title, score in zip((10, right_x), heading, scores):
         pen.text((x, y), title, fill="black", font=font)
         pen.text((x, y + 26), score, fill="black", font=font)
@@ -217,7 +253,7 @@ def _mean(table, how, field_name):
     return sum(getattr(r[how][2], field_name) for r in table) / len(table)
 
 
-def _html(table, token, subject) -> str:
+def _html(table, token, subject, masked: bool = False) -> str:
     rows = []
     for row in table:
         cells = []
@@ -239,7 +275,8 @@ def _html(table, token, subject) -> str:
 td{{padding:.4em;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>{html.escape(token)}: the hidden "{html.escape(subject.id)}"</h1>
 {summary}
-<p>The five training photos, then one row per prompt: left the class word
+<p>The five training photos{MASK_NOTE.format(html.escape(subject.class_word)) if masked else ""},
+then one row per prompt: left the class word
 "{html.escape(subject.class_word)}", right the learned word {html.escape(token)}.</p>
 <img src="comparison.png">
 <table><tr><th>class word</th><th>learned word</th></tr>{"".join(rows)}</table>

@@ -20,6 +20,7 @@ from . import (
     generate,
     inspect,
     learn,
+    masks,
     mix,
     rate,
     runs,
@@ -33,6 +34,7 @@ from .progress import close_bars
 # In the order `oneword --help` lists them.
 COMMAND_MODULES = [
     learn,
+    masks,
     generate,
     card,
     demo,

@@ -23,6 +23,16 @@ def register(sub) -> None:
         default=DemoConfig.subject,
         help=f"hidden subject to learn (default: {DemoConfig.subject})",
     )
+    p.add_argument(
+        "--token",
+        help="the word to learn, in any script (default: <my-SUBJECT>, e.g. <my-cat>)",
+    )
+    p.add_argument(
+        "--no-mask",
+        dest="auto_mask",
+        action="store_false",
+        help="learn from the whole photos, without the masks the model makes itself",
+    )
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
     p.add_argument(
         "--steps",
@@ -40,6 +50,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     started = time.time()
     config = DemoConfig(
         subject=a.subject,
+        token=a.token,
+        auto_mask=a.auto_mask,
         out=Path(a.out),
         steps=a.steps,
         seed=a.seed,

@@ -6,7 +6,13 @@ import argparse
 import time
 
 from .. import api
-from .options import add_model_options, add_project_option, add_training_options, training_config
+from .options import (
+    add_model_options,
+    add_project_option,
+    add_training_options,
+    auto_masking,
+    training_config,
+)
 from .progress import ProgressBar
 
 
@@ -51,6 +57,7 @@ def _cmd_learn(a: argparse.Namespace) -> int:
         on_event=ProgressBar(),
         project=a.project,
         mask_dir=a.mask_dir,
+        auto_mask=auto_masking(a),
     )
     print(f"learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():

@@ -16,6 +16,7 @@ from ..core.generate import Sampling
 from ..core.prompts import MODES
 from ..core.train import TrainConfig
 from ..errors import OnewordError
+from ..experiments.auto_masks import AutoMasking, class_word_of
 
 DEFAULT_MASK_FLOOR = 0.1
 
@@ -92,10 +93,23 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         "not what is around it; a photo's mask is <photo stem>.mask.png beside it (cat1.jpg: "
         "cat1.mask.png), else <photo stem>.png (or .jpg, .webp) in --mask-dir, else the "
         "photo's own alpha channel; white counts fully, black counts --mask-floor, grey "
-        "in between",
+        "in between. --mask auto makes the masks with the model itself, from where its "
+        "cross-attention finds the class word (--class-word, else --init) in each photo; "
+        "`oneword masks` writes them to look at first",
     )
-    g.add_argument("--mask", action="store_true", help="train with each photo's mask")
+    g.add_argument(
+        "--mask",
+        nargs="?",
+        const=True,
+        type=mask_choice,
+        help="train with each photo's mask; `--mask auto`: masks made by the model",
+    )
     g.add_argument("--mask-dir", metavar="DIR", help="a folder of masks named as the photos")
+    g.add_argument(
+        "--class-word",
+        metavar="WORD",
+        help="what --mask auto looks for in the photos (default: the --init words)",
+    )
     g.add_argument(
         "--mask-floor",
         type=float,
@@ -129,6 +143,23 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         mask_floor=_mask_floor(a),
         **settings,
     )
+
+
+def mask_choice(text: str) -> str:
+    if text != "auto":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give --mask alone (mask files) or --mask auto, after the photos"
+        )
+    return text
+
+
+def auto_masking(a: argparse.Namespace) -> AutoMasking | None:
+    """`--mask auto`'s settings, else None (--class-word only with it)."""
+    if a.mask != "auto":
+        if a.class_word is not None:
+            raise OnewordError(f"--class-word {a.class_word}: only with --mask auto; add it")
+        return None
+    return AutoMasking(class_word_of(a.init_word, a.class_word), seed=a.seed)
 
 
 def _mask_floor(a: argparse.Namespace) -> float | None:

@@ -14,6 +14,7 @@ from .options import (
     add_ray_options,
     add_scoring_options,
     add_training_options,
+    auto_masking,
     candidate_plan,
     load_ray_cluster,
     score_settings,
@@ -83,6 +84,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
             a.max_batch,
             on_event=ProgressBar(),
             mask_dir=a.mask_dir,
+            auto_mask=auto_masking(a),
         )
     print(
         f"run r{result.run_id}: {len(result.files)} candidates of {a.token} in "
@@ -124,7 +126,7 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
     plan = HalvingPlan(keep=a.keep, budget=a.budget, score=settings)
     result = halving_sweep(
         a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar(),
-        a.mask_dir,
+        a.mask_dir, auto_masking(a),
     )  # fmt: skip
     print(f"run r{result.run_id}: halving of {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")  # fmt: skip

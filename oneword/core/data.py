@@ -189,8 +189,11 @@ class PhotoMask:
     weight: torch.Tensor
     source: Path
     alpha: bool = False  # the photo's own alpha channel
+    made_by: str | None = None  # how an automatic mask was made (`--mask auto`)
 
     def describe(self) -> str:
+        if self.made_by is not None:
+            return self.made_by
         return f"alpha channel of {self.source}" if self.alpha else str(self.source)
 
 
@@ -301,6 +304,11 @@ def _upright(path: Path) -> Image.Image:
             return ImageOps.exif_transpose(opened)
     except _READ_ERRORS as exc:
         raise OnewordError(f"{path}: {_reason(exc)}") from None
+
+
+def read_mask(path: str | Path) -> torch.Tensor:
+    """A mask file as weights [H, W] in [0, 1] (see `load_masks`)."""
+    return _read_mask_file(Path(path))
 
 
 def _read_mask_file(path: Path) -> torch.Tensor:

@@ -20,6 +20,7 @@ from ..core.checkpoint import keep_candidates
 from ..core.train import CHECKPOINT_NAME, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Finished, Message, ignore
+from .auto_masks import AutoMasking
 from .cuts import add_cut, run_cuts
 from .halving import Rung, check_keep, halving_rungs, steps_for_budget, survivors
 from .score_math import FIDELITY_METRICS, PROMPT_METRICS, label_free_score
@@ -30,11 +31,10 @@ from .sweep import (
     candidate_folders,
     first_file,
     keep_masks,
-    mask_settings,
-    read_photos,
     record_run,
     recording_steps,
     run_folder,
+    run_photos,
     train_candidates,
     write_candidates,
 )
@@ -77,25 +77,27 @@ def halving_sweep(
     max_batch: int | str | None = "auto",
     on_event: EventSink = ignore,
     mask_dir: str | None = None,
+    auto_mask: AutoMasking | None = None,
 ) -> SweepResult:
     """Train, score and cut the candidates rung by rung; record every cut. With
-    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them)."""
+    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them;
+    `auto_mask`: made by the model itself)."""
     check_supported(config)
     steps, rungs = plan.schedule(config)
     config = replace(config, steps=steps)
     with Store.open(project) as store:
-        images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
         folder = run_folder(store, config.token, out, resume)
         if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
             raise OnewordError(
                 f"{folder}: this run folder already has a checkpoint; pass --resume "
                 "to continue it or choose another --out"
             )
+        images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
         schedule = [{"step": r.step, "candidates": r.count} for r in rungs]
         halving = {"keep": plan.keep, "budget": plan.budget, "rungs": schedule}
         with record_run(
             store, "sweep", folder, photos, config, choice, resume, None,
-            max_batch=max_batch, halving=halving, **mask_settings(images, config, mask_dir),
+            max_batch=max_batch, halving=halving, **masking,
         ) as rec:  # fmt: skip
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)

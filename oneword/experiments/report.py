@@ -296,6 +296,8 @@ def _describe_masks(settings: dict) -> list[str]:
         return []
     floor = settings.get("mask_floor")
     where = f", --mask-dir {mask['dir']}" if mask.get("dir") else ""
+    if mask.get("auto"):
+        where = f", --mask auto: the model's attention to '{mask['auto']['class_word']}'"
     lines = [f"  masks    trained with masks (--mask-floor {floor}{where}):"]
     for item in mask.get("files", []):
         lines.append(f"           {Path(item['photo']).name}: {item['mask']}")

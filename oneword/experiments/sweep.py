@@ -31,6 +31,7 @@ from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import atomic_write, file_stem, output_folder
+from .auto_masks import AutoMasking, mask_photos
 from .micro_batch import resolve_max_batch, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
@@ -120,17 +121,20 @@ def sweep(
     on_event: EventSink = ignore,
     parent_run: int | None = None,
     mask_dir: str | None = None,
+    auto_mask: AutoMasking | None = None,
 ) -> SweepResult:
     """Train every candidate of `config.candidates` in one batched run and record it.
 
     max_batch: samples per forward pass; "auto" fits them to the free memory, None: all.
     parent_run: the store's run this sweep is part of (a benchmark). With
-    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them).
+    `config.mask_floor`, the photos' masks weight the loss (`mask_dir`: a folder of them;
+    `auto_mask`: made by the model itself).
     """
     with Store.open(project) as store:
         return sweep_in(
-            store, photos, config, choice, out, resume, max_batch, on_event, parent_run, mask_dir
-        )
+            store, photos, config, choice, out, resume, max_batch, on_event, parent_run,
+            mask_dir, auto_mask,
+        )  # fmt: skip
 
 
 def sweep_in(
@@ -144,16 +148,16 @@ def sweep_in(
     on_event: EventSink,
     parent_run: int | None = None,
     mask_dir: str | None = None,
+    auto_mask: AutoMasking | None = None,
 ) -> SweepResult:
     """`sweep` in an open store."""
-    images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
     folder = run_folder(store, config.token, out, resume)
     if folder is not None and not resume and (folder / CHECKPOINT_NAME).exists():
         raise OnewordError(
             f"{folder}: this run folder already has a checkpoint; pass --resume "
             "to continue it or choose another --out"
         )
-    masking = mask_settings(images, config, mask_dir)
+    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
     with record_run(
         store, "sweep", folder, photos, config, choice, resume, parent_run,
         max_batch=max_batch, **masking,
@@ -317,6 +321,28 @@ def record_run(
     )
 
 
+def run_photos(
+    photos: list[str],
+    config: TrainConfig,
+    choice: ModelChoice,
+    on_event: EventSink,
+    mask_dir: str | None = None,
+    auto_mask: AutoMasking | None = None,
+) -> tuple[data.TrainingPhotos, dict]:
+    """The photos of a run with their masks (read from files, or made by the model with
+    `auto_mask`), and what the run's settings say of the masks."""
+    if auto_mask is None:
+        images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
+        return images, mask_settings(images, config, mask_dir)
+    if mask_dir is not None:
+        raise OnewordError(f"--mask-dir {mask_dir}: not with --mask auto; leave one out")
+    if config.mask_floor is None:
+        raise ValueError("automatic masks need config.mask_floor")
+    images = read_photos(photos, on_event)
+    images, record = mask_photos(images, choice, config.resolution, auto_mask, on_event)
+    return images, mask_settings(images, config, None, record)
+
+
 def read_photos(
     photos: list[str], on_event: EventSink, masked: bool = False, mask_dir: str | None = None
 ) -> data.TrainingPhotos:
@@ -339,16 +365,26 @@ def read_photos(
     return data.TrainingPhotos(images, files, masks)
 
 
-def mask_settings(photos: data.TrainingPhotos, config: TrainConfig, mask_dir=None) -> dict:
-    """What a run's settings say of its masks: where each photo's came from, and the floor."""
+def mask_settings(
+    photos: data.TrainingPhotos, config: TrainConfig, mask_dir=None, auto_record=None
+) -> dict:
+    """What a run's settings say of its masks: where each photo's came from (with how
+    automatic masks were made, `auto_record`), and the floor."""
     if photos.masks is None:
         return {}
     folder = str(Path(mask_dir).expanduser().absolute()) if mask_dir is not None else None
     files = [
-        {"photo": str(f.absolute()), "mask": m.describe() if m.alpha else str(m.source.absolute())}
+        {"photo": str(f.absolute()), "mask": _mask_origin(m)}
         for f, m in zip(photos.files, photos.masks)
     ]
-    return {"mask": {"dir": folder, "files": files}, "mask_floor": config.mask_floor}
+    made = {"auto": auto_record} if auto_record is not None else {}
+    return {"mask": {"dir": folder, **made, "files": files}, "mask_floor": config.mask_floor}
+
+
+def _mask_origin(mask: data.PhotoMask) -> str:
+    if mask.alpha or mask.made_by is not None:
+        return mask.describe()
+    return str(mask.source.absolute())
 
 
 def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> None:

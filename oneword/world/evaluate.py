@@ -70,7 +70,16 @@ def companion_photos(
     """Photos [count, 3, 64, 64] in [0, 1] of the subject (left or right, medium) beside its
     companion on the other side, and the subject's masks [count, 1, 64, 64] in [0, 1] (its
     coverage where the companion does not hide it), as a user would paint them."""
-    photos, masks = [], []
+    photos, masks, _ = companion_photos_and_cover(subject_id, count, generator)
+    return photos, masks
+
+
+def companion_photos_and_cover(
+    subject_id: str, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`companion_photos`, and the companion's own coverage [count, 1, 64, 64] (where a mask of
+    the subject must not reach)."""
+    photos, masks, fronts = [], [], []
     for i in range(count):
         scene = PHOTO_SCENES[i % len(PHOTO_SCENES)]
         side = "left" if torch.rand((), generator=generator) < 0.5 else "right"
@@ -84,7 +93,8 @@ def companion_photos(
         front = other_cover[:, :1]
         photos.append(image * (1 - front) + other * front)
         masks.append(cover[:, :1] * (1 - front))
-    return torch.cat(photos), torch.cat(masks)
+        fronts.append(front)
+    return torch.cat(photos), torch.cat(masks), torch.cat(fronts)
 
 
 # Scenes whose own greens are too near the companion's for its colour to be told apart.

@@ -185,6 +185,30 @@ CASES = [
         None,
     ),
     (
+        "class word without mask auto",
+        lambda t, m, p: learn(t, m, p, "--class-word", "cat"),
+        "--class-word cat: only with --mask auto",
+        None,
+    ),
+    (
+        "mask-dir with mask auto",
+        lambda t, m, p: learn(t, m, p, "--mask", "auto", "--mask-dir", mask_folder(t)),
+        "not with --mask auto",
+        None,
+    ),
+    (
+        "masks written into the photos' folder",
+        lambda t, m, p: ["masks", p, "--init", "cat", "--out", p, "--model", m],
+        "the photos' own folder",
+        None,
+    ),
+    (
+        "masks without a class word",
+        lambda t, m, p: ["masks", p, "--out", t / "masks", "--model", m],
+        "give --init WORD or --class-word WORD",
+        None,
+    ),
+    (
         "mask floor above 1",
         lambda t, m, p: learn(t, m, masks_beside(p), "--mask", "--mask-floor", 2),
         "--mask-floor 2",
@@ -402,6 +426,14 @@ def test_out_file_and_mix_folder_advice_work(capsys, tmp_path, tiny_model_dir, p
     target = line.split("e.g. ")[1]
     assert run(capsys, "mix", good(tmp_path), good(tmp_path), "-o", target)[0] == 0
     assert Path(target).is_file()
+
+
+def test_masks_class_word_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):
+    argv = ["masks", photo_dir, "--out", tmp_path / "masks", "--model", tiny_model_dir]
+    line = error_line(run(capsys, *argv)[2])
+    assert "give --init WORD or --class-word WORD" in line
+    code, _, err = run(capsys, *argv, "--init", "cat")
+    assert code == 0, err
 
 
 def test_device_advice_works(capsys, tmp_path, tiny_model_dir, photo_dir):

@@ -275,17 +275,19 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     # the photos, then 6 prompts x (2 class + 2 learned) images, every image shown 3x as large
     photo = Image.open(tmp_path / "demo" / "photos" / "photo0.png").width
     drawn = (sheet.width - 2) // 4 - 2  # the contact sheet: 4 images a row, 2 px apart
-    assert figure.width >= 5 * 3 * photo and figure.height >= 3 * photo + 6 * 3 * drawn
+    # the photos twice (as taken, then darkened outside their automatic masks), then the images
+    assert figure.width >= 5 * 3 * photo and figure.height >= 2 * 3 * photo + 6 * 3 * drawn
     page = (tmp_path / "demo" / "index.html").read_text()
-    assert 'src="comparison.png"' in page
-    assert "<my-ball>" in page or "&lt;my-ball&gt;" in page
+    assert 'src="comparison.png"' in page and "made by the model itself" in page
+    assert "&lt;my-cat&gt;" in page
+    assert len(list((tmp_path / "demo" / "run" / "masks").glob("*.png"))) == 5
     assert len(list((tmp_path / "demo" / "photos").glob("*.png"))) == 5
     code, listed, _ = run(capsys, "runs", "--kind", "generate")
-    assert code == 0 and "<my-ball>" in listed and "done" in listed
+    assert code == 0 and "<my-cat>" in listed and "done" in listed
     code, shown, _ = run(capsys, "show", "last")
     assert "images (24):" in shown and "learned_embeds.safetensors" in shown
     drawn = Image.open(next((tmp_path / "demo" / "images").glob("*-learned-s0.png")))
-    assert "<my-ball>" in drawn.text["parameters"].splitlines()[0]
+    assert "<my-cat>" in drawn.text["parameters"].splitlines()[0]
 
 
 @pytest.mark.parametrize(
