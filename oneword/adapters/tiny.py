@@ -332,6 +332,36 @@ def build_tiny_clip_model(
     return save_parts_atomically(Path(folder), [model, tokenizer, processor])
 
 
+def build_tiny_clipseg_model(folder: str | Path, seed: int = 0) -> Path:
+    """A CLIPSeg model with random weights and tiny sizes, saved as a transformers folder with
+    its processor (for tests: it segments nothing in particular)."""
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        ViTImageProcessor,
+    )
+
+    tokenizer = build_clip_tokenizer(list(TINY_EXTRA_WORDS))
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=32, patch_size=8)  # fmt: skip
+    config = CLIPSegConfig(
+        text_config=text, vision_config=vision, projection_dim=16, extract_layers=(0, 1),
+        reduce_dim=16, decoder_intermediate_size=32,
+    )  # fmt: skip
+    model = seeded(seed, lambda: CLIPSegForImageSegmentation(config))
+    images = ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )  # fmt: skip
+    processor = CLIPSegProcessor(image_processor=images, tokenizer=tokenizer)
+    return save_parts_atomically(Path(folder), [model, processor])
+
+
 def build_tiny_dino_model(folder: str | Path, seed: int = 0) -> Path:
     """A DINOv2 model with random weights and tiny sizes, saved as a transformers folder."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model

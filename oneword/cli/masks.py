@@ -25,12 +25,19 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="the folder to write the masks to")
     p.add_argument("--resolution", type=int, help="size the photos are seen at (the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
+    p.add_argument(
+        "--mask-model",
+        metavar="PATH",
+        help="a CLIPSeg model you have (folder, or hub id in your cache) instead of the "
+        "model's own attention",
+    )
     add_model_options(p)
     p.set_defaults(func=_cmd_masks)
 
 
 def _cmd_masks(a: argparse.Namespace) -> int:
-    auto = AutoMasking(class_word_of(a.init_word, a.class_word), seed=a.seed)
+    word = class_word_of(a.init_word, a.class_word)
+    auto = AutoMasking(word, seed=a.seed, mask_model=a.mask_model)
     choice = api.ModelChoice(a.model, a.device, a.dtype)
     written = write_masks(a.photos, choice, auto, a.out, a.resolution, ProgressBar())
     print(f"{len(written.masks)} masks in {written.masks[0].parent}")

@@ -111,6 +111,12 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         help="what --mask auto looks for in the photos (default: the --init words)",
     )
     g.add_argument(
+        "--mask-model",
+        metavar="PATH",
+        help="--mask auto with a CLIPSeg model you have (a folder, or a hub id in your cache) "
+        "instead of the model's own attention",
+    )
+    g.add_argument(
         "--mask-floor",
         type=float,
         metavar="F",
@@ -156,10 +162,12 @@ def mask_choice(text: str) -> str:
 def auto_masking(a: argparse.Namespace) -> AutoMasking | None:
     """`--mask auto`'s settings, else None (--class-word only with it)."""
     if a.mask != "auto":
-        if a.class_word is not None:
-            raise OnewordError(f"--class-word {a.class_word}: only with --mask auto; add it")
+        for option, value in (("--class-word", a.class_word), ("--mask-model", a.mask_model)):
+            if value is not None:
+                raise OnewordError(f"{option} {value}: only with --mask auto; add it")
         return None
-    return AutoMasking(class_word_of(a.init_word, a.class_word), seed=a.seed)
+    word = class_word_of(a.init_word, a.class_word)
+    return AutoMasking(word, seed=a.seed, mask_model=a.mask_model)
 
 
 def _mask_floor(a: argparse.Namespace) -> float | None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..adapters.attention_maps import latent_multiple, record_attention
+from ..adapters.segmenters import load_clipseg
 from ..core import data, masking
 from ..core.diffusion import add_noise
 from ..core.interface import TextToImage
@@ -116,10 +117,32 @@ def auto_masks(
     ]
 
 
-def recipe_record(recipe: masking.MaskRecipe, word: str, resolution: int, seed: int) -> dict:
+def segmenter_mask(segmenter, image: Image.Image, word: str, recipe: masking.MaskRecipe):
+    """A dedicated segmentation model's mask (`--mask-model`, e.g. CLIPSeg): its probability
+    map [h, w] cut at SEGMENTER_LEVEL, the largest part kept and feathered, at the photo's
+    size; no more than the model says is claimed of it."""
+    probability = segmenter.heat(image, word)[None].float()  # [1, h, w]
+    kept = masking.largest_component(probability >= SEGMENTER_LEVEL)
+    share = float(kept.float().mean())
+    soft = masking.feather(kept, recipe.feather * probability.shape[-1] / 64)
+    width, height = image.size
+    full = F.interpolate(soft[None], size=(height, width), mode="bilinear", align_corners=False)
+    verdict = masking.found_subject(share, float("inf"), recipe)
+    return AutoMask(full[0, 0].clamp(0, 1), share, verdict)
+
+
+SEGMENTER_LEVEL = 0.5  # a probability: the subject where the model says more likely than not
+
+
+def recipe_record(auto: AutoMasking, resolution: int) -> dict:
     """How automatic masks were made, as a run's settings record it."""
+    word = auto.class_word
+    if auto.mask_model is not None:
+        return {"method": "clipseg", "mask_model": auto.mask_model, "class_word": word,
+                "level": SEGMENTER_LEVEL, "feather": auto.recipe.feather,
+                "min_area": auto.recipe.min_area, "max_area": auto.recipe.max_area}  # fmt: skip
     return {"method": "attention", "class_word": word, "caption": CAPTION.format(word),
-            "resolution": resolution, "seed": seed, **asdict(recipe)}  # fmt: skip
+            "resolution": resolution, "seed": auto.seed, **asdict(auto.recipe)}  # fmt: skip
 
 
 def _model_pixels(model: TextToImage, image: Image.Image, resolution: int) -> torch.Tensor:
@@ -138,11 +161,12 @@ def _model_pixels(model: TextToImage, image: Image.Image, resolution: int) -> to
 @dataclass(frozen=True)
 class AutoMasking:
     """`--mask auto`: masks made by the model from the class word's attention (`seed`: of the
-    noise draws)."""
+    noise draws), or by a segmentation model the user has (`mask_model`)."""
 
     class_word: str
     recipe: masking.MaskRecipe = masking.MaskRecipe()
     seed: int = 0
+    mask_model: str | None = None  # a CLIPSeg folder to use instead of the model's attention
 
     def __post_init__(self):
         if not self.class_word.strip():
@@ -170,11 +194,16 @@ def make_masks(
     """The photos' automatic masks, made by `choice`'s model (loaded here and let go), and
     the resolution they were seen at; a photo whose map found nothing or everything is said
     in a message."""
+    word = auto.class_word
+    if auto.mask_model is not None:
+        segmenter = load_clipseg(auto.mask_model)
+        made = [segmenter_mask(segmenter, image, word, auto.recipe) for image in photos.images]
+        on_event(Message(f"made {len(made)} masks with {auto.mask_model} asked for '{word}'"))
+        return made, resolution or 0
     model = choice.load()
     size = resolution or model.native_resolution
-    made = auto_masks(model, photos.images, auto.class_word, size, auto.recipe, auto.seed)
+    made = auto_masks(model, photos.images, word, size, auto.recipe, auto.seed)
     del model
-    word = auto.class_word
     on_event(Message(f"made {len(made)} masks from the model's own attention to '{word}'"))
     for file, mask in zip(photos.files, made):
         if mask.verdict is not None:
@@ -197,7 +226,7 @@ def mask_photos(
         data.PhotoMask(mask.training_weight(), file, made_by=describe(mask, auto.class_word))
         for file, mask in zip(photos.files, made)
     ]
-    record = recipe_record(auto.recipe, auto.class_word, size, auto.seed)
+    record = recipe_record(auto, size)
     return data.TrainingPhotos(photos.images, photos.files, masks), record
 
 

@@ -191,6 +191,18 @@ CASES = [
         None,
     ),
     (
+        "mask model without mask auto",
+        lambda t, m, p: learn(t, m, p, "--mask-model", t),
+        "only with --mask auto",
+        None,
+    ),
+    (
+        "mask model that is not one",
+        lambda t, m, p: learn(t, m, p, "--mask", "auto", "--mask-model", t / "nowhere"),
+        "not a folder, nor in the local cache",
+        None,
+    ),
+    (
         "mask-dir with mask auto",
         lambda t, m, p: learn(t, m, p, "--mask", "auto", "--mask-dir", mask_folder(t)),
         "not with --mask auto",

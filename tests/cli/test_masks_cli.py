@@ -98,3 +98,18 @@ def test_mask_takes_only_auto_as_a_value(capsys, tmp_path, tiny_model_dir, photo
         main(["learn", "--mask", str(photo_dir), "--token", "<x>"])
     assert stop.value.code == 2
     assert "give --mask alone (mask files) or --mask auto" in capsys.readouterr().err
+
+
+def test_learn_with_a_clipseg_model_on_disk(capsys, tmp_path, tiny_model_dir, photo_dir):
+    from oneword.adapters.tiny import build_tiny_clipseg_model
+
+    clipseg = build_tiny_clipseg_model(tmp_path / "clipseg")
+    code, printed, err = run(
+        capsys, "learn", photo_dir, "--token", "<x>", "--init", "cat", "--steps", 1,
+        "--grad-accum", 1, "--model", tiny_model_dir, "--out", tmp_path / "run",
+        "--mask", "auto", "--mask-model", clipseg,
+    )  # fmt: skip
+    assert code == 0, err
+    auto = json.loads((tmp_path / "run" / "run.json").read_text())["mask"]["auto"]
+    assert auto["method"] == "clipseg" and auto["mask_model"] == str(clipseg)
+    assert len(list((tmp_path / "run" / "masks").glob("*.png"))) == 4

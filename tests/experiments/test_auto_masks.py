@@ -64,3 +64,28 @@ def test_the_class_word_comes_from_class_word_else_the_init_words():
     assert auto_masks.class_word_of("cat", "tabby cat") == "tabby cat"
     with pytest.raises(OnewordError, match="give --init WORD or --class-word WORD"):
         auto_masks.AutoMasking(auto_masks.class_word_of(None, None))
+
+
+class Halves:
+    """A segmenter that finds the word in the left half of every photo."""
+
+    def __init__(self, left: float, right: float):
+        self.left, self.right = left, right
+
+    def heat(self, image, word):
+        heat = torch.full((32, 32), self.right)
+        heat[:, :16] = self.left
+        return heat
+
+
+def test_the_segmenters_map_is_cut_at_its_level_and_sized_as_the_photo():
+    photo = Image.new("RGB", (48, 40))
+    mask = auto_masks.segmenter_mask(Halves(0.9, 0.1), photo, "cat", MaskRecipe(feather=0.0))
+    assert mask.weight.shape == (40, 48) and mask.share == pytest.approx(0.5)
+    assert mask.weight[:, :20].min() > 0.999 and mask.weight[:, 28:].max() < 1e-3
+    assert mask.verdict is None
+    below = auto_masks.SEGMENTER_LEVEL - 0.1
+    nothing = auto_masks.segmenter_mask(Halves(below, below), photo, "cat", MaskRecipe())
+    assert nothing.verdict == "nothing" and torch.equal(
+        nothing.training_weight(), torch.ones(40, 48)
+    )
