@@ -208,7 +208,7 @@ def _tiles(images: torch.Tensor) -> Image.Image:
 def _comparison(photos, table, token, subject, masks=None) -> Image.Image:
     """The five photos (and, learned with automatic masks, the same photos darkened outside
     their masks), then per prompt the class word's images (left) beside the learned word's
-    (right), under column headings with each side's concept fidelity."""
+    (right), under column headings with each side's concept and prompt fidelity."""
     font = ImageFont.load_default(size=18)
     pairs = [
         (row["template"].format("..."), _tiles(row["class"][1]), _tiles(row["learned"][1]))
@@ -218,7 +218,8 @@ def _comparison(photos, table, token, subject, masks=None) -> Image.Image:
     right_x = 10 + pairs[0][1].width + gap
     heading = [f'class word "{subject.class_word}"', f"learned word {token}"]
     scores = [
-        f"drawn as the subject: {_mean(table, how, 'concept_fidelity'):.0%}"
+        f"drawn as the subject: {_mean(table, how, 'concept_fidelity'):.0%}\n"
+        f"in the prompted scene and style: {_mean(table, how, 'prompt_fidelity'):.0%}"
         for how in ("class", "learned")
     ]
     photo_row = _tiles(photos)
@@ -226,7 +227,7 @@ def _comparison(photos, table, token, subject, masks=None) -> Image.Image:
     mask_h = 40 + mask_row.height if mask_row is not None else 0
     width = max(photo_row.width, right_x + pairs[0][2].width) + 20
     rows = sum(30 + left.height for _, left, _ in pairs)
-    height = 40 + photo_row.height + mask_h + 70 + rows + 10
+    height = 40 + photo_row.height + mask_h + 96 + rows + 10
     out = Image.new("RGB", (width, height), "white")
     pen = ImageDraw.Draw(out)
     pen.text((10, 10), f"training photos of the hidden {subject.id}", fill="black", font=font)
@@ -239,8 +240,8 @@ def _comparison(photos, table, token, subject, masks=None) -> Image.Image:
         y += mask_h
     for x, title, score in zip((10, right_x), heading, scores):
         pen.text((x, y), title, fill="black", font=font)
-        pen.text((x, y + 26), score, fill="black", font=font)
-    y += 60
+        pen.multiline_text((x, y + 26), score, fill="black", font=font, spacing=4)
+    y += 86
     for prompt, left, right in pairs:
         pen.text((10, y), prompt, fill="black", font=font)
         out.paste(left, (10, y + 30))

@@ -70,7 +70,12 @@ def test_learn_with_automatic_masks_records_them_and_resumes(capsys, tmp_path, c
     assert names == [f"cat{k}.png" for k in range(5)]
     mask = Image.open(run_dir / "masks" / "cat0.png")
     assert 0 < sum(mask.point(lambda v: v > 127).getdata()) < 64 * 64 / 2  # the cat, not all
-    assert len(list((run_dir / "masks" / "shown").glob("*.png"))) == 5  # what the gallery shows
+    assert len(list((run_dir / "masks" / "shown").glob("*.png"))) == 5
+    from oneword.experiments.store import Store
+
+    with Store.open(None) as store:  # the gallery draws the masks over the photos from these
+        (recorded,) = store.runs("learn")
+        assert len(store.files(recorded.id, "mask_view")) == 5
     code, shown, _ = run(capsys, "show", "last")
     assert code == 0 and "--mask auto: the model's attention to 'cat'" in shown
     assert "cat0.png: automatic ('cat', covers" in shown

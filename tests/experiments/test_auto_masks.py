@@ -89,3 +89,9 @@ def test_the_segmenters_map_is_cut_at_its_level_and_sized_as_the_photo():
     assert nothing.verdict == "nothing" and torch.equal(
         nothing.training_weight(), torch.ones(40, 48)
     )
+
+
+def test_sdxl_models_make_masks_too():
+    sdxl = load_model("tiny-sdxl")
+    (mask,) = auto_masks.auto_masks(sdxl, [photo()], "cat", 32, MaskRecipe(min_contrast=0.0))
+    assert sdxl.family == "sdxl" and mask.weight.shape == (40, 48) and 0 < mask.share < 1
