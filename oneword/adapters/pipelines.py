@@ -17,6 +17,7 @@ from ..errors import OnewordError
 from .layer_states import cross_attention_names, install_layer_windows
 
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
+UNCLIPPED = ("clip_sample", "set_alpha_to_one")  # scheduler keys SD's configs set to False
 
 
 class PlaceholderEmbedding(nn.Module):
@@ -233,7 +234,9 @@ class TextToImageModel:
             self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder.train()  # transformers checkpoints only in train mode; no dropout
         if compile_unet:
-            self.pipe.unet = torch.compile(unet, dynamic=False)
+            # dynamic=None: one static graph, then one with dynamic shapes once a second batch
+            # size comes (dynamic=False recompiled for every micro-batch size)
+            self.pipe.unet = torch.compile(unet, dynamic=None)
 
     # -- generation ----------------------------------------------------------------------
     def set_scheduler(self, name: str) -> None:
@@ -463,6 +466,11 @@ def make_scheduler(name: str, config):
     if name not in classes:
         raise OnewordError(f"--scheduler {name}: choose one of {', '.join(SCHEDULERS)}")
     cls, extra = classes[name]
+    # Stable Diffusion never clips its predicted x0 (DDIM and DDPM default to clipping it to
+    # [-1, 1], which washes images out); a config that does not say so gets them off
+    for key in UNCLIPPED:
+        if key not in config:
+            extra[key] = False
     return cls.from_config(config, **extra)
 
 

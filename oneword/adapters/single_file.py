@@ -23,6 +23,7 @@ import torch
 
 from ..errors import OnewordError
 from ..files import atomic_write_text
+from .builtin import tiny_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,7 @@ def checkpoint_config(path: str | Path, cache: Path) -> Checkpoint:
         "StableDiffusionXLPipeline" if family.startswith("sdxl") else "StableDiffusionPipeline"
     )
     if family == "tiny":
-        from .loading import resolve_model
-
-        return Checkpoint(family, pipeline, Path(resolve_model("tiny")[1]))
+        return Checkpoint(family, pipeline, tiny_model_folder("tiny"))
     folder = cache / "single-file" / family
     if not (folder / "model_index.json").is_file():
         write_family_config(family, folder, tokenizer_files(cache))
@@ -228,11 +227,10 @@ def write_family_config(family: str, folder: Path, vocabulary: Path) -> Path:
         num_train_timesteps=1000,
         steps_offset=1,
         prediction_type=prediction,
-        **(
-            {"timestep_spacing": "leading"}
-            if xl
-            else {"clip_sample": False, "set_alpha_to_one": False}
-        ),
+        # SD never clips its predicted x0: without these keys DDIM and DDPM clip it to [-1, 1]
+        clip_sample=False,
+        set_alpha_to_one=False,
+        **({"timestep_spacing": "leading"} if xl else {}),
     )
     parts = {
         "unet": ("diffusers", "UNet2DConditionModel", "config.json", unet),
