@@ -159,10 +159,12 @@ def batch_loss(
     batch: Batch,
     weight: float | None,
     max_batch: int | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
     """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
     per-sample losses [B] (detached). weight None: only the losses (no backward pass). A
-    batch of masked photos weights each sample's pixels by its `batch.weight`."""
+    batch of masked photos weights each sample's pixels by its `batch.weight`. scaler: the
+    loss is multiplied by its scale before the backward pass (fp16 gradients)."""
     size = len(batch.timesteps)
     chunk = max_batch or size
     alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
@@ -179,6 +181,7 @@ def batch_loss(
             model.predict_noise(noisy, batch.timesteps[sl], text), target, weight_map
         )
         if weight is not None:
-            (loss.sum() * weight).backward()
+            total = loss.sum() * weight
+            (total if scaler is None else scaler.scale(total)).backward()
         losses.append(loss.detach())
     return torch.cat(losses)
