@@ -67,6 +67,7 @@ class TextToImageModel:
     prediction_type: str  # "epsilon" or "v_prediction"
     alphas_cumprod: torch.Tensor  # [T] float64 on CPU
     placeholder_tokens: list[str] = field(default_factory=list)
+    low_memory: bool = False  # see speed_up
 
     @property
     def tokenizer(self):
@@ -224,13 +225,16 @@ class TextToImageModel:
         """Execution options that leave what is computed unchanged (up to rounding).
 
         low_memory recomputes UNet and text-encoder activations in the backward pass
-        (gradient checkpointing, Chen et al. 2016) instead of keeping them.
+        (gradient checkpointing, Chen et al. 2016) instead of keeping them, and runs the VAE
+        on one image at a time (slicing); once on, it stays on.
         """
         unet = self.pipe.unet
         if channels_last:
             unet.to(memory_format=torch.channels_last)
-        if low_memory:
+        if low_memory and not self.low_memory:
+            self.low_memory = True
             unet.enable_gradient_checkpointing()
+            self.pipe.vae.enable_slicing()
             self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder.train()  # transformers checkpoints only in train mode; no dropout
         if compile_unet:
@@ -419,8 +423,9 @@ class SDXLModel(TextToImageModel):
     def speed_up(
         self, channels_last: bool = False, compile_unet: bool = False, low_memory: bool = False
     ) -> None:
+        was = self.low_memory
         super().speed_up(channels_last, compile_unet, low_memory)
-        if low_memory:
+        if low_memory and not was:
             self.text_encoder_2.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder_2.train()
 

@@ -16,8 +16,8 @@ from ..files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Settings that may differ between a run and its resumption without changing what is learned,
-# the learning rate, so that a run that diverged can go on with a lower one, and the step
-# to stop at, so that a stopped run can be continued further.
+# the learning rate, so that a run that diverged can go on with a lower one, the step
+# to stop at, so that a stopped run can be continued further, and how memory is saved.
 RESUMABLE_CHANGES = {
     "checkpoint_every",
     "preview_every",
@@ -25,6 +25,7 @@ RESUMABLE_CHANGES = {
     "max_batch",
     "lr",
     "stop_at",
+    "low_memory",
 }
 _KEYS = {
     "step": int,

@@ -80,12 +80,14 @@ def encode_candidate_photos(
     count: int,
     masks: torch.Tensor | list[torch.Tensor] | None = None,
     mask_floor: float = 0.0,
+    chunk: int = 8,
 ) -> list[PhotoLatents]:
     """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
     (each candidate's own crops); a tensor given for several candidates is encoded once.
-    masks: None, or laid out as the photos are (their crops and flips, [M, 1, R, R])."""
+    masks: None, or laid out as the photos are (their crops and flips, [M, 1, R, R]).
+    chunk: photos per VAE pass."""
     if not isinstance(photos, (list, tuple)):
-        return [encode_photos(model, photos, masks=masks, mask_floor=mask_floor)] * count
+        return [encode_photos(model, photos, chunk, masks, mask_floor)] * count
     if len(photos) != count:
         raise ValueError(f"{len(photos)} photo sets for {count} candidates")
     if masks is not None and len(masks) != count:
@@ -94,7 +96,7 @@ def encode_candidate_photos(
     for k, p in enumerate(photos):
         if id(p) not in cache:
             mask = None if masks is None else masks[k]
-            cache[id(p)] = encode_photos(model, p, masks=mask, mask_floor=mask_floor)
+            cache[id(p)] = encode_photos(model, p, chunk, mask, mask_floor)
     return [cache[id(p)] for p in photos]
 
 

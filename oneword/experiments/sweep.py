@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Callable, Iterable
@@ -31,7 +31,7 @@ from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import atomic_write, file_stem, output_folder
-from .micro_batch import resolve_max_batch, train_fitting_memory
+from .micro_batch import fit_to_memory, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
 
@@ -223,13 +223,13 @@ def train_candidates(
     pixels, masks = candidate_photos(images, config, config.resolution or model.native_resolution)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
-    chunk = resolve_max_batch(model, config, max_batch)
-    if chunk:
-        on_event(Message(f"{chunk} samples per forward pass"))
+    config = fit_to_memory(model, config, max_batch, on_event)
+    if config.max_batch:
+        on_event(Message(f"{config.max_batch} samples per forward pass"))
     state = train_fitting_memory(
         model,
         pixels,
-        replace(config, max_batch=chunk),
+        config,
         folder,
         on_event,
         resume,
