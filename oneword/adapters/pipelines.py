@@ -15,9 +15,9 @@ from torch import nn
 from ..core.embeddings import model_family
 from ..errors import OnewordError
 from .layer_states import cross_attention_names, install_layer_windows
+from .schedulers import SCHEDULERS, make_scheduler
 
-SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
-UNCLIPPED = ("clip_sample", "set_alpha_to_one")  # scheduler keys SD's configs set to False
+__all__ = ["SCHEDULERS", "SDXLModel", "TextToImageModel", "make_scheduler", "wrap_pipeline"]
 
 
 class PlaceholderEmbedding(nn.Module):
@@ -454,29 +454,6 @@ class SDXLModel(TextToImageModel):
             return_dict=True,
         )
         return out.images.float().cpu()
-
-
-def make_scheduler(name: str, config):
-    import diffusers
-
-    classes = {
-        "ddim": (diffusers.DDIMScheduler, {}),
-        "pndm": (diffusers.PNDMScheduler, {"skip_prk_steps": True}),
-        "euler": (diffusers.EulerDiscreteScheduler, {}),
-        "euler-a": (diffusers.EulerAncestralDiscreteScheduler, {}),
-        "dpm++": (diffusers.DPMSolverMultistepScheduler, {}),
-        "ddpm": (diffusers.DDPMScheduler, {}),
-        "lms": (diffusers.LMSDiscreteScheduler, {}),
-    }
-    if name not in classes:
-        raise OnewordError(f"--scheduler {name}: choose one of {', '.join(SCHEDULERS)}")
-    cls, extra = classes[name]
-    # Stable Diffusion never clips its predicted x0 (DDIM and DDPM default to clipping it to
-    # [-1, 1], which washes images out); a config that does not say so gets them off
-    for key in UNCLIPPED:
-        if key not in config:
-            extra[key] = False
-    return cls.from_config(config, **extra)
 
 
 def wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> TextToImageModel:

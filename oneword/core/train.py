@@ -36,10 +36,10 @@ from .latents import (
     PhotoLatents,
     batch_loss,
     draw_batch,
-    encode_candidate_photos,
     encode_photos,
     photos_fingerprint,
 )
+from .memory import OutOfMemory, draw_previews, encode_training_photos, memory_advice
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
 from .vectors import initial_rows_by_layout, vector_words
@@ -54,6 +54,7 @@ __all__ = [
     "batch_loss",
     "draw_batch",
     "encode_photos",
+    "OutOfMemory",
 ]
 
 
@@ -191,40 +192,6 @@ def _validate(c: TrainConfig) -> None:
 
 class TrainingDiverged(OnewordError):
     pass
-
-
-class OutOfMemory(OnewordError):
-    """The device ran out of memory; the last checkpoint holds a state to resume from.
-    samples: how many samples the failing pass held (a pass of photo encoding: 0)."""
-
-    def __init__(self, message: str, samples: int = 0):
-        super().__init__(message)
-        self.samples = samples
-
-
-def memory_advice(config: TrainConfig, samples: int, started: bool = True) -> str:
-    """What frees memory from here on, and how to go on: fewer samples per pass while there
-    are several, then --low-memory (both resume a `started` run, one with a checkpoint),
-    then a smaller --resolution."""
-    again = "run again with --resume" if started else "run again"
-    if samples > 1:
-        return (
-            f"give --max-batch {max(1, samples // 2)} (fewer samples per pass; the same "
-            f"result) and {again}"
-        )
-    if not config.low_memory:
-        return f"add --low-memory (gradient checkpointing: slower, the same result) and {again}"
-    restart = "start again with a smaller --resolution (e.g. 768 for SDXL, 512 for SD)"
-    if started:
-        restart += " and another --out"
-    return f"{restart}, or free the GPU's memory (other programs) and {again}"
-
-
-def photos_per_pass(resolution: int, low_memory: bool) -> int:
-    """Photos the VAE encodes at once: at 768 px and more its activations take GBs each."""
-    if low_memory:
-        return 1
-    return 2 if resolution >= 768 else 8
 
 
 def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
@@ -427,7 +394,7 @@ def train(
         )
     else:
         save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
-    latents = _encode_photos(model, photos, config, len(state.params), masks)
+    latents = encode_training_photos(model, photos, config, len(state.params), masks)
     caption_ids = caption_token_ids(model, config)
     on_event(
         Started(
@@ -444,38 +411,6 @@ def train(
     _run_steps(*steps)
     on_event(Finished(state.step))
     return state
-
-
-def _encode_photos(model: TextToImage, photos, config: TrainConfig, count: int, masks):
-    """The photos' latents, a few photos per pass (`photos_per_pass`)."""
-    first = photos[0] if isinstance(photos, (list, tuple)) else photos
-    resolution = int(first.shape[-1])
-    chunk = photos_per_pass(resolution, config.low_memory)
-    try:
-        return encode_candidate_photos(model, photos, count, masks, config.mask_floor or 0.0, chunk)
-    except torch.cuda.OutOfMemoryError:
-        raise OutOfMemory(
-            f"out of GPU memory encoding the photos at {resolution} px, {chunk} at a time; "
-            + memory_advice(config, 1)
-        ) from None
-
-
-def _preview(on_preview, step: int, rows: torch.Tensor, on_event: EventSink) -> bool:
-    """Draw the previews of `step`; False when the device has no memory left for them, so
-    that training goes on without previews (its batch left as it is)."""
-    try:
-        on_preview(step, rows)
-        return True
-    except torch.cuda.OutOfMemoryError:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        on_event(
-            Message(
-                f"previews off from step {step}: out of GPU memory drawing them (training "
-                "goes on); give --preview-every 0, or draw later with oneword generate"
-            )
-        )
-        return False
 
 
 def _run_steps(
@@ -510,7 +445,7 @@ def _run_steps(
                 save()
                 on_event(Checkpointed(state.step, ckpt))
             if on_preview and config.preview_every and state.step % config.preview_every == 0:
-                if not _preview(on_preview, state.step, state.rows(), on_event):
+                if not draw_previews(on_preview, state.step, state.rows(), on_event):
                     on_preview = None
         save()
     except TrainingDiverged as exc:

@@ -10,16 +10,9 @@ from pathlib import Path
 import torch
 
 from ..core.interface import TextToImage
+from ..core.memory import OutOfMemory, memory_advice
 from ..core.prompts import templates
-from ..core.train import (
-    Batch,
-    OutOfMemory,
-    TrainConfig,
-    TrainingState,
-    batch_loss,
-    memory_advice,
-    train,
-)
+from ..core.train import Batch, TrainConfig, TrainingState, batch_loss, train
 from ..errors import OnewordError
 from ..events import EventSink, Message
 

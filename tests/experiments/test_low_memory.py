@@ -15,7 +15,8 @@ from oneword.api import ModelChoice, PreviewSettings, learn
 from oneword.cli import main
 from oneword.core.embeddings import load_embeddings
 from oneword.core.generate import Sampling
-from oneword.core.train import OutOfMemory, TrainConfig, photos_per_pass, train
+from oneword.core.memory import OutOfMemory, photos_per_pass
+from oneword.core.train import TrainConfig, train
 from oneword.experiments import micro_batch
 from oneword.experiments.micro_batch import LOW_MEMORY_NOTE, fit_to_memory
 
