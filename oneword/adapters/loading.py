@@ -14,7 +14,8 @@ from ..files import atomic_write_text
 from .builtin import TINY_MODELS, cache_folder, tiny_model_folder
 from .device import check_device, pick_device, pick_dtype
 from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
-from .single_file import checkpoint_config
+from .prediction import set_prediction_type
+from .single_file import Checkpoint, checkpoint_config, remembered_prediction
 from .tiny import Components, sd_pipeline
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,19 @@ def load_model(
     kind, location = resolve_model(model)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    pipe = _load_pipe(kind, location, model, dt)
-    return wrap_pipeline(pipe, model, dev, dt)
+    found = _single_file_config(location, model) if kind == "file" else None
+    pipe = _load_pipe(kind, location, model, dt, found)
+    wrapped = wrap_pipeline(pipe, model, dev, dt)
+    if found is not None and not found.prediction_known:
+        told = remembered_prediction(location, cache_folder())
+        if told:
+            set_prediction_type(wrapped, told)
+        else:  # learn tells it from the photos; drawing without knowing is refused
+            wrapped.prediction_guessed = True
+    return wrapped
 
 
-def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
+def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype, found=None):
     import diffusers
     import transformers
 
@@ -124,7 +133,7 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     transformers.utils.logging.disable_progress_bar()
     try:
         if kind == "file":
-            pipe = _load_single_file(location, dtype)
+            pipe = _load_single_file(location, dtype, found)
         else:
             pipe = _from_pretrained(location, dtype)
     except OnewordError:
@@ -161,12 +170,21 @@ def _from_pretrained(location: str, dtype: torch.dtype):
     return diffusers.DiffusionPipeline.from_pretrained(location, dtype=dtype, **settings)
 
 
-def _load_single_file(location: str, dtype: torch.dtype):
+def _single_file_config(location: str, model: str) -> Checkpoint:
+    try:
+        return checkpoint_config(location, cache_folder())
+    except OnewordError:
+        raise
+    except Exception as exc:  # writing the config folder: a full disk, permissions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+
+
+def _load_single_file(location: str, dtype: torch.dtype, found: Checkpoint):
     """diffusers' own `from_single_file`, given the family's local config folder so that it
     never fetches anything (see oneword.adapters.single_file)."""
     import diffusers
 
-    found = checkpoint_config(location, cache_folder())
     log.info("%s: a %s checkpoint (configs in %s)", location, found.family, found.config)
     cls = getattr(diffusers, found.pipeline)
     xl = found.pipeline == "StableDiffusionXLPipeline"

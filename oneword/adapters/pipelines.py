@@ -68,6 +68,8 @@ class TextToImageModel:
     alphas_cumprod: torch.Tensor  # [T] float64 on CPU
     placeholder_tokens: list[str] = field(default_factory=list)
     low_memory: bool = False  # see speed_up
+    # an SD 2.x single file loaded as v-prediction without knowing (adapters.prediction)
+    prediction_guessed: bool = False
 
     @property
     def tokenizer(self):
@@ -257,6 +259,10 @@ class TextToImageModel:
         size: int,
     ) -> torch.Tensor:
         """Images [B, 3, size, size] in [0, 1] from prompt hidden states, one generator each."""
+        if self.prediction_guessed:
+            from .single_file import unknown_prediction
+
+            raise OnewordError(unknown_prediction(self.name))
         out = self.pipe(
             prompt_embeds=text_states.to(self.dtype),
             negative_prompt_embeds=negative_states.to(self.dtype),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..adapters.loading import ModelChoice
+from ..adapters.prediction import settle_prediction
 from ..checks import seed_range
 from ..core import data
 from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
@@ -220,6 +221,8 @@ def train_candidates(
     """Load the model, cut the training crops, add the placeholder tokens, train in `folder`
     (micro-batched to fit memory) and check that only the placeholder rows changed."""
     model = choice.load()
+    if getattr(model, "prediction_guessed", False):
+        _settle_prediction(model, images, config, on_event)
     pixels, masks = candidate_photos(images, config, config.resolution or model.native_resolution)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
@@ -238,6 +241,14 @@ def train_candidates(
     )
     invariant.check()
     return TrainedRows(state.rows().float().cpu(), state.step, tuple(model.embedding_layout))
+
+
+def _settle_prediction(model, images, config: TrainConfig, on_event: EventSink) -> None:
+    """An SD 2.x file loaded without knowing whether it predicts noise or v: the photos tell
+    (adapters.prediction), before the training size is chosen (512 or 768 px by the answer)."""
+    size = min(512, model.native_resolution)
+    pixels, _ = candidate_photos(images, replace(config, crop="center", candidates=()), size)
+    on_event(Message(settle_prediction(model, pixels[:4])))
 
 
 def write_candidates(
