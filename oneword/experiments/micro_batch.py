@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkpoint import read_checkpoint
 from ..core.interface import TextToImage
 from ..core.memory import OutOfMemory, memory_advice
 from ..core.prompts import templates
@@ -57,6 +58,21 @@ def fit_to_memory(
         model.speed_up(low_memory=True)
         chunk = resolve_max_batch(model, config, max_batch)
     return replace(config, max_batch=chunk)
+
+
+def as_checkpointed(
+    config: TrainConfig, max_batch: int | str | None, checkpoint: Path
+) -> tuple[TrainConfig, int | str | None]:
+    """A resumed run's execution settings as its checkpoint has them: with --max-batch auto
+    the samples per pass it ran with (not those the free memory allows now), and low memory
+    if it had come on. On a GPU, kernels are chosen by batch shape, so the same micro-batch
+    is what keeps a resumed run on the uninterrupted one's last bits."""
+    if not checkpoint.is_file():
+        return config, max_batch
+    saved = type(config).from_json(read_checkpoint(checkpoint, config, check=False)["config"])
+    if max_batch == "auto":
+        max_batch = saved.max_batch or "all"
+    return replace(config, low_memory=config.low_memory or saved.low_memory), max_batch
 
 
 LOW_MEMORY_NOTE = (

@@ -32,7 +32,7 @@ from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import atomic_write, file_stem, output_folder
-from .micro_batch import fit_to_memory, train_fitting_memory
+from .micro_batch import as_checkpointed, fit_to_memory, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
 
@@ -226,6 +226,8 @@ def train_candidates(
     pixels, masks = candidate_photos(images, config, config.resolution or model.native_resolution)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
+    if resume:
+        config, max_batch = as_checkpointed(config, max_batch, folder / CHECKPOINT_NAME)
     config = fit_to_memory(model, config, max_batch, on_event)
     if config.max_batch:
         on_event(Message(f"{config.max_batch} samples per forward pass"))

@@ -219,3 +219,39 @@ def test_a_probe_of_one_sample_out_of_memory_turns_low_memory_on(on_cuda, messag
     with pytest.raises(OutOfMemory) as info:
         fit_to_memory(model, CONFIG, "auto", sink(messages))
     assert "--resume" not in str(info.value)  # no checkpoint yet: nothing to resume
+
+
+def test_a_resumed_run_keeps_the_samples_per_pass_and_low_memory_it_ran_with(
+    plain, tiny_model_dir, tmp_path, monkeypatch
+):
+    """On a GPU, kernels are chosen by batch shape: a resumed run re-probing the free memory
+    could pass other micro-batches and drift from the uninterrupted run in the last bits."""
+    from oneword.core.train import Candidate
+    from oneword.events import Stepped
+    from oneword.experiments.sweep import sweep
+
+    folder, _ = plain
+    config = dataclasses.replace(
+        CONFIG, steps=4, checkpoint_every=1, candidates=tuple(Candidate(s) for s in range(3))
+    )
+    config = dataclasses.replace(config, low_memory=True)
+    real = TextToImageModel.predict_noise
+    passes = []
+
+    def counted(self, noisy, *args):
+        passes.append((len(noisy), self.low_memory))
+        return real(self, noisy, *args)
+
+    def killed_at_2(event):
+        if isinstance(event, Stepped) and event.step == 2:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(TextToImageModel, "predict_noise", counted)
+    choice = ModelChoice(str(tiny_model_dir))
+    with pytest.raises(RuntimeError):
+        sweep([str(folder)], config, choice, out=tmp_path / "r", max_batch=2, on_event=killed_at_2)
+    assert set(passes) == {(2, True), (1, True)}  # 3 samples: 2 + 1 per micro-batch
+    passes.clear()
+    plain_config = dataclasses.replace(config, low_memory=False)  # as typed again, no flag
+    sweep([str(folder)], plain_config, choice, out=tmp_path / "r", resume=True, max_batch="auto")
+    assert passes and set(passes) == {(2, True), (1, True)}  # auto on a CPU would pass all 3
