@@ -87,7 +87,7 @@ def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
     peaks = []
     for size in (1, 2):
         try:
-            peaks.append(_probe_peak(model, config, size))
+            peaks.append(probe_peak(model, config, size))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if size == 1:
@@ -102,7 +102,7 @@ def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
     return samples_that_fit(peaks, torch.cuda.mem_get_info(model.device)[0])
 
 
-def _probe_peak(model: TextToImage, config: TrainConfig, size: int) -> int:
+def probe_peak(model: TextToImage, config: TrainConfig, size: int) -> int:
     """Peak bytes of GPU memory a probe pass of `size` samples adds."""
     torch.cuda.synchronize(model.device)
     torch.cuda.empty_cache()

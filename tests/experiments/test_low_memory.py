@@ -192,7 +192,7 @@ def on_cuda(tiny_model_dir, monkeypatch):
             raise oom()
         return size * 2**30
 
-    monkeypatch.setattr(micro_batch, "_probe_peak", peak)
+    monkeypatch.setattr(micro_batch, "probe_peak", peak)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     return model, failing
