@@ -158,3 +158,20 @@ def test_the_adapters_import_no_module_that_imports_them_back():
     cycles = [m for m in graph if reaches(m, m, {m})]
     assert cycles == []
     assert "adapters.single_file" not in graph["adapters.builtin"]
+
+
+# -- 5. what the README promises about exactness ---------------------------------------------
+def test_the_readme_promises_gpu_results_only_up_to_rounding():
+    """On CUDA kernels are chosen by batch shape and attention's backward pass adds with
+    atomics: a claim of the same result holds bit for bit on a CPU only."""
+    readme = (ROOT / "README.md").read_text()
+    chunks = [" ".join(c.split()) for c in re.split(r"\n\s*\n|\n(?=\s*- )", readme)]
+    claims = ("exactly what", "to the same result", "never changes the result", "identical")
+    promising = [c for c in chunks if any(claim in c for claim in claims)]
+    assert len(promising) >= 4
+    for chunk in promising:
+        if "two steps' install" in chunk:  # "exactly these commands": not a numeric claim
+            continue
+        assert "up to rounding" in chunk, chunk
+    gpus = readme[readme.index("## GPUs") :]
+    assert "bit-identical" in gpus and "no deterministic mode" in gpus
