@@ -10,6 +10,7 @@ import torch
 
 from ..errors import OnewordError
 from ..events import EventSink, Message
+from .generate import DrawingOutOfMemory
 from .interface import TextToImage
 from .latents import encode_candidate_photos
 
@@ -71,7 +72,7 @@ def draw_previews(on_preview, step: int, rows: torch.Tensor, on_event: EventSink
     try:
         on_preview(step, rows)
         return True
-    except torch.cuda.OutOfMemoryError:
+    except (torch.cuda.OutOfMemoryError, DrawingOutOfMemory):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         on_event(

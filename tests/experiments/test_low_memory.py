@@ -255,3 +255,32 @@ def test_a_resumed_run_keeps_the_samples_per_pass_and_low_memory_it_ran_with(
     plain_config = dataclasses.replace(config, low_memory=False)  # as typed again, no flag
     sweep([str(folder)], plain_config, choice, out=tmp_path / "r", resume=True, max_batch="auto")
     assert passes and set(passes) == {(2, True), (1, True)}  # auto on a CPU would pass all 3
+
+
+def test_drawing_out_of_memory_goes_on_in_smaller_batches(tiny_model_dir, monkeypatch, capsys):
+    from oneword.core.generate import draw
+
+    model = load_model(str(tiny_model_dir))
+    sampling = Sampling(steps=2)
+    prompts, seeds = ["a photo of a cat"] * 5, list(range(5))
+    whole = draw(model, prompts, seeds, None, sampling)
+    real = model.generate
+    batches = []
+
+    def short(cond, uncond, generators, *args):
+        batches.append(len(generators))
+        if len(generators) > 2:
+            raise oom()
+        return real(cond, uncond, generators, *args)
+
+    model.generate = short
+    halved = draw(model, prompts, seeds, None, sampling)
+    assert batches == [5, 4, 2, 2, 1]  # 8 at a time (5 left), 4, then 2s
+    torch.testing.assert_close(halved, whole, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(TextToImageModel, "generate", lambda *a: (_ for _ in ()).throw(oom()))
+    argv = ["generate", "a photo of a cat", "--model", str(tiny_model_dir), "-n", "2"]
+    assert main([*argv, "--steps", "2", "--out", str(tiny_model_dir.parent / "images")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "drawing one image at 32 px; give a smaller --size" in lines[0]
