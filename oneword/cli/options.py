@@ -86,8 +86,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--low-memory",
         action="store_true",
         help="for GPUs short of memory (SDXL on 16-24 GB): gradient checkpointing, VAE "
-        "slicing, photos encoded one at a time; slower, the same result (on by itself when "
-        "one sample per pass runs out of memory)",
+        "slicing, photos encoded one at a time; slower, the same result up to rounding (on by "
+        "itself when one sample per pass runs out of memory)",
     )
     add_mask_options(p)
 
