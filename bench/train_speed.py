@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ from oneword.adapters.tiny import (
     build_sdxl_components,
 )
 from oneword.core.generate import Sampling, draw
+from oneword.core.memory import OutOfMemory
 from oneword.core.prompts import template_words, templates
 from oneword.core.train import (
     Candidate,
@@ -61,6 +62,7 @@ from oneword.core.train import (
     optimizer_step,
     start_state,
 )
+from oneword.experiments.micro_batch import resolve_max_batch
 
 sys.path.insert(0, str(Path(__file__).parent))  # the full-size builders beside this file
 from full_size import build_sd15_components, build_sdxl_base_components  # noqa: E402
@@ -444,18 +446,29 @@ def count_flops(model, latents) -> float:
     return float(counter.get_total_flops())
 
 
+def fitted_config(model, candidates: int) -> tuple[TrainConfig, str]:
+    """K candidates x batch 1, micro-batched on a GPU to what the free memory holds (as
+    `sweep --max-batch auto` does: 128 SD 1.5 samples in one pass need more than 80 GB), and
+    the row name's note of the samples per pass."""
+    config = config_for(candidates, 1, 1)
+    if model.device.type != "cuda":
+        return config, ""
+    chunk = resolve_max_batch(model, config, "auto")
+    return replace(config, max_batch=chunk), f" ({chunk}/pass)" if chunk else ""
+
+
 def candidate_rows(model, sizes, latents, label, repeat, flops) -> list[Row]:
-    """Row 3: K candidates x batch 1 for each K in `sizes`; a K that runs out of GPU memory
-    is reported and skipped. `label` formats K into the row's name."""
+    """Row 3: K candidates x batch 1 for each K in `sizes`, micro-batched to fit; a K that
+    runs out of GPU memory all the same is reported and skipped. `label` formats K into the
+    row's name."""
     rows = []
     for size in sizes:
         try:
+            config, note = fitted_config(model, size)
             rows.append(
-                oneword_row(
-                    model, config_for(size, 1, 1), latents, label.format(size), 2, repeat, flops
-                )
+                oneword_row(model, config, latents, label.format(size) + note, 2, repeat, flops)
             )
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, OutOfMemory):
             print(f"# {size} candidates: out of memory", flush=True)
             torch.cuda.empty_cache()
     return rows
@@ -605,7 +618,7 @@ def main(argv=None) -> int:
         rows.append(
             oneword_row(
                 model,
-                config_for(best, 1, 1),
+                fitted_config(model, best)[0],
                 latents,
                 f"3c. oneword {best} cand. + compile",
                 3,

@@ -19,7 +19,8 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """Frozen-weight dtype: bf16 on CUDA that supports it, else fp16 on GPUs, fp32 on CPU."""
+    """Frozen-weight dtype: bf16 on CUDA cards that compute it natively (`cuda_dtype`), else
+    fp16 on GPUs (trained with loss scaling), fp32 on CPU."""
     names = {
         "fp32": torch.float32,
         "float32": torch.float32,
@@ -33,10 +34,17 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
             raise OnewordError(f"--dtype {dtype}: choose one of fp32, fp16, bf16")
         return names[dtype]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return cuda_dtype(torch.cuda.get_device_capability(device), bool(torch.version.hip))
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def cuda_dtype(capability: tuple[int, int], rocm: bool = False) -> torch.dtype:
+    """bf16 on cards that compute it natively (NVIDIA compute capability 8.0 on: A100, RTX 30xx
+    and later; ROCm cards), else fp16. torch.cuda.is_bf16_supported() also counts emulation,
+    which T4, V100 and RTX 20xx have: slow, or kernels missing outright."""
+    return torch.bfloat16 if rocm or capability[0] >= 8 else torch.float16
 
 
 def check_device(name: str, here: bool = True) -> torch.device:

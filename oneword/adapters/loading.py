@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,14 +11,16 @@ import torch
 
 from ..errors import OnewordError
 from ..files import atomic_write_text
+from .builtin import TINY_MODELS, cache_folder, tiny_model_folder
 from .device import check_device, pick_device, pick_dtype
 from .pipelines import SDXLModel, TextToImageModel, wrap_pipeline
-from .single_file import checkpoint_config
-from .tiny import Components, build_tiny_pipeline, build_tiny_sdxl_pipeline, sd_pipeline
+from .prediction import set_prediction_type
+from .single_file import Checkpoint, checkpoint_config, remembered_prediction
+from .tiny import Components, sd_pipeline
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("tiny", "tiny-sdxl", "world")
+BUILTIN_MODELS = (*TINY_MODELS, "world")
 WORLD_MODEL_FOLDER = Path(__file__).parent.parent / "world" / "weights" / "model"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 # Beside model_index.json: oneword's defaults for that model, e.g. {"learn_steps": 300}.
@@ -47,15 +48,6 @@ class ModelChoice:
         return load_model(self.model, self.device, self.dtype)
 
 
-def cache_folder() -> Path:
-    """Where oneword keeps what it builds: $ONEWORD_CACHE, else ~/.cache/oneword."""
-    return Path(os.environ.get("ONEWORD_CACHE", Path.home() / ".cache" / "oneword"))
-
-
-def builtin_model_folder(name: str) -> Path:
-    return cache_folder() / "models" / name
-
-
 def resolve_model(model: str) -> tuple[str, str]:
     """('builtin'|'folder'|'file'|'hub', location) for what the user named."""
     if model == "world":
@@ -66,12 +58,8 @@ def resolve_model(model: str) -> tuple[str, str]:
                 "train --out oneword/world/weights/model`"
             )
         return "folder", str(WORLD_MODEL_FOLDER)
-    if model in BUILTIN_MODELS:
-        folder = builtin_model_folder(model)
-        if not (folder / "model_index.json").exists():
-            builder = build_tiny_sdxl_pipeline if model == "tiny-sdxl" else build_tiny_pipeline
-            builder(folder, seed=0)
-        return "folder", str(folder)
+    if model in TINY_MODELS:
+        return "folder", str(tiny_model_folder(model))
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").exists():
@@ -125,11 +113,19 @@ def load_model(
     kind, location = resolve_model(model)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    pipe = _load_pipe(kind, location, model, dt)
-    return wrap_pipeline(pipe, model, dev, dt)
+    found = _single_file_config(location, model) if kind == "file" else None
+    pipe = _load_pipe(kind, location, model, dt, found)
+    wrapped = wrap_pipeline(pipe, model, dev, dt)
+    if found is not None and not found.prediction_known:
+        told = remembered_prediction(location, cache_folder())
+        if told:
+            set_prediction_type(wrapped, told)
+        else:  # learn tells it from the photos; drawing without knowing is refused
+            wrapped.prediction_guessed = True
+    return wrapped
 
 
-def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
+def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype, found=None):
     import diffusers
     import transformers
 
@@ -137,11 +133,9 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     transformers.utils.logging.disable_progress_bar()
     try:
         if kind == "file":
-            pipe = _load_single_file(location, dtype)
+            pipe = _load_single_file(location, dtype, found)
         else:
-            pipe = diffusers.DiffusionPipeline.from_pretrained(
-                location, dtype=dtype, safety_checker=None, requires_safety_checker=False
-            )
+            pipe = _from_pretrained(location, dtype)
     except OnewordError:
         raise
     except Exception as exc:  # diffusers raises many kinds; the user needs one line
@@ -159,15 +153,42 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype):
     return pipe
 
 
-def _load_single_file(location: str, dtype: torch.dtype):
+def _from_pretrained(location: str, dtype: torch.dtype):
+    """diffusers' `from_pretrained`; in half precision the fp16 weight files where the model
+    has them (half the download: SDXL's fp32 files are ~14 GB), else the plain ones."""
+    import diffusers
+
+    # SD 1.x/2.x take the first two, SDXL the last; each pipeline ignores the others
+    settings = dict(safety_checker=None, requires_safety_checker=False, add_watermarker=False)
+    if dtype in (torch.float16, torch.bfloat16):
+        try:
+            return diffusers.DiffusionPipeline.from_pretrained(
+                location, dtype=dtype, variant="fp16", **settings
+            )
+        except Exception as exc:  # no fp16 files (a ValueError), or not in an offline cache
+            log.info("%s: no fp16 weight files (%s); loading the plain ones", location, exc)
+    return diffusers.DiffusionPipeline.from_pretrained(location, dtype=dtype, **settings)
+
+
+def _single_file_config(location: str, model: str) -> Checkpoint:
+    try:
+        return checkpoint_config(location, cache_folder())
+    except OnewordError:
+        raise
+    except Exception as exc:  # writing the config folder: a full disk, permissions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+
+
+def _load_single_file(location: str, dtype: torch.dtype, found: Checkpoint):
     """diffusers' own `from_single_file`, given the family's local config folder so that it
     never fetches anything (see oneword.adapters.single_file)."""
     import diffusers
 
-    found = checkpoint_config(location, cache_folder())
     log.info("%s: a %s checkpoint (configs in %s)", location, found.family, found.config)
     cls = getattr(diffusers, found.pipeline)
-    extra = {} if found.pipeline == "StableDiffusionXLPipeline" else {"safety_checker": None}
+    xl = found.pipeline == "StableDiffusionXLPipeline"
+    extra = {"add_watermarker": False} if xl else {"safety_checker": None}
     return cls.from_single_file(
         location, config=str(found.config), local_files_only=True, dtype=dtype, **extra
     )

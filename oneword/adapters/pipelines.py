@@ -15,8 +15,9 @@ from torch import nn
 from ..core.embeddings import model_family
 from ..errors import OnewordError
 from .layer_states import cross_attention_names, install_layer_windows
+from .schedulers import SCHEDULERS, make_scheduler
 
-SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpm++", "ddpm", "lms")
+__all__ = ["SCHEDULERS", "SDXLModel", "TextToImageModel", "make_scheduler", "wrap_pipeline"]
 
 
 class PlaceholderEmbedding(nn.Module):
@@ -66,6 +67,9 @@ class TextToImageModel:
     prediction_type: str  # "epsilon" or "v_prediction"
     alphas_cumprod: torch.Tensor  # [T] float64 on CPU
     placeholder_tokens: list[str] = field(default_factory=list)
+    low_memory: bool = False  # see speed_up
+    # an SD 2.x single file loaded as v-prediction without knowing (adapters.prediction)
+    prediction_guessed: bool = False
 
     @property
     def tokenizer(self):
@@ -223,17 +227,22 @@ class TextToImageModel:
         """Execution options that leave what is computed unchanged (up to rounding).
 
         low_memory recomputes UNet and text-encoder activations in the backward pass
-        (gradient checkpointing, Chen et al. 2016) instead of keeping them.
+        (gradient checkpointing, Chen et al. 2016) instead of keeping them, and runs the VAE
+        on one image at a time (slicing); once on, it stays on.
         """
         unet = self.pipe.unet
         if channels_last:
             unet.to(memory_format=torch.channels_last)
-        if low_memory:
+        if low_memory and not self.low_memory:
+            self.low_memory = True
             unet.enable_gradient_checkpointing()
+            self.pipe.vae.enable_slicing()
             self.text_encoder.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder.train()  # transformers checkpoints only in train mode; no dropout
         if compile_unet:
-            self.pipe.unet = torch.compile(unet, dynamic=False)
+            # dynamic=None: one static graph, then one with dynamic shapes once a second batch
+            # size comes (dynamic=False recompiled for every micro-batch size)
+            self.pipe.unet = torch.compile(unet, dynamic=None)
 
     # -- generation ----------------------------------------------------------------------
     def set_scheduler(self, name: str) -> None:
@@ -250,6 +259,10 @@ class TextToImageModel:
         size: int,
     ) -> torch.Tensor:
         """Images [B, 3, size, size] in [0, 1] from prompt hidden states, one generator each."""
+        if self.prediction_guessed:
+            from .single_file import unknown_prediction
+
+            raise OnewordError(unknown_prediction(self.name))
         out = self.pipe(
             prompt_embeds=text_states.to(self.dtype),
             negative_prompt_embeds=negative_states.to(self.dtype),
@@ -416,8 +429,9 @@ class SDXLModel(TextToImageModel):
     def speed_up(
         self, channels_last: bool = False, compile_unet: bool = False, low_memory: bool = False
     ) -> None:
+        was = self.low_memory
         super().speed_up(channels_last, compile_unet, low_memory)
-        if low_memory:
+        if low_memory and not was:
             self.text_encoder_2.activation_checkpointing_enable({"use_reentrant": False})
             self.text_encoder_2.train()
 
@@ -446,24 +460,6 @@ class SDXLModel(TextToImageModel):
             return_dict=True,
         )
         return out.images.float().cpu()
-
-
-def make_scheduler(name: str, config):
-    import diffusers
-
-    classes = {
-        "ddim": (diffusers.DDIMScheduler, {}),
-        "pndm": (diffusers.PNDMScheduler, {"skip_prk_steps": True}),
-        "euler": (diffusers.EulerDiscreteScheduler, {}),
-        "euler-a": (diffusers.EulerAncestralDiscreteScheduler, {}),
-        "dpm++": (diffusers.DPMSolverMultistepScheduler, {}),
-        "ddpm": (diffusers.DDPMScheduler, {}),
-        "lms": (diffusers.LMSDiscreteScheduler, {}),
-    }
-    if name not in classes:
-        raise OnewordError(f"--scheduler {name}: choose one of {', '.join(SCHEDULERS)}")
-    cls, extra = classes[name]
-    return cls.from_config(config, **extra)
 
 
 def wrap_pipeline(pipe, name: str, device: torch.device, dtype: torch.dtype) -> TextToImageModel:

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import OnewordError
 from ..files import atomic_write_text
+from .builtin import tiny_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class Checkpoint:
     family: str  # sd1, sd2, sd2-v, sdxl, sdxl-v, or a built-in model's name (tiny)
     pipeline: str  # StableDiffusionPipeline or StableDiffusionXLPipeline
     config: Path
+    # False for SD 2.x without a .yaml beside it: noise or v, the keys cannot tell (loaded as
+    # v until the photos tell, see adapters.prediction)
+    prediction_known: bool = True
 
 
 def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
@@ -114,13 +118,58 @@ def checkpoint_config(path: str | Path, cache: Path) -> Checkpoint:
         "StableDiffusionXLPipeline" if family.startswith("sdxl") else "StableDiffusionPipeline"
     )
     if family == "tiny":
-        from .loading import resolve_model
-
-        return Checkpoint(family, pipeline, Path(resolve_model("tiny")[1]))
+        return Checkpoint(family, pipeline, tiny_model_folder("tiny"))
     folder = cache / "single-file" / family
     if not (folder / "model_index.json").is_file():
         write_family_config(family, folder, tokenizer_files(cache))
-    return Checkpoint(family, pipeline, folder)
+    known = not family.startswith("sd2") or Path(path).with_suffix(".yaml").is_file()
+    return Checkpoint(family, pipeline, folder, known)
+
+
+# -- SD 2.x files whose prediction type the photos told ------------------------------------
+PREDICTIONS_FILE = "predictions.json"
+
+
+def unknown_prediction(path: str | Path) -> str:
+    """The one-line question for an SD 2.x file whose prediction type nothing has told."""
+    yaml = Path(path).with_suffix(".yaml")
+    return (
+        f"--model {path}: an SD 2.x checkpoint predicts noise (the 512 px base) or v (the "
+        f"768 px models), and its keys do not say which; write {yaml} with the line "
+        "'parameterization: \"v\"' for a v model, or an empty one for a noise model (or run "
+        "oneword learn with it first: it tells from the photos)"
+    )
+
+
+def _file_key(path: str | Path) -> tuple[str, dict]:
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def remembered_prediction(path: str | Path, cache: Path) -> str | None:
+    """The prediction type the photos told for this very file (same size and time), if any."""
+    record = cache / "single-file" / PREDICTIONS_FILE
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    key, stamp = _file_key(path)
+    entry = known.get(key) if isinstance(known, dict) else None
+    if not isinstance(entry, dict) or {k: entry.get(k) for k in stamp} != stamp:
+        return None
+    return entry.get("prediction")
+
+
+def remember_prediction(path: str | Path, cache: Path, prediction: str) -> None:
+    record = cache / "single-file" / PREDICTIONS_FILE
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    key, stamp = _file_key(path)
+    known = known if isinstance(known, dict) else {}
+    known[key] = {**stamp, "prediction": prediction}
+    atomic_write_text(record, json.dumps(known, indent=2))
 
 
 def tokenizer_files(cache: Path) -> Path:
@@ -228,11 +277,10 @@ def write_family_config(family: str, folder: Path, vocabulary: Path) -> Path:
         num_train_timesteps=1000,
         steps_offset=1,
         prediction_type=prediction,
-        **(
-            {"timestep_spacing": "leading"}
-            if xl
-            else {"clip_sample": False, "set_alpha_to_one": False}
-        ),
+        # SD never clips its predicted x0: without these keys DDIM and DDPM clip it to [-1, 1]
+        clip_sample=False,
+        set_alpha_to_one=False,
+        **({"timestep_spacing": "leading"} if xl else {}),
     )
     parts = {
         "unet": ("diffusers", "UNet2DConditionModel", "config.json", unet),

@@ -227,12 +227,17 @@ def build_sdxl_components(
         )
 
     parts = seeded(seed, make)
-    scheduler = diffusers.EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
+    # as SDXL base's own config: Euler ignores the last two keys, DDIM and DDPM read them
+    scheduler = diffusers.EulerDiscreteScheduler.from_config(
+        dict(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+            clip_sample=False,
+            set_alpha_to_one=False,
+        )
     )
     return dict(parts, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=scheduler)
 

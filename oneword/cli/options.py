@@ -83,6 +83,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flat-every", type=int, default=5, help="steps between its evaluations")
     p.add_argument("--flat-window", type=int, default=10, help="evaluations it compares")
     p.add_argument("--flat-threshold", type=float, default=0.15, help="window/total variance ratio")
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="for GPUs short of memory (SDXL on 16-24 GB): gradient checkpointing, VAE "
+        "slicing, photos encoded one at a time; slower, the same result up to rounding (on by "
+        "itself when one sample per pass runs out of memory)",
+    )
     add_mask_options(p)
 
 
@@ -147,6 +154,7 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         checkpoint_every=a.checkpoint_every,
         stop_when_flat=_flat_stop(a),
         mask_floor=_mask_floor(a),
+        low_memory=a.low_memory,
         **settings,
     )
 

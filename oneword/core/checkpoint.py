@@ -16,8 +16,8 @@ from ..files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Settings that may differ between a run and its resumption without changing what is learned,
-# the learning rate, so that a run that diverged can go on with a lower one, and the step
-# to stop at, so that a stopped run can be continued further.
+# the learning rate, so that a run that diverged can go on with a lower one, the step
+# to stop at, so that a stopped run can be continued further, and how memory is saved.
 RESUMABLE_CHANGES = {
     "checkpoint_every",
     "preview_every",
@@ -25,6 +25,7 @@ RESUMABLE_CHANGES = {
     "max_batch",
     "lr",
     "stop_at",
+    "low_memory",
 }
 _KEYS = {
     "step": int,
@@ -49,6 +50,9 @@ class TrainingState:
     loss_smoothed: float = float("nan")
     history: list[float] = field(default_factory=list)
     fixed_losses: list[list[float]] = field(default_factory=list)  # core.flat_stop, [T][K]
+    # fp16 weights: the dynamic loss scale (torch.amp.GradScaler), kept so a resumed run scales
+    # and skips as the uninterrupted one does; None in fp32 and bf16, which need none
+    scaler: torch.amp.GradScaler | None = None
 
     def rows(self) -> torch.Tensor:
         """[K, N, d] current placeholder rows."""
@@ -82,6 +86,7 @@ def save_checkpoint(state: TrainingState, config, photos_id: str, path: Path) ->
         "loss_smoothed": state.loss_smoothed,
         "history": list(state.history),
         "fixed_losses": [list(x) for x in state.fixed_losses],
+        "scaler": state.scaler.state_dict() if state.scaler is not None else {},
         "config": config.to_json(),
         "photos": photos_id,
     }
@@ -151,6 +156,12 @@ def load_checkpoint(state: TrainingState, config, photos_id: str, path: Path) ->
     state.loss_smoothed = float(payload["loss_smoothed"])
     state.history = [float(x) for x in payload["history"]]
     state.fixed_losses = [[float(v) for v in x] for x in payload.get("fixed_losses", [])]
+    scale = payload.get("scaler") or {}
+    if state.scaler is not None and scale:  # a run resumed in other precision starts afresh
+        try:
+            state.scaler.load_state_dict(scale)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise _unusable(path, f"damaged loss-scale state: {exc}") from None
 
 
 def check_same_run(saved, current, path: Path) -> None:

@@ -111,18 +111,35 @@ def draw(
     negative: str = "",
     batch: int = 8,
 ) -> torch.Tensor:
-    """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i])."""
+    """Images [B, 3, S, S] in [0, 1]; image i depends only on (prompts[i], seeds[i]), so
+    after running out of GPU memory the images go on in batches half as large."""
     check_prompt_lengths(model, list(dict.fromkeys([*prompts, negative])), words)
     model.set_scheduler(sampling.scheduler)
     size = sampling.size or model.native_resolution
-    out = []
-    for s in range(0, len(prompts), batch):
+    out: list[torch.Tensor] = []
+    while len(out) < len(prompts):
+        s = len(out)
         chunk, chunk_seeds = prompts[s : s + batch], seeds[s : s + batch]
-        cond = text_states(model, chunk, words)
-        uncond = text_states(model, [negative] * len(chunk), words)
-        gens = [torch.Generator(device="cpu").manual_seed(int(x)) for x in chunk_seeds]
-        out.append(model.generate(cond, uncond, gens, sampling.steps, sampling.cfg, size))
-    return torch.cat(out)
+        try:
+            cond = text_states(model, chunk, words)
+            uncond = text_states(model, [negative] * len(chunk), words)
+            gens = [torch.Generator(device="cpu").manual_seed(int(x)) for x in chunk_seeds]
+            out.extend(model.generate(cond, uncond, gens, sampling.steps, sampling.cfg, size))
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if batch == 1:
+                raise DrawingOutOfMemory(
+                    f"out of GPU memory drawing one image at {size} px; give a smaller --size, "
+                    "or free the GPU's memory (other programs)"
+                ) from None
+            batch = max(1, batch // 2)
+            log.info("out of GPU memory drawing: %d images at a time from now on", batch)
+    return torch.stack(out)
+
+
+class DrawingOutOfMemory(OnewordError):
+    """Not even one image fits in the GPU's memory."""
 
 
 def check_prompt_lengths(model: TextToImage, prompts: list[str], words: Words | None) -> None:

@@ -70,6 +70,10 @@ class TextToImage(Protocol):
 
     def set_scheduler(self, name: str) -> None: ...
 
+    def speed_up(
+        self, channels_last: bool = False, compile_unet: bool = False, low_memory: bool = False
+    ) -> None: ...  # execution options; low_memory: gradient checkpointing, VAE slicing
+
     def generate(
         self,
         text_states: Any,

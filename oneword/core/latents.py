@@ -80,12 +80,14 @@ def encode_candidate_photos(
     count: int,
     masks: torch.Tensor | list[torch.Tensor] | None = None,
     mask_floor: float = 0.0,
+    chunk: int = 8,
 ) -> list[PhotoLatents]:
     """One PhotoLatents per candidate: shared photos [M, 3, R, R], or a list of K such tensors
     (each candidate's own crops); a tensor given for several candidates is encoded once.
-    masks: None, or laid out as the photos are (their crops and flips, [M, 1, R, R])."""
+    masks: None, or laid out as the photos are (their crops and flips, [M, 1, R, R]).
+    chunk: photos per VAE pass."""
     if not isinstance(photos, (list, tuple)):
-        return [encode_photos(model, photos, masks=masks, mask_floor=mask_floor)] * count
+        return [encode_photos(model, photos, chunk, masks, mask_floor)] * count
     if len(photos) != count:
         raise ValueError(f"{len(photos)} photo sets for {count} candidates")
     if masks is not None and len(masks) != count:
@@ -94,7 +96,7 @@ def encode_candidate_photos(
     for k, p in enumerate(photos):
         if id(p) not in cache:
             mask = None if masks is None else masks[k]
-            cache[id(p)] = encode_photos(model, p, masks=mask, mask_floor=mask_floor)
+            cache[id(p)] = encode_photos(model, p, chunk, mask, mask_floor)
     return [cache[id(p)] for p in photos]
 
 
@@ -159,10 +161,12 @@ def batch_loss(
     batch: Batch,
     weight: float | None,
     max_batch: int | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
     """Back-propagate weight × per-sample loss, in chunks of `max_batch` samples; returns the
     per-sample losses [B] (detached). weight None: only the losses (no backward pass). A
-    batch of masked photos weights each sample's pixels by its `batch.weight`."""
+    batch of masked photos weights each sample's pixels by its `batch.weight`. scaler: the
+    loss is multiplied by its scale before the backward pass (fp16 gradients)."""
     size = len(batch.timesteps)
     chunk = max_batch or size
     alpha_bar = model.alphas_cumprod.to(batch.latents.device)[batch.timesteps.long()].float()
@@ -179,6 +183,7 @@ def batch_loss(
             model.predict_noise(noisy, batch.timesteps[sl], text), target, weight_map
         )
         if weight is not None:
-            (loss.sum() * weight).backward()
+            total = loss.sum() * weight
+            (total if scaler is None else scaler.scale(total)).backward()
         losses.append(loss.detach())
     return torch.cat(losses)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,10 +36,10 @@ from .latents import (
     PhotoLatents,
     batch_loss,
     draw_batch,
-    encode_candidate_photos,
     encode_photos,
     photos_fingerprint,
 )
+from .memory import OutOfMemory, draw_previews, encode_training_photos, memory_advice
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
 from .vectors import initial_rows_by_layout, vector_words
@@ -53,6 +54,7 @@ __all__ = [
     "batch_loss",
     "draw_batch",
     "encode_photos",
+    "OutOfMemory",
 ]
 
 
@@ -107,6 +109,9 @@ class TrainConfig:
     # Masked training: the loss weight outside the photos' masks (weight = floor + (1 - floor)
     # · mask); None: no masks, every pixel counts the same.
     mask_floor: float | None = None
+    # Less memory, the same result up to rounding: UNet gradient checkpointing (activations
+    # recomputed in the backward pass), VAE slicing, the photos encoded one at a time
+    low_memory: bool = False
 
     @property
     def last_step(self) -> int:
@@ -189,10 +194,6 @@ class TrainingDiverged(OnewordError):
     pass
 
 
-class OutOfMemory(OnewordError):
-    """The device ran out of memory; the last checkpoint holds a state to resume from."""
-
-
 def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     """Fresh rows, optimizer and per-candidate generators."""
     init_ids = _init_token_ids(model, config.init_word)
@@ -213,7 +214,21 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
-    return TrainingState(step=0, params=params, optimizer=optimizer, generators=generators)
+    scaler = loss_scaler(model.device, model.dtype)
+    return TrainingState(
+        step=0, params=params, optimizer=optimizer, generators=generators, scaler=scaler
+    )
+
+
+def loss_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler | None:
+    """A dynamic loss scale for fp16 weights, None otherwise. Gradients through an fp16 UNet
+    fall below fp16's range (~1e-5 per element at SD shapes) and vanish unscaled; the scale
+    starts at 2^16, halves when a gradient overflows (that step is skipped) and doubles after
+    2000 good steps. bf16 has fp32's range and needs none. One scale serves all candidates of
+    a batch, so an overflow in one candidate's gradients skips the step for all of them."""
+    if dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def optimizer_step(
@@ -235,28 +250,47 @@ def optimizer_step(
     weight = 1.0 / (config.batch_size * config.grad_accum)  # per-candidate mean
     total = torch.zeros((), device=model.device)
     at_start = [g.get_state() for g in state.generators]
+    scaler = state.scaler
     try:
         for _ in range(config.grad_accum):
             rows = torch.stack(list(state.params))  # [K, N, d] or per-layer [K, layers, N, d]
             batch = draw_batch(
                 latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
             )
-            total += batch_loss(model, rows, batch, weight, config.max_batch).mean()
+            total += batch_loss(model, rows, batch, weight, config.max_batch, scaler).mean()
+        if scaler is not None:
+            scaler.unscale_(state.optimizer)  # the true gradients, checked and stepped on
         grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
         loss = float(total) / config.grad_accum  # one device sync per step
-        if not (torch.isfinite(torch.tensor(loss)) and bool(grads_finite)):
+        overflow = not bool(grads_finite)
+        if not math.isfinite(loss) or (overflow and not _may_skip(scaler)):
             raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
     except BaseException:
         for gen, saved in zip(state.generators, at_start):
             gen.set_state(saved)
         state.optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:  # the same scale, without the half step's unscaling
+            state.scaler = torch.amp.GradScaler(model.device.type)
+            state.scaler.load_state_dict(scaler.state_dict())
         raise
     with uninterrupted():
-        state.optimizer.step()
+        if scaler is None:
+            state.optimizer.step()
+        else:  # skips the update after an overflow, and adjusts the scale
+            scaler.step(state.optimizer)
+            scaler.update()
+            if overflow:
+                log.info("step %d: fp16 gradients overflowed; skipped it", state.step + 1)
         state.step += 1
         state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
         state.history.append(loss)
     return loss
+
+
+def _may_skip(scaler: torch.amp.GradScaler | None) -> bool:
+    """Whether an overflow may be skipped: under a loss scale still above 1 (below, the
+    gradients themselves are infinite: the run diverged)."""
+    return scaler is not None and scaler.get_scale() > 1.0
 
 
 def check_vectors_fit(model: TextToImage, config: TrainConfig) -> None:
@@ -343,6 +377,8 @@ def train(
         raise ValueError("masks and config.mask_floor go together: give both or neither")
     photos_id = photos_fingerprint(photos, masks)
     check_vectors_fit(model, config)
+    if config.low_memory:
+        model.speed_up(low_memory=True)
     state = start_state(model, config)
     note = describe_init(model, config)
     if note and not resume:
@@ -358,9 +394,7 @@ def train(
         )
     else:
         save_checkpoint(state, config, photos_id, ckpt)  # a good state to fall back to
-    latents = encode_candidate_photos(
-        model, photos, len(state.params), masks, config.mask_floor or 0.0
-    )
+    latents = encode_training_photos(model, photos, config, len(state.params), masks)
     caption_ids = caption_token_ids(model, config)
     on_event(
         Started(
@@ -411,7 +445,8 @@ def _run_steps(
                 save()
                 on_event(Checkpointed(state.step, ckpt))
             if on_preview and config.preview_every and state.step % config.preview_every == 0:
-                on_preview(state.step, state.rows())
+                if not draw_previews(on_preview, state.step, state.rows(), on_event):
+                    on_preview = None
         save()
     except TrainingDiverged as exc:
         raise TrainingDiverged(
@@ -436,8 +471,9 @@ def _run_steps(
             "run the same command with --resume to continue"
         ) from None
     except torch.cuda.OutOfMemoryError:
+        samples = config.max_batch or config.batch_size * len(state.params)
         raise OutOfMemory(
-            f"out of GPU memory with {config.batch_size} samples x {len(state.params)} "
-            "candidates per pass; use a smaller --batch-size (and more --grad-accum) or "
-            "--max-batch"
+            f"out of GPU memory with {samples} sample(s) per pass; kept the checkpoint of "
+            f"step {saved[0]} in {ckpt}; {memory_advice(config, samples)}",
+            samples,
         ) from None

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+from ..core.checkpoint import read_checkpoint
 from ..core.interface import TextToImage
+from ..core.memory import OutOfMemory, memory_advice
 from ..core.prompts import templates
-from ..core.train import Batch, OutOfMemory, TrainConfig, TrainingState, batch_loss, train
+from ..core.train import Batch, TrainConfig, TrainingState, batch_loss, train
 from ..errors import OnewordError
 from ..events import EventSink, Message
 
@@ -39,20 +41,82 @@ def resolve_max_batch(
     return None if fit >= total else max(1, fit)
 
 
+def fit_to_memory(
+    model: TextToImage, config: TrainConfig, max_batch: int | str | None, on_event: EventSink
+) -> TrainConfig:
+    """`config` with the samples per pass that fit (`resolve_max_batch`), and low memory on
+    (`TrainConfig.low_memory`) where one sample does not fit without it."""
+    if config.low_memory:
+        model.speed_up(low_memory=True)  # the probes measure what training will use
+    try:
+        chunk = resolve_max_batch(model, config, max_batch)
+    except OutOfMemory:
+        if config.low_memory:
+            raise
+        on_event(Message(LOW_MEMORY_NOTE))
+        config = replace(config, low_memory=True)
+        model.speed_up(low_memory=True)
+        chunk = resolve_max_batch(model, config, max_batch)
+    return replace(config, max_batch=chunk)
+
+
+def as_checkpointed(
+    config: TrainConfig, max_batch: int | str | None, checkpoint: Path
+) -> tuple[TrainConfig, int | str | None]:
+    """A resumed run's execution settings as its checkpoint has them: with --max-batch auto
+    the samples per pass it ran with (not those the free memory allows now), and low memory
+    if it had come on. On a GPU, kernels are chosen by batch shape, so the same micro-batch
+    is what keeps a resumed run on the uninterrupted one's last bits."""
+    if not checkpoint.is_file():
+        return config, max_batch
+    saved = type(config).from_json(read_checkpoint(checkpoint, config, check=False)["config"])
+    if max_batch == "auto":
+        max_batch = saved.max_batch or "all"
+    return replace(config, low_memory=config.low_memory or saved.low_memory), max_batch
+
+
+LOW_MEMORY_NOTE = (
+    "out of memory at one sample per pass: going on with --low-memory (gradient "
+    "checkpointing and photos encoded one at a time: slower, the same result)"
+)
+
+
 def cuda_samples_that_fit(model: TextToImage, config: TrainConfig) -> int:
     """How many samples a forward+backward pass can hold in the free GPU memory, from the
-    peak memory of probe passes with 1 and 2 samples."""
+    peak memory of probe passes with 1 and 2 samples; OutOfMemory where 1 does not fit."""
     peaks = []
     for size in (1, 2):
-        torch.cuda.synchronize(model.device)
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(model.device)
-        torch.cuda.reset_peak_memory_stats(model.device)
-        _probe_pass(model, config, size)
-        peaks.append(torch.cuda.max_memory_allocated(model.device) - base)
+        try:
+            peaks.append(probe_peak(model, config, size))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if size == 1:
+                raise OutOfMemory(
+                    f"out of GPU memory with 1 sample per pass at "
+                    f"{config.resolution or model.native_resolution} px; "
+                    + memory_advice(config, 1, started=False),
+                    1,
+                ) from None
+            log.info("micro-batching: 2 samples do not fit; 1 per pass")
+            return 1
+    return samples_that_fit(peaks, torch.cuda.mem_get_info(model.device)[0])
+
+
+def probe_peak(model: TextToImage, config: TrainConfig, size: int) -> int:
+    """Peak bytes of GPU memory a probe pass of `size` samples adds."""
+    torch.cuda.synchronize(model.device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(model.device)
+    torch.cuda.reset_peak_memory_stats(model.device)
+    _probe_pass(model, config, size)
+    return torch.cuda.max_memory_allocated(model.device) - base
+
+
+def samples_that_fit(peaks: list[int], free: int) -> int:
+    """Samples per pass that fit MEMORY_SHARE of `free` bytes, given the peaks of passes with
+    1 and 2 samples."""
     per_sample = max(peaks[1] - peaks[0], 1)
     fixed = max(peaks[0] - per_sample, 0)
-    free, _ = torch.cuda.mem_get_info(model.device)
     fit = int((MEMORY_SHARE * free - fixed) // per_sample)
     log.info(
         "micro-batching: %.0f MiB per sample, %.0f MiB free -> %d samples per pass",
@@ -102,17 +166,17 @@ def train_fitting_memory(
     while True:
         try:
             return train(model, pixels, config, run_dir, on_event, resume, on_preview, masks)
-        except OutOfMemory:
+        except OutOfMemory as exc:
             current = config.max_batch or total
-            if current <= 1:
+            if exc.samples > 1 and current > 1:  # a training pass of several samples
+                config = replace(config, max_batch=current // 2)
+                note = f"going on from the last checkpoint with {config.max_batch} samples per pass"
+            elif not config.low_memory:  # one sample, or encoding the photos
+                config = replace(config, low_memory=True)
+                note = "going on from the last checkpoint with --low-memory"
+            else:
                 raise
-            config = replace(config, max_batch=current // 2)
-            on_event(
-                Message(
-                    f"out of memory: going on from the last checkpoint with "
-                    f"{config.max_batch} samples per pass"
-                )
-            )
+            on_event(Message(f"out of memory: {note}"))
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             resume = True

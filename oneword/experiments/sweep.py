@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..adapters.loading import ModelChoice
+from ..adapters.prediction import settle_prediction
 from ..checks import seed_range
 from ..core import data
 from ..core.embeddings import LearnedEmbedding, layout_metadata, write_embedding_files
@@ -32,7 +33,7 @@ from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
 from ..files import atomic_write, file_stem, output_folder
 from .auto_masks import AutoMasking, mask_photos
-from .micro_batch import resolve_max_batch, train_fitting_memory
+from .micro_batch import as_checkpointed, fit_to_memory, train_fitting_memory
 from .recording import RunRecorder, recording_in
 from .store import CandidateRecord, Store
 
@@ -224,16 +225,20 @@ def train_candidates(
     """Load the model, cut the training crops, add the placeholder tokens, train in `folder`
     (micro-batched to fit memory) and check that only the placeholder rows changed."""
     model = choice.load()
+    if getattr(model, "prediction_guessed", False):
+        _settle_prediction(model, images, config, on_event)
     pixels, masks = candidate_photos(images, config, config.resolution or model.native_resolution)
     model.add_placeholder_tokens(placeholder_names(config.token, config.vectors))
     invariant = TextualInversionInvariant(model)
-    chunk = resolve_max_batch(model, config, max_batch)
-    if chunk:
-        on_event(Message(f"{chunk} samples per forward pass"))
+    if resume:
+        config, max_batch = as_checkpointed(config, max_batch, folder / CHECKPOINT_NAME)
+    config = fit_to_memory(model, config, max_batch, on_event)
+    if config.max_batch:
+        on_event(Message(f"{config.max_batch} samples per forward pass"))
     state = train_fitting_memory(
         model,
         pixels,
-        replace(config, max_batch=chunk),
+        config,
         folder,
         on_event,
         resume,
@@ -242,6 +247,14 @@ def train_candidates(
     )
     invariant.check()
     return TrainedRows(state.rows().float().cpu(), state.step, tuple(model.embedding_layout))
+
+
+def _settle_prediction(model, images, config: TrainConfig, on_event: EventSink) -> None:
+    """An SD 2.x file loaded without knowing whether it predicts noise or v: the photos tell
+    (adapters.prediction), before the training size is chosen (512 or 768 px by the answer)."""
+    size = min(512, model.native_resolution)
+    pixels, _ = candidate_photos(images, replace(config, crop="center", candidates=()), size)
+    on_event(Message(settle_prediction(model, pixels[:4])))
 
 
 def write_candidates(
