@@ -2,6 +2,7 @@
 
     python bench/auto_masks.py iou        # choose the cut on dev render seeds, report on others
     python bench/auto_masks.py cost       # seconds per photo: world 64 px; SD 1.5 shapes 512 px
+    python bench/auto_masks.py verdict    # photos with and without the subject: which are used
 
 iou: for the bench's five subjects, 5 photos per render seed, clean photos and photos beside the
 companion (`evaluate.companion_photos`). The recipe's choices are measured on the dev seeds
@@ -12,6 +13,10 @@ photos the share of the companion's pixels the mask takes in.
 cost: the world model at 64 px, and Stable Diffusion 1.5's architecture with random weights at
 512 px (it computes like the real model; its masks mean nothing): seconds per photo, and the
 process's peak memory growth while making one mask.
+
+verdict: on the test seeds, how many photos with their subject (clean and beside the companion)
+are wrongly found empty, and how many photos without it (the subject painted over with the
+scene beside it, row by row) are rightly found empty, so they train unmasked.
 """
 
 from __future__ import annotations
@@ -142,6 +147,43 @@ def run_iou(dev: list[int], test: list[int], out: Path) -> dict:
     return report
 
 
+def without_subject(photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The photo [3, H, W] with the subject painted over: each of its pixels takes the
+    nearest pixel of the same row outside the mask."""
+    out, outside = photo.clone(), mask < 0.05
+    for y in range(photo.shape[1]):
+        xs = outside[y].nonzero().flatten()
+        if len(xs):
+            nearest = xs[(xs[None] - torch.arange(photo.shape[2])[:, None]).abs().argmin(1)]
+            out[:, y] = photo[:, y, nearest]
+    return out
+
+
+def run_verdict(test: list[int], out: Path) -> dict:
+    model = load_model("world")
+    recipe = masking.MaskRecipe()
+    report = {}
+    for kind in ("clean", "companion"):
+        photos = world_photos(test, companion=kind == "companion")
+        made = [auto_masks.auto_masks(model, [p], SUBJECTS_BY_ID[s].class_word, 64, recipe, i)[0]
+                for i, (s, p, _, _) in enumerate(photos)]  # fmt: skip
+        report[f"{kind}: with subject, found empty"] = [sum(m.verdict is not None for m in made),
+                                                        len(made)]  # fmt: skip
+    empty = []
+    for subject in SUBJECTS:
+        for seed in test:
+            gen = torch.Generator().manual_seed(seed)
+            photos, masks = evaluate.subject_photos_and_masks(subject, 5, gen)
+            for i, (p, m) in enumerate(zip(photos, masks)):
+                image = to_pil(without_subject(p, m[0]))
+                word = SUBJECTS_BY_ID[subject].class_word
+                empty.append(auto_masks.auto_masks(model, [image], word, 64, recipe, i)[0])
+    report["without subject, found empty"] = [sum(m.verdict is not None for m in empty), len(empty)]
+    print(json.dumps(report), flush=True)
+    out.write_text(json.dumps(report, indent=1))
+    return report
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -187,7 +229,7 @@ def run_cost(out: Path) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("iou", "cost"))
+    p.add_argument("what", choices=("iou", "cost", "verdict"))
     p.add_argument("--dev-seeds", default="0")
     p.add_argument("--test-seeds", default="1,2")
     p.add_argument("--out", type=Path)
@@ -196,6 +238,9 @@ def main(argv=None) -> None:
     if a.what == "iou":
         seeds = [[int(s) for s in x.split(",")] for x in (a.dev_seeds, a.test_seeds)]
         run_iou(*seeds, a.out or results / "auto_masks_iou.json")
+    elif a.what == "verdict":
+        test = [int(s) for s in a.test_seeds.split(",")]
+        run_verdict(test, a.out or results / "auto_masks_verdict.json")
     else:
         run_cost(a.out or results / "auto_masks_cost.json")
 
