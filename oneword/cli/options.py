@@ -100,16 +100,22 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         "not what is around it; a photo's mask is <photo stem>.mask.png beside it (cat1.jpg: "
         "cat1.mask.png), else <photo stem>.png (or .jpg, .webp) in --mask-dir, else the "
         "photo's own alpha channel; white counts fully, black counts --mask-floor, grey "
-        "in between. --mask auto makes the masks with the model itself, from where its "
-        "cross-attention finds the class word (--class-word, else --init) in each photo; "
-        "`oneword masks` writes them to look at first",
+        "in between. --mask auto, the default, makes the masks with the model itself, from "
+        "where its cross-attention finds the class word (--class-word, else --init) in each "
+        "photo; `oneword masks` writes them to look at first",
     )
     g.add_argument(
         "--mask",
         nargs="?",
         const=True,
         type=mask_choice,
-        help="train with each photo's mask; `--mask auto`: masks made by the model",
+        help="train with each photo's mask file; `--mask auto` (the default): masks made by "
+        "the model",
+    )
+    g.add_argument(
+        "--no-mask",
+        action="store_true",
+        help="learn from the whole photos (the default is --mask auto where there is a class word)",
     )
     g.add_argument("--mask-dir", metavar="DIR", help="a folder of masks named as the photos")
     g.add_argument(
@@ -167,9 +173,30 @@ def mask_choice(text: str) -> str:
     return text
 
 
+_MASK_OPTIONS = ("mask", "mask_dir", "mask_floor", "class_word", "mask_model")
+
+
+def mask_mode(a: argparse.Namespace) -> str | None:
+    """How a run's photos are masked: "files" (--mask), "auto" (--mask auto, the default where
+    there is a class word), or None (--no-mask; a Ray sweep without --mask)."""
+    if a.no_mask:
+        for name in _MASK_OPTIONS:
+            if getattr(a, name) is not None:
+                option = "--" + name.replace("_", "-")
+                raise OnewordError(f"{option}: not with --no-mask; leave one of them out")
+        return None
+    if a.mask is True:
+        return "files"
+    if a.mask == "auto":
+        return "auto"
+    if getattr(a, "ray", None) is not None or not class_word_of(a.init_word, a.class_word):
+        return None  # no default masks where they cannot be made
+    return "auto"
+
+
 def auto_masking(a: argparse.Namespace) -> AutoMasking | None:
-    """`--mask auto`'s settings, else None (--class-word only with it)."""
-    if a.mask != "auto":
+    """`--mask auto`'s settings (the default), else None (--class-word only with it)."""
+    if mask_mode(a) != "auto":
         for option, value in (("--class-word", a.class_word), ("--mask-model", a.mask_model)):
             if value is not None:
                 raise OnewordError(f"{option} {value}: only with --mask auto; add it")
@@ -179,12 +206,16 @@ def auto_masking(a: argparse.Namespace) -> AutoMasking | None:
 
 
 def _mask_floor(a: argparse.Namespace) -> float | None:
-    """The config's mask_floor: None without --mask."""
-    if not a.mask:
+    """The config's mask_floor: None without masks."""
+    if mask_mode(a) is None:
         for option, value in (("--mask-floor", a.mask_floor), ("--mask-dir", a.mask_dir)):
             if value is not None:
                 raise OnewordError(f"{option} {value}: only with --mask; add --mask")
         return None
+    if mask_mode(a) == "auto" and a.mask_dir is not None:
+        if a.mask == "auto":
+            raise OnewordError(f"--mask-dir {a.mask_dir}: not with --mask auto; leave one out")
+        raise OnewordError(f"--mask-dir {a.mask_dir}: only with --mask; add --mask")
     return DEFAULT_MASK_FLOOR if a.mask_floor is None else a.mask_floor
 
 

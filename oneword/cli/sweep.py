@@ -57,7 +57,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     if a.halving:
         return _halving(a, config, choice, started)
     if a.ray is not None:
-        if a.mask:
+        if a.mask is not None:
             raise OnewordError("--mask: not with --ray yet; leave --ray out")
         result = load_ray_cluster().ray_sweep(
             a.photos,

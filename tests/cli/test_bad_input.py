@@ -185,14 +185,20 @@ CASES = [
         None,
     ),
     (
-        "class word without mask auto",
-        lambda t, m, p: learn(t, m, p, "--class-word", "cat"),
+        "class word with mask files",
+        lambda t, m, p: learn(t, m, masks_beside(p), "--mask", "--class-word", "cat"),
         "--class-word cat: only with --mask auto",
         None,
     ),
     (
+        "class word with no mask",
+        lambda t, m, p: learn(t, m, p, "--no-mask", "--class-word", "cat"),
+        "--class-word: not with --no-mask",
+        None,
+    ),
+    (
         "mask model without mask auto",
-        lambda t, m, p: learn(t, m, p, "--mask-model", t),
+        lambda t, m, p: learn(t, m, masks_beside(p), "--mask", "--mask-model", t),
         "only with --mask auto",
         None,
     ),
@@ -228,8 +234,8 @@ CASES = [
     ),
     (
         "mask floor without mask",
-        lambda t, m, p: learn(t, m, p, "--mask-floor", 0.5),
-        "--mask-floor 0.5: only with --mask",
+        lambda t, m, p: learn(t, m, p, "--no-mask", "--mask-floor", 0.5),
+        "--mask-floor: not with --no-mask",
         None,
     ),
     (

@@ -426,8 +426,8 @@ def test_learn_with_masks_beside_the_photos_then_show_names_them(capsys, tmp_pat
     code, out, err = run(capsys, "show", "last")
     assert code == 0, err
     assert "trained with masks (--mask-floor 0.2)" in out and "cat1.mask.png" in out
-    # without --mask, the masks are no photos (and a note says so)
-    code, out, err = run(capsys, *argv[:-2], "--out", tmp_path / "plain")
+    # with --no-mask, the masks are no photos (and a note says so)
+    code, out, err = run(capsys, *argv[:-2], "--no-mask", "--out", tmp_path / "plain")
     assert code == 0 and "2 mask file(s)" in err + out
     code, out, _ = run(capsys, "show", "last")
     assert "trained with masks" not in out
