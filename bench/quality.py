@@ -90,7 +90,7 @@ def learn_subject(
         photos, masks = evaluate.subject_photos_and_masks(subject_id, 5, generator)
     if auto_mask:  # the world's masks are left unread: the model makes its own
         made = auto_masks([to_pil(p) for p in photos], model, subject.class_word, seed)
-        masks = torch.stack([m.training_weight()[None] for m in made])
+        masks = torch.stack([automatic.eight_bit(m.training_weight())[None] for m in made])
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
     if mask_floor is not None:
         masks = torch.cat([masks, masks.flip(-1)])

@@ -29,8 +29,9 @@ from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.auto_masks import AutoMasking
 from .experiments.recording import recording
+from .experiments.run_photos import run_photos
 from .experiments.store import Store
-from .experiments.sweep import record_run, run_photos, train_and_write
+from .experiments.sweep import record_run, train_and_write
 from .files import atomic_write_text, file_stem, output_folder
 
 __all__ = [
@@ -82,7 +83,8 @@ def learn(
         raise OnewordError("learn trains one candidate; sweep trains several")
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     output_folder(run_dir, "--out")
-    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
+    kept = run_dir if resume else None
+    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask, kept)
     _write_run_info(run_dir, config, choice, photos, masking)
 
     def previewer(model: TextToImage):

@@ -178,6 +178,7 @@ class TrainingPhotos:
     images: list[Image.Image]
     files: list[Path]
     masks: list[PhotoMask] | None = None
+    made_with: dict | None = None  # how automatic masks were made (`--mask auto`)
 
 
 # -- masks ---------------------------------------------------------------------------------

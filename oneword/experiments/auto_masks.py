@@ -66,21 +66,47 @@ def photo_heat(
     recipe: masking.MaskRecipe,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """The class word's heat map [h, w] on the latent grid of the photo (not normalised)."""
+    """The class word's heat map [h, w] on the latent grid of the photo (not normalised). The
+    noise draws pass the UNet together, or one by one where they do not fit in memory (the
+    same map: each draw's is made alone, then they are averaged)."""
     pixels = _model_pixels(model, image, resolution)
     mean, _ = model.encode_images(pixels[None])  # [1, c, h, w]
     noise = torch.randn((recipe.draws, *mean.shape[1:]), generator=generator)
     t = torch.full((recipe.draws,), recipe.timestep, dtype=torch.long)
     noisy = add_noise(mean.cpu().expand_as(noise), noise, model.alphas_cumprod[t].float())
+    try:
+        return _heat_of_draws(model, noisy, t, word, recipe, recipe.draws).mean(0)
+    except torch.cuda.OutOfMemoryError:
+        _free_memory(model)
+    try:
+        return _heat_of_draws(model, noisy, t, word, recipe, 1).mean(0)
+    except torch.cuda.OutOfMemoryError:
+        _free_memory(model)
+        raise OnewordError(
+            "--mask auto: out of GPU memory making the masks (one UNet pass a photo); free "
+            "the GPU's memory (other programs) and run again, or learn with --no-mask"
+        ) from None
+
+
+def _heat_of_draws(model, noisy, t, word: str, recipe: masking.MaskRecipe, chunk: int):
+    """Heat maps [draws, h, w], `chunk` draws a UNet pass."""
     caption = CAPTION.format(word)
-    states = model.encode_text(model.token_ids([caption] * recipe.draws))
     tokens = class_token_positions(model, caption, word)
-    maps = record_attention(model, noisy.to(model.device), t.to(model.device), states, tokens)
-    size = tuple(mean.shape[-2:])
-    heat = masking.combine_layers([m.cpu() for m in maps.cross], size)  # [draws, h, w]
-    if recipe.refine and maps.self_attention is not None:
-        heat = masking.refine(heat, maps.self_attention.cpu(), maps.self_size, recipe.refine)
-    return heat.mean(0)
+    heats = []
+    for start in range(0, len(noisy), chunk):
+        part = noisy[start : start + chunk].to(model.device)
+        states = model.encode_text(model.token_ids([caption] * len(part)))
+        maps = record_attention(model, part, t[: len(part)].to(model.device), states, tokens)
+        heat = masking.combine_layers([m.cpu() for m in maps.cross], tuple(noisy.shape[-2:]))
+        if recipe.refine and maps.self_attention is not None:
+            heat = masking.refine(heat, maps.self_attention.cpu(), maps.self_size, recipe.refine)
+        heats.append(heat)
+    return torch.cat(heats)
+
+
+def _free_memory(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def auto_mask(
@@ -223,11 +249,19 @@ def mask_photos(
     record it."""
     made, size = make_masks(photos, choice, resolution, auto, on_event)
     masks = [
-        data.PhotoMask(mask.training_weight(), file, made_by=describe(mask, auto.class_word))
+        data.PhotoMask(
+            eight_bit(mask.training_weight()), file, made_by=describe(mask, auto.class_word)
+        )
         for file, mask in zip(photos.files, made)
     ]
     record = recipe_record(auto, size)
-    return data.TrainingPhotos(photos.images, photos.files, masks), record
+    return data.TrainingPhotos(photos.images, photos.files, masks, record), record
+
+
+def eight_bit(weight: torch.Tensor) -> torch.Tensor:
+    """The weights as the mask file kept in the run folder holds them (8 bits), so a resumed
+    run that reads the file back trains on the very same weights."""
+    return (weight.clamp(0, 1) * 255).round() / 255.0
 
 
 def describe(mask: AutoMask, word: str) -> str:

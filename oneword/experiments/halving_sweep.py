@@ -23,6 +23,7 @@ from ..events import EventSink, Finished, Message, ignore
 from .auto_masks import AutoMasking
 from .cuts import add_cut, run_cuts
 from .halving import Rung, check_keep, halving_rungs, steps_for_budget, survivors
+from .run_photos import keep_masks, made_by_the_model, run_photos
 from .score_math import FIDELITY_METRICS, PROMPT_METRICS, label_free_score
 from .scoring import ScoreSettings, score_run
 from .store import CandidateRecord, Store
@@ -30,11 +31,9 @@ from .sweep import (
     SweepResult,
     candidate_folders,
     first_file,
-    keep_masks,
     record_run,
     recording_steps,
     run_folder,
-    run_photos,
     train_candidates,
     write_candidates,
 )
@@ -92,7 +91,8 @@ def halving_sweep(
                 f"{folder}: this run folder already has a checkpoint; pass --resume "
                 "to continue it or choose another --out"
             )
-        images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
+        kept = folder if resume else None
+        images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask, kept)
         schedule = [{"step": r.step, "candidates": r.count} for r in rungs]
         halving = {"keep": plan.keep, "budget": plan.budget, "rungs": schedule}
         with record_run(
@@ -102,6 +102,8 @@ def halving_sweep(
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
             records = rec.add_candidates(config.candidate_list, config.lr, folders)
+            if made_by_the_model(images):  # kept first: a resumed run reads them back
+                keep_masks(rec, images)
             on_event(Message(f"run r{rec.run.id}: {count} candidates, rungs at steps "
                              + ", ".join(str(r.step) for r in rungs)))  # fmt: skip
             files = {}
@@ -125,7 +127,8 @@ def halving_sweep(
                 alive = cut(
                     store, rec.run.id, r, rung, rungs[r + 1].count, alive, records, plan, on_event
                 )
-            keep_masks(rec, images)
+            if not made_by_the_model(images):
+                keep_masks(rec, images)
             on_event(Finished(steps, {"candidates": [first_file(files[k]) for k in alive]}))
             return SweepResult(rec.run.id, rec.run.folder, [files[k] for k in sorted(files)])
 

@@ -29,6 +29,7 @@ from ..adapters.loading import ModelChoice, load_model
 from ..core.train import CHECKPOINT_NAME, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Finished, Message, Progressed, Started, Stepped, ignore
+from .run_photos import read_photos
 from .scoring import (
     Evaluation,
     Measured,
@@ -49,7 +50,6 @@ from .sweep import (
     TrainedRows,
     candidate_folders,
     first_file,
-    read_photos,
     record_run,
     run_folder,
     train_candidates,

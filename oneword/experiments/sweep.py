@@ -31,17 +31,17 @@ from ..core.prompts import placeholder_names
 from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError, WriteFailed
 from ..events import Checkpointed, EventSink, Finished, Message, ignore
-from ..files import atomic_write, file_stem, output_folder
-from .auto_masks import AutoMasking, mask_photos
+from ..files import file_stem, output_folder
+from .auto_masks import AutoMasking
 from .micro_batch import as_checkpointed, fit_to_memory, train_fitting_memory
 from .recording import RunRecorder, recording_in
+from .run_photos import keep_masks, made_by_the_model, run_photos
 from .store import CandidateRecord, Store
 
 log = logging.getLogger(__name__)
 
 INIT_KINDS = ("word", "random", "jitter")
 CANDIDATES_FOLDER = "candidates"
-MASKS_FOLDER = "masks"
 # Given the model, a callback that draws previews: on_preview(step, rows [K, N, d]).
 PreviewerFactory = Callable[[TextToImage], Callable[[int, torch.Tensor], None] | None]
 
@@ -158,7 +158,8 @@ def sweep_in(
             f"{folder}: this run folder already has a checkpoint; pass --resume "
             "to continue it or choose another --out"
         )
-    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask)
+    kept = folder if resume else None
+    images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask, kept)
     with record_run(
         store, "sweep", folder, photos, config, choice, resume, parent_run,
         max_batch=max_batch, **masking,
@@ -187,6 +188,8 @@ def train_and_write(
     that fails (a full disk) after the first checkpoint says how to go on from it."""
     try:
         records = rec.add_candidates(config.candidate_list, config.lr, folders)
+        if made_by_the_model(images):  # kept first: a resumed run reads them back
+            keep_masks(rec, images)
         trained = train_candidates(
             images,
             config,
@@ -198,7 +201,8 @@ def train_and_write(
             preview,
         )
         rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
-        keep_masks(rec, images)  # after training: a resume refused keeps the run's own
+        if not made_by_the_model(images):  # after training: a resume refused keeps the run's own
+            keep_masks(rec, images)
         files = write_candidates(
             rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
@@ -332,106 +336,6 @@ def record_run(
         resume,
         parent_run,
     )
-
-
-def run_photos(
-    photos: list[str],
-    config: TrainConfig,
-    choice: ModelChoice,
-    on_event: EventSink,
-    mask_dir: str | None = None,
-    auto_mask: AutoMasking | None = None,
-) -> tuple[data.TrainingPhotos, dict]:
-    """The photos of a run with their masks (read from files, or made by the model with
-    `auto_mask`), and what the run's settings say of the masks."""
-    if auto_mask is None:
-        images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
-        return images, mask_settings(images, config, mask_dir)
-    if mask_dir is not None:
-        raise OnewordError(f"--mask-dir {mask_dir}: not with --mask auto; leave one out")
-    if config.mask_floor is None:
-        raise ValueError("automatic masks need config.mask_floor")
-    images = read_photos(photos, on_event)
-    images, record = mask_photos(images, choice, config.resolution, auto_mask, on_event)
-    return images, mask_settings(images, config, None, record)
-
-
-def read_photos(
-    photos: list[str], on_event: EventSink, masked: bool = False, mask_dir: str | None = None
-) -> data.TrainingPhotos:
-    """The photos of a run (with their masks, if `masked`), each skipped file reported as a
-    message."""
-    if mask_dir is not None and not masked:
-        raise OnewordError(f"--mask-dir {mask_dir}: only with --mask; add --mask")
-    files, images, skipped = data.load_photo_files(photos)
-    for line in skipped:
-        on_event(Message(line))
-    if not masked:
-        found = data.find_mask_files(photos)
-        if found:
-            note = f"note: {len(found)} mask file(s) ({data.MASK_SUFFIX}) are not training photos"
-            on_event(Message(f"{note}; give --mask to weight the loss with them"))
-        return data.TrainingPhotos(images, files)
-    masks = data.load_masks(files, photos, mask_dir)
-    for mask in masks:
-        log.info("mask of %s: %s", mask.source, mask.describe())
-    return data.TrainingPhotos(images, files, masks)
-
-
-def mask_settings(
-    photos: data.TrainingPhotos, config: TrainConfig, mask_dir=None, auto_record=None
-) -> dict:
-    """What a run's settings say of its masks: where each photo's came from (with how
-    automatic masks were made, `auto_record`), and the floor."""
-    if photos.masks is None:
-        return {}
-    folder = str(Path(mask_dir).expanduser().absolute()) if mask_dir is not None else None
-    files = [
-        {"photo": str(f.absolute()), "mask": _mask_origin(m)}
-        for f, m in zip(photos.files, photos.masks)
-    ]
-    made = {"auto": auto_record} if auto_record is not None else {}
-    return {"mask": {"dir": folder, **made, "files": files}, "mask_floor": config.mask_floor}
-
-
-def _mask_origin(mask: data.PhotoMask) -> str:
-    if mask.alpha or mask.made_by is not None:
-        return mask.describe()
-    return str(mask.source.absolute())
-
-
-def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> None:
-    """A copy of the masks in the run folder (`masks/<photo stem>.png`, which --mask-dir
-    reads back) and, for the gallery, each photo with its mask over it (`masks/shown/`)."""
-    if photos.masks is None:
-        return
-    folder = rec.run.folder / MASKS_FOLDER
-    copies, shown = [], []
-    for k, (file, image, mask) in enumerate(zip(photos.files, photos.images, photos.masks)):
-        stem = f"{k:02d}-{file.stem}" if _repeated_stem(photos.files, file) else file.stem
-        copies.append(save_image(data.mask_image(mask.weight), folder / f"{stem}.png"))
-        shown.append(save_image(masked_view(image, mask.weight), folder / "shown" / f"{stem}.png"))
-    rec.files("mask", copies)
-    rec.files("mask_view", shown)
-
-
-def save_image(image, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def _repeated_stem(files: list[Path], file: Path) -> bool:
-    return sum(f.stem == file.stem for f in files) > 1
-
-
-def masked_view(image, weight: torch.Tensor, size: int = 256):
-    """The photo, small, darkened where its mask gives it little weight (what the gallery
-    shows)."""
-    from PIL import Image
-
-    shade = data.mask_image(0.25 + 0.75 * weight)
-    view = Image.composite(image, Image.new("RGB", image.size), shade)
-    view.thumbnail((size, size))
-    return view
 
 
 def candidate_folders(rec: RunRecorder, count: int) -> list[Path]:

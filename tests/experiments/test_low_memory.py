@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from PIL import Image
 
 from oneword.adapters.loading import load_model
 from oneword.adapters.pipelines import TextToImageModel
@@ -45,7 +46,6 @@ def sink(messages):
 @pytest.fixture(scope="module")
 def plain(tiny_model_dir, tmp_path_factory):
     """The photos' run with nothing running out of memory."""
-    from PIL import Image
 
     folder = tmp_path_factory.mktemp("photos")
     gen = torch.Generator().manual_seed(0)
@@ -109,7 +109,7 @@ def test_out_of_memory_with_low_memory_is_one_line_that_says_what_helps(
     monkeypatch.setattr(TextToImageModel, "predict_noise", lambda *a: (_ for _ in ()).throw(oom()))
     argv = ["learn", str(folder), "--token", "<m>", "--init", "cat", "--steps", "2"]
     argv += ["--model", str(tiny_model_dir), "--out", str(tmp_path / "r"), "--low-memory"]
-    assert main(argv) == 2
+    assert main([*argv, "--no-mask"]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -284,3 +284,32 @@ def test_drawing_out_of_memory_goes_on_in_smaller_batches(tiny_model_dir, monkey
     lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
     assert len(lines) == 1 and "Traceback" not in err
     assert "drawing one image at 32 px; give a smaller --size" in lines[0]
+
+
+def test_automatic_masks_out_of_memory_go_draw_by_draw_then_one_line(
+    plain, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    from oneword.core.masking import MaskRecipe
+    from oneword.experiments.auto_masks import auto_masks
+
+    folder, _ = plain
+    model = load_model(str(tiny_model_dir))
+    photo = Image.open(next(folder.glob("*.png")))
+    recipe = MaskRecipe(min_contrast=0.0)
+    expected = auto_masks(model, [photo], "cat", 32, recipe)[0].weight
+    real = TextToImageModel.predict_noise
+
+    def fits_one(self, noisy, *rest):
+        if len(noisy) > 1:
+            raise oom()
+        return real(self, noisy, *rest)
+
+    monkeypatch.setattr(TextToImageModel, "predict_noise", fits_one)
+    torch.testing.assert_close(auto_masks(model, [photo], "cat", 32, recipe)[0].weight, expected)
+    monkeypatch.setattr(TextToImageModel, "predict_noise", lambda *a: (_ for _ in ()).throw(oom()))
+    argv = ["learn", str(folder), "--token", "<m>", "--init", "cat", "--steps", "1"]
+    assert main([*argv, "--model", str(tiny_model_dir), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("oneword: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "out of GPU memory making the masks" in lines[0] and "--no-mask" in lines[0]
