@@ -6,7 +6,7 @@ import argparse
 
 from .. import api
 from ..experiments.auto_masks import AutoMasking, class_word_of, write_masks
-from .options import add_model_options
+from .options import add_auto_mask_options, add_model_options
 from .progress import ProgressBar
 
 
@@ -21,16 +21,10 @@ def register(sub) -> None:
     )
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
     p.add_argument("--init", dest="init_word", help="what the photos show, e.g. cat")
-    p.add_argument("--class-word", help="what to look for (default: the --init words)")
     p.add_argument("--out", required=True, help="the folder to write the masks to")
     p.add_argument("--resolution", type=int, help="size the photos are seen at (the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
-    p.add_argument(
-        "--mask-model",
-        metavar="PATH",
-        help="a CLIPSeg model you have (folder, or hub id in your cache) instead of the "
-        "model's own attention",
-    )
+    add_auto_mask_options(p)
     add_model_options(p)
     p.set_defaults(func=_cmd_masks)
 

@@ -118,6 +118,17 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         help="learn from the whole photos (the default is --mask auto where there is a class word)",
     )
     g.add_argument("--mask-dir", metavar="DIR", help="a folder of masks named as the photos")
+    add_auto_mask_options(g)
+    g.add_argument(
+        "--mask-floor",
+        type=float,
+        metavar="F",
+        help=f"loss weight outside the masks, 0 to 1 (default {DEFAULT_MASK_FLOOR})",
+    )
+
+
+def add_auto_mask_options(g) -> None:
+    """What automatic masks look for, and with what (learn, sweep and masks)."""
     g.add_argument(
         "--class-word",
         metavar="WORD",
@@ -128,12 +139,6 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="--mask auto with a CLIPSeg model you have (a folder, or a hub id in your cache) "
         "instead of the model's own attention",
-    )
-    g.add_argument(
-        "--mask-floor",
-        type=float,
-        metavar="F",
-        help=f"loss weight outside the masks, 0 to 1 (default {DEFAULT_MASK_FLOOR})",
     )
 
 
