@@ -27,6 +27,7 @@ from .core.prompts import PREVIEW_PROMPTS
 from .core.train import TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
+from .experiments.naming import resolve_word, unloaded_tokens
 from .experiments.recording import recording
 from .experiments.store import Store
 from .experiments.sweep import mask_settings, read_photos, record_run, train_and_write
@@ -173,12 +174,18 @@ def generate(
     at_least(n, "-n", 1)
     seed_range(seed, "--seed", count=n)
     output_folder(out, "--out")
+    named = [resolve_word(e, project, "--embedding") for e in embeddings]
+    for word in named:
+        if word.note:
+            on_event(Message(f"--embedding {word.note}"))
     model = choice.load()
-    learned = _load_words(model, embeddings)
+    learned = _load_words(model, [w.path for w in named])
     words = register_words(model, learned)
     for token in words.tokens:
         if token not in prompt:
             on_event(Message(f"note: the prompt does not use the learned token {token}"))
+    for token in unloaded_tokens(prompt + " " + negative, list(words.tokens)):
+        on_event(Message(f"warning: no --embedding defines {token}; it is drawn as plain text"))
     seeds = [seed + i for i in range(n)]
     out = Path(out)
     settings = {
@@ -186,7 +193,8 @@ def generate(
         "negative": negative,
         "seeds": seeds,
         **sampling_record(sampling, choice.model),
-        "embeddings": [str(Path(e).expanduser().absolute()) for e in embeddings],
+        "embeddings": [str(w.path.absolute()) for w in named],
+        "words": [w.label for w in named],
     }
     with recording(
         project, "generate", out.absolute(), choice.model, " ".join(words.tokens), settings
@@ -196,7 +204,7 @@ def generate(
         meta = {
             **settings,
             "size": int(images.shape[-1]),
-            "embeddings": [str(e) for e in embeddings],
+            "embeddings": [str(w.path) for w in named],
         }
         drawn = [
             (prompt, s, save_png(image, out / f"{stem}-{s}.png", _one_image(meta, s)))
@@ -212,7 +220,7 @@ def _one_image(meta: dict, seed: int) -> dict:
     return {**{k: v for k, v in meta.items() if k != "seeds"}, "seed": seed}
 
 
-def _load_words(model: TextToImage, paths: list[str]) -> list[LearnedEmbedding]:
+def _load_words(model: TextToImage, paths: list[Path]) -> list[LearnedEmbedding]:
     """Every embedding of the files, each token once (a word given twice is named as such)."""
     learned, source = [], {}
     for path in paths:

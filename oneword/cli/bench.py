@@ -48,7 +48,7 @@ def register(sub) -> None:
     d.add_argument("--checkpoint-every", type=int, default=500)
     d.add_argument("--seed", type=int, default=0)
     add_candidate_options(d, 1)
-    add_scoring_options(d, sample_steps="--sample-steps")
+    add_scoring_options(d, old_steps=None)
     d.add_argument("--out", help="benchmark folder (default: a new folder in the project)")
     add_model_options(d)
     add_project_option(d)

@@ -7,6 +7,7 @@ import argparse
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
 from .options import (
+    add_image_seed_option,
     add_project_option,
     add_ray_options,
     add_scoring_options,
@@ -58,7 +59,7 @@ def register(sub) -> None:
     p.add_argument("--prompt-limit", type=int)
     p.add_argument("--class-word")
     p.add_argument("-n", "--images", type=int, help="images per candidate")
-    p.add_argument("--image-seed", type=int, default=0)
+    add_image_seed_option(p)
     p.add_argument("--subject")
     add_scoring_options(p)
     p.add_argument("--device")

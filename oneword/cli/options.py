@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import api
@@ -147,6 +148,43 @@ def _flat_stop(a: argparse.Namespace) -> FlatStop | None:
     return FlatStop(every=a.flat_every, window=a.flat_window, threshold=a.flat_threshold)
 
 
+# -- one vocabulary: --steps trains, --sample-steps draws, --image-seed seeds drawn images ----
+class OldSpelling(argparse.Action):
+    """An option's old spelling: it keeps working for one more release, with a note."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"oneword: note: {option_string} here is now {self.new}; the old spelling "
+            "works until the next release",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_sample_steps_option(p, default: int, old: str | None = "--steps") -> None:
+    """--sample-steps: denoising steps per drawn image (--steps is training steps)."""
+    p.add_argument(
+        "--sample-steps",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"denoising steps per drawn image (default {default})",
+    )
+    if old:
+        p.add_argument(old, dest="sample_steps", type=int, action=OldSpelling, new="--sample-steps")
+
+
+def add_image_seed_option(p, what: str = "image i uses seed + i", old: str | None = None) -> None:
+    """--image-seed: the seed of the first drawn image (--seed seeds training or breeding)."""
+    p.add_argument("--image-seed", type=int, default=0, metavar="SEED", help=f"{what} (default 0)")
+    if old:
+        p.add_argument(old, dest="image_seed", type=int, action=OldSpelling, new="--image-seed")
+
+
 # -- candidates and Ray (sweep, score, evolve) --------------------------------------------
 def floats(text: str) -> tuple[float, ...]:
     try:
@@ -242,15 +280,9 @@ def model_or_none(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
-def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps") -> None:
-    p.set_defaults(sample_steps_option=sample_steps)
-    p.add_argument(
-        sample_steps,
-        dest="sample_steps",
-        type=int,
-        default=30,
-        help="denoising steps per image (default 30)",
-    )
+def add_scoring_options(p: argparse.ArgumentParser, old_steps: str | None = "--steps") -> None:
+    """Drawing and judging options; old_steps: the old spelling of --sample-steps there."""
+    add_sample_steps_option(p, 30, old_steps)
     p.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--size", type=int, help="image size (default: the model's)")
@@ -284,7 +316,7 @@ def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps
 def score_settings(a: argparse.Namespace, **extra):
     from ..experiments.scoring import ScoreSettings
 
-    at_least(a.sample_steps, a.sample_steps_option, 1)
+    at_least(a.sample_steps, "--sample-steps", 1)
     sampling = Sampling(a.sample_steps, a.cfg, a.scheduler, a.size)
     return ScoreSettings(
         sampling=sampling,

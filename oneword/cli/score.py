@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import OnewordError
 from .options import (
+    add_image_seed_option,
     add_project_option,
     add_ray_options,
     add_scoring_options,
@@ -38,7 +39,7 @@ def register(sub) -> None:
         type=int,
         help="images per candidate, cycling the prompts (default: one per prompt)",
     )
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    add_image_seed_option(p, old="--seed")
     p.add_argument(
         "--subject", help="world model: the oracle's subject id (default: from the class word)"
     )
@@ -60,7 +61,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
         prompt_limit=a.prompt_limit,
         class_word=a.class_word,
         images=a.images,
-        seed=a.seed,
+        seed=a.image_seed,
         subject=a.subject,
     )
     if a.ray is not None:

@@ -6,7 +6,12 @@ import argparse
 
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
-from .options import add_project_option, add_scoring_options, score_settings
+from .options import (
+    add_image_seed_option,
+    add_project_option,
+    add_scoring_options,
+    score_settings,
+)
 
 
 def register(sub) -> None:
@@ -44,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", default="auto", help="what new candidates draw (as `score`)")
     p.add_argument("-n", "--images", type=int, default=4, help="images per new candidate")
+    add_image_seed_option(p, "seed of the first image a new candidate draws")
     add_scoring_options(p)
     p.add_argument("--device")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
@@ -66,7 +72,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     breeding = Breeding(
         selection=a.selection, crossover=a.crossover, mutation=a.mutation, elites=a.elites
     )
-    drawing = score_settings(a, prompts=a.prompts, images=a.images)
+    drawing = score_settings(a, prompts=a.prompts, images=a.images, seed=a.image_seed)
     hosts = served_hosts(a.host, a.port, tuple(a.allow_host))
     app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed), hosts)
     print(f"oneword gallery of {app.state.folder}: http://{a.host}:{a.port}/  (Ctrl+C stops)")

@@ -9,6 +9,7 @@ from .. import api
 from ..errors import OnewordError
 from .options import (
     add_candidate_options,
+    add_image_seed_option,
     add_model_options,
     add_project_option,
     add_ray_options,
@@ -110,7 +111,7 @@ def add_halving_options(p: argparse.ArgumentParser) -> None:
         help="training samples over all candidates; sets --steps to the longest schedule that fits",
     )
     g.add_argument("--score-images", type=int, default=8, help="images per candidate a rung")
-    g.add_argument("--score-seed", type=int, default=0, help="first seed of those images")
+    add_image_seed_option(g, "first seed of those images", old="--score-seed")
     g.add_argument("--subject", help="the world oracle's subject (default: from --init)")
     add_scoring_options(g, "--score-steps")
 
@@ -120,7 +121,7 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
 
     if a.ray is not None:
         raise OnewordError("--halving: not with --ray yet; leave --ray out")
-    settings = score_settings(a, images=a.score_images, seed=a.score_seed, subject=a.subject)
+    settings = score_settings(a, images=a.score_images, seed=a.image_seed, subject=a.subject)
     plan = HalvingPlan(keep=a.keep, budget=a.budget, score=settings)
     result = halving_sweep(
         a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar(),

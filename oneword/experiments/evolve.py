@@ -25,6 +25,7 @@ from ..errors import OnewordError
 from ..events import EventSink, Message, Progressed, ignore
 from ..files import file_stem
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
+from .naming import word_run
 from .recording import recording_in
 from .scoring import (
     ScoreSettings,
@@ -195,7 +196,7 @@ def breed(
 ) -> RunRecord:
     """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
     with Store.open(project) as store:
-        return breed_in(store, store.find_run(run_ref), settings, generation, spread)
+        return breed_in(store, word_run(store, run_ref), settings, generation, spread)
 
 
 def breed_in(
@@ -264,7 +265,7 @@ def render(
     """Draw every candidate of a run (the same prompts and seeds as `score`) without judging;
     the images go to a new evaluation of the run (returned) for a person to rate."""
     with Store.open(project) as store:
-        return render_in(store, store.find_run(run_ref), settings, on_event, model)
+        return render_in(store, word_run(store, run_ref), settings, on_event, model)
 
 
 def render_in(
@@ -322,7 +323,7 @@ def evolve(
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
     to rate (or not drawn when scoring is None)."""
     with Store.open(project) as store:
-        start = store.find_run(run_ref)
+        start = word_run(store, run_ref)
         automatic = settings.fitness != RATING_FITNESS
         if automatic and settings.fitness == "auto":
             ratings = [rating_of(store.ratings(c.id)) for c in store.candidates(start.id)]

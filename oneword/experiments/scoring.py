@@ -19,7 +19,7 @@ from ..adapters.device import pick_device
 from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.loading import load_model
 from ..core import data
-from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
+from ..core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from ..core.generate import (
     Sampling,
     Words,
@@ -30,10 +30,10 @@ from ..core.generate import (
     save_png,
 )
 from ..core.interface import TextToImage
-from ..core.per_layer import PER_LAYER_SUFFIX
 from ..errors import OnewordError
 from ..events import EventSink, Progressed, ignore
 from . import dreambench, report, score_math
+from .naming import candidate_file
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ScoreSettings:
         if self.judge not in JUDGES:
             raise OnewordError(f"--judge {self.judge}: choose one of {', '.join(JUDGES)}")
         if self.sampling.steps < 1:
-            raise OnewordError(f"--steps {self.sampling.steps}: must be 1 or more")
+            raise OnewordError(f"--sample-steps {self.sampling.steps}: must be 1 or more")
         if self.judge == "features" and not (self.clip_model or self.dino_model):
             raise OnewordError("--clip-model none --dino-model none: keep at least one judge")
 
@@ -326,19 +326,9 @@ def rank_candidates(
 
 
 def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:
-    files = store.files(run.id, "embedding", cand.id)
-    chosen = (  # a per-layer word's own file before its mean
-        [f for f in files if f.name.endswith(PER_LAYER_SUFFIX)]
-        or [f for f in files if f.name == DIFFUSERS_FILE]
-        or files
-    )
-    if not chosen or not chosen[0].is_file():
-        raise OnewordError(
-            f"run {run.name}: candidate {cand.name} has no embedding file yet; "
-            "finish the run first (rerun its command with --resume)"
-        )
-    (emb,) = load_embeddings(chosen[0])[:1]
-    emb.metadata["path"] = str(chosen[0])
+    path = candidate_file(store, run, cand)
+    (emb,) = load_embeddings(path)[:1]
+    emb.metadata["path"] = str(path)
     return emb
 
 
