@@ -30,6 +30,12 @@ def _init_label(cand) -> str:
     return cand.init if cand.init != "jitter" else f"jitter {cand.jitter:g}"
 
 
+def combined_text(metrics: dict) -> str:
+    """The weighted score with its 95% interval where there is one: 0.812 ±0.031."""
+    pm = metrics.get("combined_pm")
+    return f"{metrics['combined']:.3f}" + (f" ±{pm:.3f}" if pm is not None else "")
+
+
 def ranked_table(board) -> str:
     """The ranked candidates as a plain-text table (best first; * marks the Pareto front)."""
     metrics = metric_columns(board.rows)
@@ -44,7 +50,7 @@ def ranked_table(board) -> str:
         lines.append(
             [str(row.rank), c.name, str(c.seed), _init_label(c), f"{c.lr:g}"]
             + [f"{row.metrics[m]:.4f}" for m in metrics]
-            + [f"{row.metrics['combined']:+.3f}", "*" if row.pareto else ""]
+            + [combined_text(row.metrics), "*" if row.pareto else ""]
         )
     if board.reference:
         lines.append(
@@ -187,7 +193,8 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         f"<h1>{html.escape(run.name)}: {html.escape(run.token)}</h1>",
         f"<p>model <b>{html.escape(run.model)}</b>, {len(board.rows)} candidates, judge "
         f"<b>{html.escape(board.judge)}</b>, evaluation e{board.evaluation_id}. "
-        "Ranked by the combined score (standardized fidelity and prompt-following); "
+        "Ranked by the combined score (the weighted mean of fidelity and prompt-following, "
+        "with its 95% interval over the images; comparable across runs scored alike); "
         "bold rows are on the Pareto front.</p>",
         _table_html(board),
         f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
@@ -198,7 +205,7 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         parts.append(
             f"<div class='cand'><h3>#{row.rank} {c.name} <small>seed {c.seed}, "
             f"init {html.escape(_init_label(c))}, lr {c.lr:g}, combined "
-            f"{row.metrics['combined']:+.3f}</small></h3>"
+            f"{combined_text(row.metrics)}</small></h3>"
             f"<img src='{_rel(row.sheet, base)}' alt='{c.name}'></div>"
         )
     parts.append(
@@ -222,7 +229,7 @@ def _table_html(board) -> str:
         values += [
             f"{row.metrics['fidelity']:.4f}",
             f"{row.metrics['prompt']:.4f}",
-            f"{row.metrics['combined']:+.3f}",
+            combined_text(row.metrics),
             "yes" if row.pareto else "",
         ]
         cls = " class='front'" if row.pareto else ""

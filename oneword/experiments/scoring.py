@@ -145,6 +145,7 @@ class Measured:
     raw: list[dict[str, float]]
     sheets: list[Path]
     images: list[CandidateImages]
+    per_image: list[list[dict[str, float]]] = field(default_factory=list)  # [K][M] metrics
 
 
 def score_inputs(
@@ -231,7 +232,9 @@ def record_ranking(
     report."""
     for drawn in measured.images:
         store.add_images(evaluation.id, drawn.candidate_id, drawn.rows)
-    rows = rank_candidates(candidates, measured.raw, settings.fidelity_weight, measured.sheets)
+    rows = rank_candidates(
+        candidates, measured.raw, settings.fidelity_weight, measured.sheets, measured.per_image
+    )
     for row in rows:
         store.add_scores(
             evaluation.id,
@@ -274,7 +277,7 @@ def draw_and_measure(
     for emb in embeddings:
         check_width(emb, model.embedding_layout, model.name, emb.metadata.get("path", ""))
     words = register_words(model, [embeddings[0]])
-    raw, sheets, drawn = [], [], []
+    raw, sheets, drawn, each = [], [], [], []
     on_event(Progressed(0, len(candidates), "scoring"))
     for k, (cand, emb) in enumerate(zip(candidates, embeddings)):
         rows = emb.vectors.float()[None].to(model.device)
@@ -296,8 +299,14 @@ def draw_and_measure(
             )
         )
         raw.append(judge.measure(images, job.prompt_index))
+        each.append(
+            [
+                judge.measure(images[i : i + 1], job.prompt_index[i : i + 1])
+                for i in range(len(images))
+            ]
+        )
         on_event(Progressed(k + 1, len(candidates), "scoring"))
-    return Measured(raw, sheets, drawn)
+    return Measured(raw, sheets, drawn, each)
 
 
 def rank_candidates(
@@ -305,12 +314,15 @@ def rank_candidates(
     raw: list[dict[str, float]],
     fidelity_weight: float,
     sheets: list[Path],
+    per_image: list[list[dict[str, float]]] = (),
 ) -> list[ScoreRow]:
-    """Combined score, Pareto front and rank of each candidate; best first."""
+    """Weighted score (`combined`, one scale across runs; `combined_pm`: its 95% interval's
+    half width from the per-image values), Pareto front and rank of each candidate; best
+    first."""
     names = list(raw[0])
     metrics = {m: torch.tensor([r[m] for r in raw], dtype=torch.float64) for m in names}
     fidelity, prompt = score_math.axis_scores(metrics)
-    combined = score_math.combined_score(fidelity, prompt, fidelity_weight)
+    combined = score_math.weighted_score(fidelity, prompt, fidelity_weight)
     front = score_math.pareto_front(fidelity, prompt)
     order = score_math.ranking(combined)
     rows = []
@@ -321,8 +333,21 @@ def rank_candidates(
             "prompt": float(prompt[k]),
             "combined": float(combined[k]),
         }
+        half = _interval(per_image[k], fidelity_weight) if k < len(per_image) else float("nan")
+        if half == half:  # NaN (one image): no interval
+            values["combined_pm"] = half
         rows.append(ScoreRow(candidates[k], values, bool(front[k]), rank, sheets[k]))
     return rows
+
+
+def _interval(each: list[dict[str, float]], fidelity_weight: float) -> float:
+    """The half width of the 95% interval of a candidate's weighted score over its images."""
+    if not each:
+        return float("nan")
+    names = list(each[0])
+    metrics = {m: torch.tensor([e[m] for e in each], dtype=torch.float64) for m in names}
+    per_image = score_math.weighted_score(*score_math.axis_scores(metrics), fidelity_weight)
+    return score_math.interval_half_width(per_image)
 
 
 def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:
