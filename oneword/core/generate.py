@@ -86,7 +86,7 @@ class Sampling:
     size: int | None = None  # None: the model's native resolution
 
     def __post_init__(self):
-        at_least(self.steps, "--steps", 1)
+        at_least(self.steps, "--sample-steps", 1)
         finite(self.cfg, "--cfg", low=0, high=MAX_CFG)
         if self.size is not None and (at_least(self.size, "--size", 8) % 8):
             raise OnewordError(f"--size {self.size}: must be a multiple of 8")

@@ -137,7 +137,7 @@ def test_gallery_api_rates_breeds_and_mixes(project):
     assert client.post("/api/mix", json={"candidates": [c0["id"]]}).status_code == 422
 
 
-def test_images_come_only_from_the_project(project, tmp_path):
+def test_only_images_the_store_records_are_served(project, tmp_path):
     client = TestClient(create_app(project, options()), base_url=LOCAL)
     assert client.get("/api/images/999").status_code == 404
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
