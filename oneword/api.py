@@ -24,7 +24,7 @@ from .core.generate import (
 )
 from .core.interface import TextToImage
 from .core.prompts import PREVIEW_PROMPTS
-from .core.train import TrainConfig
+from .core.train import CHECKPOINT_NAME, TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.naming import resolve_word, unloaded_tokens
@@ -81,6 +81,11 @@ def learn(
         raise OnewordError("learn trains one candidate; sweep trains several")
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     output_folder(run_dir, "--out")
+    if not resume and (run_dir / CHECKPOINT_NAME).exists():  # before run.json is rewritten
+        raise OnewordError(
+            f"{run_dir}: this run folder already has a checkpoint; pass --resume "
+            "to continue it or choose another --out"
+        )
     images = read_photos(photos, on_event, config.mask_floor is not None, mask_dir)
     masking = mask_settings(images, config, mask_dir)
     _write_run_info(run_dir, config, choice, photos, masking)

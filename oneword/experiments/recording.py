@@ -7,7 +7,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import Interrupted, WriteFailed
+from ..errors import Interrupted, OnewordError, WriteFailed
 from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
 
@@ -62,6 +62,11 @@ class RunRecorder:
         return cand
 
 
+def _unchanged(store: Store, before: RunRecord) -> bool:
+    """Whether a resumed run is where it was (its resume was refused before a step)."""
+    return store.run(before.id).step == before.step
+
+
 def _init_name(candidate) -> str:
     if candidate.init == "word" and candidate.jitter:
         return "jitter"
@@ -105,9 +110,12 @@ def recording_in(
 
     folder None: a new folder `runs/r<id>-<token>` in the project. Resuming continues the
     newest run recorded for the same folder. The run is marked done when the block ends,
-    failed (with the one-line reason as its note) if it raises.
+    failed (with the one-line reason as its note) if it raises; a new run refused (a one-line
+    error before it trained a step or wrote a file) is not kept at all.
     """
     run = store.latest_run_in(folder, kind) if resume and folder else None
+    new = run is None
+    before = run  # a resumed run as it was, to restore when the resume is refused
     if run is None:
         run = store.create_run(kind, folder, model, token, settings, photos, parent_run)
     else:
@@ -122,8 +130,14 @@ def recording_in(
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         stopped = isinstance(exc, (KeyboardInterrupt, Interrupted))  # Ctrl-C: resumable
         status, note = ("interrupted", STOPPED_NOTE) if stopped else ("failed", reason[:500])
+        refused = new and type(exc) is OnewordError  # not a full disk, not Ctrl-C
         try:  # the store may be what failed (a full disk): the first error is the one to tell
-            store.update_run(run.id, status=status, note=note)
+            if refused and store.forget_refused_run(run.id):
+                pass
+            elif before is not None and type(exc) is OnewordError and _unchanged(store, before):
+                store.update_run(before.id, status=before.status, note=before.note)
+            else:
+                store.update_run(run.id, status=status, note=note)
         except WriteFailed:
             log.info("could not mark run r%d failed in the store", run.id)
         raise
