@@ -13,6 +13,8 @@ from .options import (
     add_model_options,
     add_project_option,
     add_sample_steps_option,
+    next_commands,
+    recorded_run,
 )
 from .progress import ProgressBar
 
@@ -64,4 +66,9 @@ def _cmd_generate(a: argparse.Namespace) -> int:
     )
     for path in paths:
         print(path)
+    run = recorded_run(a.project, "generate", a.out)
+    if run is not None:
+        count = len(paths) - 1
+        print(f"run {run.name}: {count} image{'s' * (count != 1)} and a contact sheet")
+        print(next_commands(a.project, "oneword serve"))
     return 0

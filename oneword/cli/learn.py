@@ -6,7 +6,15 @@ import argparse
 import time
 
 from .. import api
-from .options import add_model_options, add_project_option, add_training_options, training_config
+from .options import (
+    add_model_options,
+    add_project_option,
+    add_training_options,
+    draw_command,
+    next_commands,
+    recorded_run,
+    training_config,
+)
 from .progress import ProgressBar
 
 
@@ -52,7 +60,10 @@ def _cmd_learn(a: argparse.Namespace) -> int:
         project=a.project,
         mask_dir=a.mask_dir,
     )
-    print(f"learned {a.token} in {time.time() - started:.0f}s:")
+    run = recorded_run(a.project, "learn", next(iter(files.values())).parent)
+    name = run.name if run else str(next(iter(files.values())).parent)
+    print(f"run {name}: learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():
         print(f"  {path}")
+    print(next_commands(a.project, draw_command(a.token, name, a.model), "oneword serve"))
     return 0

@@ -10,8 +10,10 @@ from ..experiments.embedding_ops import MIX_METHODS
 from .options import (
     add_output_options,
     add_project_option,
+    draw_command,
     floats,
     load_first_embedding,
+    next_commands,
     norms_text,
     write_output,
 )
@@ -33,7 +35,12 @@ def register(sub) -> None:
         "candidate), r8/c01, or last",
     )
     p.add_argument("--weights", type=floats, help="one weight per file, e.g. 3,1 (default: equal)")
-    p.add_argument("--method", choices=MIX_METHODS, default="norm-mean")
+    p.add_argument(
+        "--method",
+        choices=MIX_METHODS,
+        default="norm-mean",
+        help="mean, norm-mean (keeps the norms; default) or slerp",
+    )
     p.add_argument(
         "--slerp", dest="method", action="store_const", const="slerp", help="same as --method slerp"
     )
@@ -87,4 +94,6 @@ def _cmd_mix(a: argparse.Namespace) -> int:
     for word, e in zip(named, inputs):
         print(f"  {word.label}: norm {norms_text(e.vectors)}")
     print(f"{a.method} -> {path}: norm {norms_text(vectors)}")
+    token = a.token or inputs[0].token
+    print(next_commands(None, draw_command(token, str(path), inputs[0].metadata.get("model"))))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -64,17 +65,36 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "which overfits sooner)",
     )
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="learning rate over the steps (default constant)",
+    )
+    p.add_argument(
+        "--warmup-steps", type=int, default=0, help="steps of linear warm-up of the lr (default 0)"
+    )
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per micro-batch")
     p.add_argument("--grad-accum", type=int, default=4, help="micro-batches per step")
     p.add_argument("--resolution", type=int, help="training size (default: the model's)")
-    p.add_argument("--crop", choices=("center", "random"), default="center")
+    p.add_argument(
+        "--crop",
+        choices=("center", "random"),
+        default="center",
+        help="square crop of each photo: its center, or --crops-per-photo random ones",
+    )
     p.add_argument("--crops-per-photo", type=int, default=4, help="random crops cached per photo")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the training's randomness (default 0)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        help="steps between checkpoints that --resume continues from (default 100)",
+    )
     p.add_argument(
         "--stop-when-flat",
         action="store_true",
@@ -276,6 +296,16 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 # -- scoring (score, evolve, serve) ---------------------------------------------------------
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype of a command that draws with a run's own model."""
+    p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)",
+    )
+
+
 def model_or_none(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
@@ -284,7 +314,7 @@ def add_scoring_options(p: argparse.ArgumentParser, old_steps: str | None = "--s
     """Drawing and judging options; old_steps: the old spelling of --sample-steps there."""
     add_sample_steps_option(p, 30, old_steps)
     p.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (default ddim)")
     p.add_argument("--size", type=int, help="image size (default: the model's)")
     p.add_argument(
         "--judge",
@@ -356,6 +386,31 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def norms_text(vectors) -> str:
     return ", ".join(f"{float(n):.4f}" for n in vectors.float().norm(dim=-1))
+
+
+def next_commands(project: str | None, *commands: str) -> str:
+    """The line that tells what to run next (each command with --project where it was given)."""
+    flag = f" --project {shlex.quote(str(project))}" if project else ""
+    return "next: " + "   or: ".join(c + flag for c in commands)
+
+
+def model_flag(model: str | None) -> str:
+    """' --model X' where X is not the default model."""
+    return f" --model {shlex.quote(str(model))}" if model and model != api.DEFAULT_MODEL else ""
+
+
+def draw_command(token: str, word: str, model: str | None) -> str:
+    """`oneword generate` of a word, ready to paste into a shell."""
+    prompt = shlex.quote(f"a photo of {token} in the snow")
+    return f"oneword generate {prompt} --embedding {shlex.quote(word)}{model_flag(model)}"
+
+
+def recorded_run(project: str | None, kind: str, folder: str | Path):
+    """The newest run of `kind` recorded for `folder` (what a command just made), or None."""
+    from ..experiments.store import Store
+
+    with Store.open(project) as store:
+        return store.latest_run_in(Path(folder).expanduser().absolute(), kind)
 
 
 def short_path(path: Path | None) -> str:

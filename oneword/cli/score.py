@@ -6,11 +6,14 @@ import argparse
 
 from ..errors import OnewordError
 from .options import (
+    add_device_options,
     add_image_seed_option,
     add_project_option,
     add_ray_options,
     add_scoring_options,
+    draw_command,
     load_ray_cluster,
+    next_commands,
     score_settings,
 )
 from .progress import ProgressBar
@@ -44,8 +47,7 @@ def register(sub) -> None:
         "--subject", help="world model: the oracle's subject id (default: from the class word)"
     )
     add_scoring_options(p)
-    p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
+    add_device_options(p)
     add_ray_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_score)
@@ -79,4 +81,6 @@ def _cmd_score(a: argparse.Namespace) -> int:
     print(ranked_table(board))
     print(f"report: {board.report}")
     print(f"plot:   {board.plot}")
+    run = board.run
+    print(next_commands(a.project, draw_command(run.token, run.name, run.model), "oneword serve"))
     return 0

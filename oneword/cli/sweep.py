@@ -16,7 +16,9 @@ from .options import (
     add_scoring_options,
     add_training_options,
     candidate_plan,
+    draw_command,
     load_ray_cluster,
+    next_commands,
     score_settings,
     training_config,
 )
@@ -91,9 +93,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     )
     for k, files in enumerate(result.files):
         print(f"  c{k:02d}  {next(iter(files.values()))}")
-    print(
-        f"next: oneword score r{result.run_id}" + (f" --project {a.project}" if a.project else "")
-    )
+    print(next_commands(a.project, f"oneword score r{result.run_id}"))
     return 0
 
 
@@ -129,6 +129,6 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
     )  # fmt: skip
     print(f"run r{result.run_id}: halving of {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")  # fmt: skip
-    project = f" --project {a.project}" if a.project else ""
-    print(f"see: oneword show r{result.run_id}{project}")
+    word = f"r{result.run_id}"  # the survivor is ranked first
+    print(next_commands(a.project, draw_command(a.token, word, a.model), f"oneword show {word}"))
     return 0
