@@ -16,8 +16,8 @@ from .core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from .core.generate import (
     Sampling,
     Words,
-    contact_sheet,
     draw,
+    labelled_sheet,
     register_words,
     sampling_record,
     save_png,
@@ -143,7 +143,11 @@ def _previewer(
             seeds = [s for _ in prompts for s in preview.seeds]
             images = draw(model, grid_prompts, seeds, words, preview.sampling)
             name = f"step-{step:06d}.png" if rows.shape[0] == 1 else f"step-{step:06d}-c{k:02d}.png"
-            sheet = contact_sheet(images, columns=len(preview.seeds))
+            title = f"{config.token}, step {step}" + (
+                f", candidate c{k:02d}" if rows.shape[0] > 1 else ""
+            )
+            captions = [f"{p} · seed {s}" for p, s in zip(grid_prompts, seeds)]
+            sheet = labelled_sheet(images, captions, title, columns=len(preview.seeds))
             paths.append(
                 save_png(
                     sheet,
@@ -215,7 +219,8 @@ def generate(
             (prompt, s, save_png(image, out / f"{stem}-{s}.png", _one_image(meta, s)))
             for image, s in zip(images, seeds)
         ]
-        grid = save_png(contact_sheet(images), out / f"{stem}-grid.png", meta)
+        sheet = labelled_sheet(images, [f"seed {s}" for s in seeds], prompt)
+        grid = save_png(sheet, out / f"{stem}-grid.png", meta)
         rec.images(seeds[0], settings["embeddings"], drawn, [grid])
     return [path for _, _, path in drawn] + [grid]
 

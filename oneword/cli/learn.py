@@ -27,7 +27,13 @@ def register(sub) -> None:
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
     add_training_options(p)
     p.add_argument("--max-batch", type=int, help="samples per forward pass (saves memory)")
-    p.add_argument("--preview-every", type=int, default=0, help="0: no previews")
+    p.add_argument(
+        "--preview-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between preview sheets in previews/ (default: a fifth of --steps, so five "
+        "previews; 0: none)",
+    )
     p.add_argument(
         "--preview-prompt",
         action="append",
@@ -42,10 +48,11 @@ def register(sub) -> None:
 
 
 def _cmd_learn(a: argparse.Namespace) -> int:
+    steps = api.default_steps(a.model) if a.steps is None else a.steps
     config = training_config(
         a,
         max_batch=a.max_batch,
-        preview_every=a.preview_every,
+        preview_every=max(1, steps // 5) if a.preview_every is None else a.preview_every,
         preview_prompts=tuple(a.preview_prompt),
     )
     choice = api.ModelChoice(a.model, a.device, a.dtype)

@@ -23,8 +23,8 @@ from ..core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from ..core.generate import (
     Sampling,
     Words,
-    contact_sheet,
     draw,
+    labelled_sheet,
     register_words,
     sampling_record,
     save_png,
@@ -284,7 +284,8 @@ def draw_and_measure(
         images = draw(model, job.drawn, job.seeds, Words(words.tokens, rows), settings.sampling)
         paths = save_candidate_images(images, job, folder / cand.name, settings, model.name)
         drawn.append(CandidateImages(cand.id, list(zip(job.drawn, job.seeds, paths))))
-        sheet = contact_sheet(images, columns=min(len(images), 8))
+        captions = [f"{p} · seed {s}" for p, s in zip(job.drawn, job.seeds)]
+        sheet = labelled_sheet(images, captions, f"{cand.name}", columns=min(len(images), 8))
         sheets.append(
             save_png(
                 sheet,
