@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 
-from .. import __version__
+import oneword
+
 from ..errors import OnewordError
 from . import (
     arith,
@@ -57,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     parser.add_argument(
-        "--version", action="version", version=f"oneword {__version__}", help="show the version"
+        "--version",
+        action="version",
+        version=f"oneword {oneword.__version__}",
+        help="show the version",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:

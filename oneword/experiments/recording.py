@@ -62,6 +62,26 @@ class RunRecorder:
         return cand
 
 
+def forget_refused_run(store: Store, run_id: int) -> bool:
+    """Delete a run that did nothing (step 0, no file, no evaluation) with its candidate rows:
+    a command refused before it began leaves no trace. Returns whether it did."""
+    with store.transaction() as c:
+        run = c.execute("SELECT step FROM runs WHERE id = ?", (run_id,)).fetchone()
+        made = c.execute(
+            "SELECT (SELECT COUNT(*) FROM files WHERE run_id = ?) + "
+            "(SELECT COUNT(*) FROM evaluations WHERE run_id = ?)",
+            (run_id, run_id),
+        ).fetchone()[0]
+        if run is None or (run["step"] or 0) > 0 or made:
+            return False
+        cands = "SELECT id FROM candidates WHERE run_id = ?"
+        c.execute(f"DELETE FROM lineage WHERE child IN ({cands})", (run_id,))
+        c.execute("DELETE FROM cuts WHERE run_id = ?", (run_id,))
+        c.execute("DELETE FROM candidates WHERE run_id = ?", (run_id,))
+        c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+    return True
+
+
 def _unchanged(store: Store, before: RunRecord) -> bool:
     """Whether a resumed run is where it was (its resume was refused before a step)."""
     return store.run(before.id).step == before.step
@@ -132,7 +152,7 @@ def recording_in(
         status, note = ("interrupted", STOPPED_NOTE) if stopped else ("failed", reason[:500])
         refused = new and type(exc) is OnewordError  # not a full disk, not Ctrl-C
         try:  # the store may be what failed (a full disk): the first error is the one to tell
-            if refused and store.forget_refused_run(run.id):
+            if refused and forget_refused_run(store, run.id):
                 pass
             elif before is not None and type(exc) is OnewordError and _unchanged(store, before):
                 store.update_run(before.id, status=before.status, note=before.note)

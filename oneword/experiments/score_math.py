@@ -126,6 +126,15 @@ def interval_half_width(values: torch.Tensor, level_z: float = 1.96) -> float:
     return float(level_z * v.std(unbiased=True) / v.numel() ** 0.5)
 
 
+def images_interval(each: list[dict[str, float]], fidelity_weight: float = 0.5) -> float:
+    """The half width of the 95% interval of a candidate's weighted score over its images,
+    from each image's metrics; NaN for fewer than two images."""
+    if not each:
+        return float("nan")
+    metrics = {m: torch.tensor([e[m] for e in each], dtype=torch.float64) for m in each[0]}
+    return interval_half_width(weighted_score(*axis_scores(metrics), fidelity_weight))
+
+
 def within_noise(a: float, a_half: float, b: float, b_half: float) -> bool:
     """Whether two scores differ by less than their intervals' combined half widths (a
     difference that new seeds could reverse)."""

@@ -334,21 +334,12 @@ def rank_candidates(
             "prompt": float(prompt[k]),
             "combined": float(combined[k]),
         }
-        half = _interval(per_image[k], fidelity_weight) if k < len(per_image) else float("nan")
+        each = per_image[k] if k < len(per_image) else []
+        half = score_math.images_interval(each, fidelity_weight)
         if half == half:  # NaN (one image): no interval
             values["combined_pm"] = half
         rows.append(ScoreRow(candidates[k], values, bool(front[k]), rank, sheets[k]))
     return rows
-
-
-def _interval(each: list[dict[str, float]], fidelity_weight: float) -> float:
-    """The half width of the 95% interval of a candidate's weighted score over its images."""
-    if not each:
-        return float("nan")
-    names = list(each[0])
-    metrics = {m: torch.tensor([e[m] for e in each], dtype=torch.float64) for m in names}
-    per_image = score_math.weighted_score(*score_math.axis_scores(metrics), fidelity_weight)
-    return score_math.interval_half_width(per_image)
 
 
 def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:

@@ -217,25 +217,6 @@ class Store:
                 (*changes.values(), time.time(), run_id),
             )
 
-    def forget_refused_run(self, run_id: int) -> bool:
-        """Delete a run that did nothing (step 0, no file, no evaluation) with its candidate
-        rows: a command refused before it began leaves no trace. Returns whether it did."""
-        with self.transaction() as c:
-            run = c.execute("SELECT step FROM runs WHERE id = ?", (run_id,)).fetchone()
-            made = c.execute(
-                "SELECT (SELECT COUNT(*) FROM files WHERE run_id = ?) + "
-                "(SELECT COUNT(*) FROM evaluations WHERE run_id = ?)",
-                (run_id, run_id),
-            ).fetchone()[0]
-            if run is None or (run["step"] or 0) > 0 or made:
-                return False
-            cands = "SELECT id FROM candidates WHERE run_id = ?"
-            c.execute(f"DELETE FROM lineage WHERE child IN ({cands})", (run_id,))
-            c.execute("DELETE FROM cuts WHERE run_id = ?", (run_id,))
-            c.execute("DELETE FROM candidates WHERE run_id = ?", (run_id,))
-            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        return True
-
     def run(self, run_id: int) -> RunRecord:
         store_id(run_id, "run")
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
