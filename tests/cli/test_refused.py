@@ -71,3 +71,18 @@ def test_a_card_nested_too_deep_is_one_line(capsys, tmp_path, tiny_model_dir):
     ):
         line = error_line(*run(capsys, *argv)[:3:2])
         assert "nested too deep" in line
+
+
+def test_a_hub_model_that_is_not_cached_offline_is_said_plainly():
+    from oneword.adapters.loading import load_failure
+
+    said = (  # what diffusers 0.42 raises for a hub id offline and not in the cache
+        "Cannot load model a/b: the model is not fully cached locally (Cannot find an "
+        "appropriate cached snapshot folder ...) and an error occurred while trying to fetch "
+        "metadata from the Hub. Please check out the root cause in the stacktrace above."
+    )
+    line = load_failure("a/b", OSError(said))
+    assert (
+        line.startswith("--model a/b: not in the Hugging Face cache") and "stacktrace" not in line
+    )
+    assert "(boom)" in load_failure("a/b", ValueError("boom\nmore"))
