@@ -83,11 +83,15 @@ def axis_scores(metrics: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.T
 LABELLED_METRICS = ("concept_fidelity",)
 
 
+def without_labels(metrics: dict) -> dict:
+    """The metrics a user without labels has (CLIP-I/DINO or the world's concept similarity,
+    and prompt-following): what every automatic choice is made on."""
+    return {m: v for m, v in metrics.items() if m not in LABELLED_METRICS}
+
+
 def label_free_score(metrics: dict[str, torch.Tensor], fidelity_weight: float = 0.5):
-    """[K] combined score of the metrics a user without labels has (CLIP-I/DINO or the
-    world's concept similarity, and prompt-following)."""
-    free = {m: v for m, v in metrics.items() if m not in LABELLED_METRICS}
-    return combined_score(*axis_scores(free), fidelity_weight)
+    """[K] standardized combined score of the label-free metrics (see `without_labels`)."""
+    return combined_score(*axis_scores(without_labels(metrics)), fidelity_weight)
 
 
 def combined_score(
@@ -132,7 +136,9 @@ def images_interval(each: list[dict[str, float]], fidelity_weight: float = 0.5) 
     if not each:
         return float("nan")
     metrics = {m: torch.tensor([e[m] for e in each], dtype=torch.float64) for m in each[0]}
-    return interval_half_width(weighted_score(*axis_scores(metrics), fidelity_weight))
+    return interval_half_width(
+        weighted_score(*axis_scores(without_labels(metrics)), fidelity_weight)
+    )
 
 
 def within_noise(a: float, a_half: float, b: float, b_half: float) -> bool:

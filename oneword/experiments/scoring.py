@@ -318,11 +318,12 @@ def rank_candidates(
     per_image: list[list[dict[str, float]]] = (),
 ) -> list[ScoreRow]:
     """Weighted score (`combined`, one scale across runs; `combined_pm`: its 95% interval's
-    half width from the per-image values), Pareto front and rank of each candidate; best
-    first."""
+    half width from the per-image values), Pareto front and rank of each candidate, all of the
+    label-free metrics (score_math.without_labels); best first."""
     names = list(raw[0])
     metrics = {m: torch.tensor([r[m] for r in raw], dtype=torch.float64) for m in names}
-    fidelity, prompt = score_math.axis_scores(metrics)
+    # ranked without the world oracle's labels, which a user does not have
+    fidelity, prompt = score_math.axis_scores(score_math.without_labels(metrics))
     combined = score_math.weighted_score(fidelity, prompt, fidelity_weight)
     front = score_math.pareto_front(fidelity, prompt)
     order = score_math.ranking(combined)

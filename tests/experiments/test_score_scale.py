@@ -46,3 +46,11 @@ def test_weighted_score_and_noise():
     assert not score_math.within_noise(0.70, 0.01, 0.60, 0.01)
     assert not score_math.within_noise(0.70, float("nan"), 0.70, 0.01)
     assert math.isnan(score_math.interval_half_width(torch.tensor([0.5])))
+
+
+def test_the_ranking_never_reads_the_oracles_labels():
+    a = {"concept_fidelity": 1.0, "concept_similarity": 0.5, "prompt_fidelity": 0.5}
+    b = {"concept_fidelity": 0.0, "concept_similarity": 0.6, "prompt_fidelity": 0.5}
+    rows = rank_candidates(cands(2), [a, b], 0.5, [Path("s")] * 2)
+    assert [r.candidate.index for r in rows] == [1, 0]  # b: more like the photos
+    assert rows[0].metrics["combined"] == 0.55 and rows[0].metrics["concept_fidelity"] == 0.0
