@@ -80,10 +80,12 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _axis_range(values: list[float]) -> tuple[float, float]:
+def _axis_range(values: list[float], min_span: float = 0.0) -> tuple[float, float]:
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.01)
-    return lo - pad, hi + pad
+    lo, hi = lo - pad, hi + pad
+    grow = max(0.0, min_span - (hi - lo)) / 2  # small differences are not drawn large
+    return lo - grow, hi + grow
 
 
 def scatter_plot(
@@ -92,6 +94,7 @@ def scatter_plot(
     x_label: str,
     y_label: str,
     title: str = "",
+    min_span: float = 0.0,
 ) -> Path:
     """A PNG scatter of (x, y, label, on_front) points; the front is joined by a line."""
     width, height = PLOT_SIZE
@@ -103,7 +106,8 @@ def scatter_plot(
         (0.0 if math.isnan(x) else x, 0.0 if math.isnan(y) else y, lab, f)
         for x, y, lab, f in points
     ]
-    (x0, x1), (y0, y1) = _axis_range([p[0] for p in clean]), _axis_range([p[1] for p in clean])
+    x0, x1 = _axis_range([p[0] for p in clean], min_span)
+    y0, y1 = _axis_range([p[1] for p in clean], min_span)
 
     def to_px(x: float, y: float) -> tuple[float, float]:
         return (
@@ -173,7 +177,11 @@ def write_scatter(board, path: Path) -> Path:
     ]
     x_label, y_label = axis_labels(board)
     title = f"{board.run.name} {board.run.token}: {len(points)} candidates (red: Pareto front)"
-    return scatter_plot(points, path, x_label, y_label, title)
+    spread = [r.metrics["combined_pm"] for r in board.rows if "combined_pm" in r.metrics]
+    if spread:
+        title += f"; differences under ±{max(spread):.2f} are noise"
+    # axes at least 0.2 wide: the scores run 0 to 1, and 0.94 against 0.95 is no gap
+    return scatter_plot(points, path, x_label, y_label, title, min_span=0.2)
 
 
 # -- HTML ------------------------------------------------------------------------------------

@@ -54,3 +54,13 @@ def test_the_ranking_never_reads_the_oracles_labels():
     rows = rank_candidates(cands(2), [a, b], 0.5, [Path("s")] * 2)
     assert [r.candidate.index for r in rows] == [1, 0]  # b: more like the photos
     assert rows[0].metrics["combined"] == 0.55 and rows[0].metrics["concept_fidelity"] == 0.0
+
+
+def test_the_scatter_does_not_draw_a_small_difference_large(tmp_path):
+    from oneword.experiments.report import _axis_range, scatter_plot
+
+    lo, hi = _axis_range([0.94, 0.95], min_span=0.2)
+    assert hi - lo >= 0.2 - 1e-12 and lo < 0.94 and hi > 0.95
+    assert _axis_range([0.1, 0.9], min_span=0.2) == _axis_range([0.1, 0.9])
+    points = [(0.94, 0.5, "c00", True), (0.95, 0.51, "c01", True)]
+    assert scatter_plot(points, tmp_path / "s.png", "f", "p", min_span=0.2).is_file()
