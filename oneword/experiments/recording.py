@@ -7,6 +7,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.train import CHECKPOINT_NAME
 from ..errors import Interrupted, OnewordError, WriteFailed
 from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
@@ -63,8 +64,12 @@ class RunRecorder:
 
 
 def forget_refused_run(store: Store, run_id: int) -> bool:
-    """Delete a run that did nothing (step 0, no file, no evaluation) with its candidate rows:
-    a command refused before it began leaves no trace. Returns whether it did."""
+    """Delete a run that did nothing (step 0, no file recorded, no evaluation, no checkpoint
+    in its folder) with its candidate rows: a command refused before it began leaves no
+    trace. Returns whether it did."""
+    folder = store.run(run_id).folder
+    if folder is not None and folder.is_dir() and any(folder.rglob(CHECKPOINT_NAME)):
+        return False  # training began (a Ray group's checkpoint, a first step's)
     with store.transaction() as c:
         run = c.execute("SELECT step FROM runs WHERE id = ?", (run_id,)).fetchone()
         made = c.execute(

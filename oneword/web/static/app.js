@@ -254,10 +254,10 @@ function watchJob(job) {
   state.events = events;
   events.onmessage = async (e) => {
     const now = JSON.parse(e.data);
-    showJob(now);
-    if (!["done", "failed", "interrupted"].includes(now.state)) return;
+    if (!["done", "failed", "interrupted"].includes(now.state)) { showJob(now); return; }
     events.close();
-    if (now.state === "done") await loadRuns(now.run_id);
+    if (now.state === "done") await loadRuns(now.run_id);  // the new run first, then "done"
+    showJob(now);
     if (now.state === "failed") say(now.error);
   };
 }
