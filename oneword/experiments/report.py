@@ -383,8 +383,10 @@ def _describe_evaluations(store, run) -> list[str]:
             shown = "  ".join(
                 f"{METRIC_LABELS.get(k, k)} {v:.4f}"
                 for k, v in metrics.items()
-                if k in FIDELITY_METRICS + PROMPT_METRICS + ("combined",)
+                if k in FIDELITY_METRICS + PROMPT_METRICS
             )
+            if "combined" in metrics:
+                shown = f"combined {combined_text(metrics)}  {shown}"
             front = " *" if metrics.get("pareto") else ""
             lines.append(f"  #{int(metrics.get('rank', 0))} {cands[cid].name}  {shown}{front}")
     return lines
