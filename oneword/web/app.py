@@ -34,7 +34,7 @@ from ..experiments.evolve import (
     mix_candidates,
     rating_of,
 )
-from ..experiments.scoring import ScoreSettings
+from ..experiments.scoring import ScoreSettings, score
 from ..experiments.store import Store
 from .guard import add_request_checks
 from .jobs import JobRunner
@@ -199,6 +199,17 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         what = f"generation {generation} from {record.name}"
         return jobs.submit(what, spec, job_work(spec, folder, options))
 
+    @app.post("/api/runs/{run_id}/score")
+    def score_now(run_id: PathId) -> dict:
+        """Draw and score a run's candidates with the gallery's drawing settings (the
+        unscored run's button)."""
+        with Store.open(folder) as s:
+            record = _found(lambda: s.run(run_id))
+            if not s.candidates(record.id):
+                raise HTTPException(400, f"run {record.name} has no candidates to score")
+        spec = {"kind": "score", "run": record.id}
+        return jobs.submit(f"scoring {record.name}", spec, job_work(spec, folder, options))
+
     @app.post("/api/mix")
     def mix(body: MixIn) -> dict:
         if body.method not in MIX_METHODS:
@@ -251,6 +262,10 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
     already made (bred or mixed): resuming draws its images again."""
 
     def work(on_event, started):
+        if spec["kind"] == "score":
+            started(spec["run"])
+            score(f"r{spec['run']}", options.drawing, folder, on_event)
+            return spec["run"]
         if made is not None:
             child = made
         elif spec["kind"] == "next":

@@ -101,6 +101,7 @@ def run_view(s: Store, run, project: Path) -> dict:
         "masks": [{"index": k, "name": p.stem} for k, p in enumerate(s.files(run.id, "mask_view"))],
         "candidates": candidates,
         "hint": _hint(run, candidates, project),
+        "can_score": _hint(run, candidates, project).startswith("not scored yet"),
     }
 
 
@@ -113,8 +114,8 @@ def _hint(run, candidates: list[dict], project: Path) -> str:
     scored = any(c["score"] for c in candidates)
     if run.kind in WORD_RUN_KINDS and len(candidates) > 1 and not scored:
         return (
-            f"not scored yet: run `oneword score {run.name} --project {project}` to rank the "
-            "candidates, or rate them here"
+            f"not scored yet: run `oneword score {run.name} --project {project}` (or press "
+            "Score) to rank the candidates, or rate them here"
         )
     return ""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from oneword.cli import main
+from oneword.core.generate import Sampling
 from oneword.experiments.embedding_ops import Breeding
 from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.store import Store
@@ -186,12 +187,26 @@ def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, brows
     page.close()
 
 
-def test_an_unscored_run_says_what_to_run(made, tmp_path):
+def test_an_unscored_run_says_what_to_run_and_scores_at_a_press(made, tmp_path,
+                                                                 tiny_evaluators):  # fmt: skip
     project = Path(shutil.copytree(made["project"], tmp_path / "proj"))
     with Store.open(project) as store:
         store.conn.execute("DELETE FROM scores")
-    client = TestClient(create_app(project, OPTIONS), base_url=LOCAL)
+    drawing = ScoreSettings(images=2, sampling=Sampling(steps=2), clip_model=str(
+        tiny_evaluators["clip"]), dino_model=str(tiny_evaluators["dino"]))  # fmt: skip
+    client = TestClient(create_app(project, GalleryOptions(drawing=drawing)), base_url=LOCAL)
     run = client.get("/api/runs/3").json()
     assert run["hint"].startswith(f"not scored yet: run `oneword score r3 --project {project}`")
+    assert run["can_score"] and not client.get("/api/runs/1").json()["can_score"]
     assert [c["name"] for c in run["candidates"]] == ["c00", "c01", "c02"]
     assert not any(c["best"] or c["score"] for c in run["candidates"])
+    job = client.post("/api/runs/3/score").json()
+    deadline = time.time() + 120
+    while (done := client.get(f"/api/jobs/{job['id']}").json())["state"] not in ("done", "failed"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert done["state"] == "done" and done["run_id"] == 3, done
+    scored = client.get("/api/runs/3").json()
+    assert scored["hint"] == "" and not scored["can_score"]
+    assert [c["rank"] for c in scored["candidates"]] == [1, 2, 3]
+    assert all(len(c["images"]) == 2 for c in scored["candidates"])

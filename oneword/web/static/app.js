@@ -82,6 +82,14 @@ function renderHint() {
   hint.textContent = state.run.hint || "";
   hint.hidden = !state.run.hint;
   hint.className = ["failed", "interrupted"].includes(state.run.status) ? "hint bad" : "hint";
+  if (state.run.can_score) {
+    const b = document.createElement("button");
+    b.textContent = "Score";
+    b.setAttribute("data-testid", "score-button");
+    b.onclick = () => startJob(`/api/runs/${state.runId}/score`);
+    hint.appendChild(document.createTextNode(" "));
+    hint.appendChild(b);
+  }
 }
 
 const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
