@@ -133,15 +133,16 @@ BROKEN = """() => [...document.images].filter(i => i.offsetParent !== null)
     .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"""
 
 
-def shot(page, name: str) -> None:
-    """A screenshot where $ONEWORD_SHOTS names a folder (to look at the page by eye)."""
-    folder = os.environ.get("ONEWORD_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+def shot(page, name: str, folder: Path) -> None:
+    """A full-page screenshot, into $ONEWORD_SHOTS where it names a folder (to look at by
+    eye), else into the test's own folder."""
+    folder = Path(os.environ.get("ONEWORD_SHOTS") or folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    assert (folder / f"{name}.png").stat().st_size > 0
 
 
-def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, browser):
+def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(server)
@@ -153,7 +154,7 @@ def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, brows
                                "document.querySelector('#grid .cand')")  # fmt: skip
         page.wait_for_function(ALL_IMAGES_SHOWN)
         assert page.evaluate(BROKEN) == [], name
-        shot(page, name)
+        shot(page, name, tmp_path / "shots")
     rows = page.locator("#grid .cand")
     assert rows.first.get_attribute("data-testid") == page.locator(".cand.best").get_attribute(
         "data-testid"
@@ -166,7 +167,7 @@ def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, brows
     page.locator(".cand.best img").first.click()  # picked already: enlarges
     page.get_by_test_id("lightbox").wait_for()
     page.wait_for_function("() => document.getElementById('lightbox-image').naturalWidth > 0")
-    shot(page, "enlarged")
+    shot(page, "enlarged", tmp_path / "shots")
     page.keyboard.press("Escape")
     page.get_by_test_id("lightbox").wait_for(state="hidden")
 
@@ -177,13 +178,13 @@ def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, brows
     page.wait_for_function(ALL_IMAGES_SHOWN)
     assert page.evaluate(BROKEN) == []
     assert page.locator(".cand.best").count() == 1  # scored like its parents
-    shot(page, "bred-generation")
+    shot(page, "bred-generation", tmp_path / "shots")
 
     page.get_by_test_id("run-select").select_option("4")
     page.wait_for_function("() => state.run && state.run.status === 'failed'")
     assert "failed" in page.get_by_test_id("hint").inner_text()
     assert "[failed]" in page.locator("#run-select option[value='4']").inner_text()
-    shot(page, "failed-run")
+    shot(page, "failed-run", tmp_path / "shots")
     page.close()
 
 
