@@ -42,6 +42,7 @@ from .views import (
     FAVOURITE,
     embedding_file,
     image_file,
+    preview_sheets,
     rating_state,
     run_summary,
     run_view,
@@ -130,6 +131,16 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
         path = image_file(photos[index]) if index < len(photos) else None
         if path is None:
             raise HTTPException(404, "no such photo")
+        return FileResponse(path)
+
+    @app.get("/api/runs/{run_id}/previews/{index}")
+    def preview(run_id: PathId, index: PathIndex) -> FileResponse:
+        """The `index`th preview sheet of a learn run (oldest first)."""
+        with Store.open(folder) as s:
+            sheets = preview_sheets(_found(lambda: s.run(run_id)))
+        path = image_file(sheets[index]) if index < len(sheets) else None
+        if path is None:
+            raise HTTPException(404, "no such preview")
         return FileResponse(path)
 
     @app.get("/api/candidates/{candidate_id}/files/{index}")

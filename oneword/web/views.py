@@ -61,6 +61,14 @@ def training_photos(run) -> list[Path]:
         return []
 
 
+def preview_sheets(run) -> list[Path]:
+    """The preview sheets a learn run drew while it trained (its folder's previews/)."""
+    folder = run.folder / "previews" if run.folder is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.png") if p.is_file())
+
+
 def file_format(path: Path) -> str:
     """What a word's file is for, in a few words."""
     name = path.name
@@ -98,6 +106,7 @@ def run_view(s: Store, run, project: Path) -> dict:
     return {
         **run_summary(s, run),
         "photos": [{"index": k, "name": p.name} for k, p in enumerate(training_photos(run))],
+        "previews": [{"index": k, "name": p.stem} for k, p in enumerate(preview_sheets(run))],
         "masks": [{"index": k, "name": p.stem} for k, p in enumerate(s.files(run.id, "mask_view"))],
         "candidates": candidates,
         "hint": _hint(run, candidates, project),

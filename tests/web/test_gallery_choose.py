@@ -57,7 +57,9 @@ def made(tmp_path_factory, tiny_model_dir, tiny_evaluators) -> dict:
     with Store.open(project) as store:
         failed = store.create_run("learn", root / "gone", "tiny", "<f>", {}, [])
         store.update_run(failed.id, status="failed", note="photos/: no photos found")
-    return {"project": project, "root": root}
+    cli("learn", photos, "--token", "<p>", "--init", "cat", "--steps", 2, "--grad-accum", 1,
+        "--model", tiny_model_dir, "--out", root / "learn", "--project", project)  # fmt: skip
+    return {"project": project, "root": root}  # r5: a learn run with its previews
 
 
 def test_a_scored_sweep_is_listed_best_first_with_a_short_score_line(made):
@@ -88,6 +90,10 @@ def test_the_demos_images_written_outside_the_project_are_served(made):
         got = client.get(f"/api/images/{image['id']}")
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
     assert client.get("/api/runs/1").json()["photos"]  # the demo's photos
+    previews = client.get("/api/runs/5").json()["previews"]
+    assert [p["name"] for p in previews] == ["step-000001", "step-000002"]
+    assert client.get("/api/runs/5/previews/1").content[:4] == b"\x89PNG"
+    assert client.get("/api/runs/5/previews/2").status_code == 404
 
 
 def test_a_bred_generation_is_drawn_and_scored_like_its_parents(made, tmp_path):
@@ -146,8 +152,9 @@ def test_a_demo_a_sweep_and_a_bred_generation_show_no_broken_image(server, brows
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(server)
-    page.wait_for_function("() => document.querySelectorAll('#run-select option').length === 4")
-    for run_id, name in ((2, "demo-images"), (1, "demo-learn"), (3, "sweep-scored")):
+    page.wait_for_function("() => document.querySelectorAll('#run-select option').length === 5")
+    for run_id, name in ((2, "demo-images"), (1, "demo-learn"), (5, "learn-previews"),
+                         (3, "sweep-scored")):  # fmt: skip
         page.get_by_test_id("run-select").select_option(str(run_id))
         page.locator(f"#run-select option[value='{run_id}']").wait_for(state="attached")
         page.wait_for_function(f"() => state.run && state.run.id === {run_id} && "

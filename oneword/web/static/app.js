@@ -77,6 +77,25 @@ function renderPhotos() {
   }
 }
 
+// A learn run's preview sheets (word, step, prompts and seeds written on each), oldest first.
+function renderPreviews() {
+  const box = $("previews");
+  box.innerHTML = "";
+  box.hidden = !state.run.previews.length;
+  if (box.hidden) return;
+  const title = document.createElement("h2");
+  title.textContent = "Previews while it learned";
+  box.appendChild(title);
+  for (const p of state.run.previews) {
+    const im = document.createElement("img");
+    im.src = `/api/runs/${state.runId}/previews/${p.index}`;
+    im.alt = im.title = p.name;
+    im.setAttribute("data-testid", `preview-${p.index}`);
+    im.onclick = () => enlarge(im.src, p.name);
+    box.appendChild(im);
+  }
+}
+
 function renderHint() {
   const hint = $("hint");
   hint.textContent = state.run.hint || "";
@@ -146,6 +165,7 @@ function candidateInfo(cand) {
 
 function render() {
   renderPhotos();
+  renderPreviews();
   renderHint();
   const grid = $("grid");
   grid.innerHTML = "";
