@@ -6,8 +6,9 @@ import argparse
 
 from ..core.generate import Sampling
 from ..experiments.cards import CardSettings, make_card
-from .options import add_image_seed_option, add_project_option, add_sample_steps_option
+from .options import add_project_option
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, add_sample_steps_option
 
 
 def register(sub) -> None:

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from ..demo import DemoConfig, demo
-from .options import add_project_option, next_commands, recorded_run
+from .options import add_project_option
 from .progress import ProgressBar
+from .vocabulary import next_commands, recorded_run
 
 
 def register(sub) -> None:

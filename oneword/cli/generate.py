@@ -8,15 +8,9 @@ from .. import api
 from ..adapters.pipelines import SCHEDULERS
 from ..core.generate import Sampling
 from ..errors import OnewordError
-from .options import (
-    add_image_seed_option,
-    add_model_options,
-    add_project_option,
-    add_sample_steps_option,
-    next_commands,
-    recorded_run,
-)
+from .options import add_model_options, add_project_option
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, add_sample_steps_option, next_commands, recorded_run
 
 
 def register(sub) -> None:

@@ -6,16 +6,9 @@ import argparse
 import time
 
 from .. import api
-from .options import (
-    add_model_options,
-    add_project_option,
-    add_training_options,
-    draw_command,
-    next_commands,
-    recorded_run,
-    training_config,
-)
+from .options import add_model_options, add_project_option, add_training_options, training_config
 from .progress import ProgressBar
+from .vocabulary import draw_command, next_commands, recorded_run
 
 
 def register(sub) -> None:

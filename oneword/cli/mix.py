@@ -10,13 +10,12 @@ from ..experiments.embedding_ops import MIX_METHODS
 from .options import (
     add_output_options,
     add_project_option,
-    draw_command,
     floats,
     load_first_embedding,
-    next_commands,
     norms_text,
     write_output,
 )
+from .vocabulary import draw_command, next_commands
 
 
 def register(sub) -> None:

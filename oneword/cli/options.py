@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 from .. import api
@@ -18,6 +16,7 @@ from ..core.generate import Sampling
 from ..core.prompts import MODES
 from ..core.train import TrainConfig
 from ..errors import OnewordError
+from .vocabulary import add_sample_steps_option
 
 DEFAULT_MASK_FLOOR = 0.1
 
@@ -166,43 +165,6 @@ def _flat_stop(a: argparse.Namespace) -> FlatStop | None:
     if not a.stop_when_flat:
         return None
     return FlatStop(every=a.flat_every, window=a.flat_window, threshold=a.flat_threshold)
-
-
-# -- one vocabulary: --steps trains, --sample-steps draws, --image-seed seeds drawn images ----
-class OldSpelling(argparse.Action):
-    """An option's old spelling: it keeps working for one more release, with a note."""
-
-    def __init__(self, option_strings, dest, new: str, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(
-            f"oneword: note: {option_string} here is now {self.new}; the old spelling "
-            "works until the next release",
-            file=sys.stderr,
-        )
-        setattr(namespace, self.dest, values)
-
-
-def add_sample_steps_option(p, default: int, old: str | None = "--steps") -> None:
-    """--sample-steps: denoising steps per drawn image (--steps is training steps)."""
-    p.add_argument(
-        "--sample-steps",
-        type=int,
-        default=default,
-        metavar="N",
-        help=f"denoising steps per drawn image (default {default})",
-    )
-    if old:
-        p.add_argument(old, dest="sample_steps", type=int, action=OldSpelling, new="--sample-steps")
-
-
-def add_image_seed_option(p, what: str = "image i uses seed + i", old: str | None = None) -> None:
-    """--image-seed: the seed of the first drawn image (--seed seeds training or breeding)."""
-    p.add_argument("--image-seed", type=int, default=0, metavar="SEED", help=f"{what} (default 0)")
-    if old:
-        p.add_argument(old, dest="image_seed", type=int, action=OldSpelling, new="--image-seed")
 
 
 # -- candidates and Ray (sweep, score, evolve) --------------------------------------------
@@ -386,31 +348,6 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def norms_text(vectors) -> str:
     return ", ".join(f"{float(n):.4f}" for n in vectors.float().norm(dim=-1))
-
-
-def next_commands(project: str | None, *commands: str) -> str:
-    """The line that tells what to run next (each command with --project where it was given)."""
-    flag = f" --project {shlex.quote(str(project))}" if project else ""
-    return "next: " + "   or: ".join(c + flag for c in commands)
-
-
-def model_flag(model: str | None) -> str:
-    """' --model X' where X is not the default model."""
-    return f" --model {shlex.quote(str(model))}" if model and model != api.DEFAULT_MODEL else ""
-
-
-def draw_command(token: str, word: str, model: str | None) -> str:
-    """`oneword generate` of a word, ready to paste into a shell."""
-    prompt = shlex.quote(f"a photo of {token} in the snow")
-    return f"oneword generate {prompt} --embedding {shlex.quote(word)}{model_flag(model)}"
-
-
-def recorded_run(project: str | None, kind: str, folder: str | Path):
-    """The newest run of `kind` recorded for `folder` (what a command just made), or None."""
-    from ..experiments.store import Store
-
-    with Store.open(project) as store:
-        return store.latest_run_in(Path(folder).expanduser().absolute(), kind)
 
 
 def short_path(path: Path | None) -> str:

@@ -7,16 +7,14 @@ import argparse
 from ..errors import OnewordError
 from .options import (
     add_device_options,
-    add_image_seed_option,
     add_project_option,
     add_ray_options,
     add_scoring_options,
-    draw_command,
     load_ray_cluster,
-    next_commands,
     score_settings,
 )
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, draw_command, next_commands
 
 
 def register(sub) -> None:

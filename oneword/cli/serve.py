@@ -6,13 +6,8 @@ import argparse
 
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
-from .options import (
-    add_device_options,
-    add_image_seed_option,
-    add_project_option,
-    add_scoring_options,
-    score_settings,
-)
+from .options import add_device_options, add_project_option, add_scoring_options, score_settings
+from .vocabulary import add_image_seed_option
 
 
 def register(sub) -> None:

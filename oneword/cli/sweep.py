@@ -9,20 +9,18 @@ from .. import api
 from ..errors import OnewordError
 from .options import (
     add_candidate_options,
-    add_image_seed_option,
     add_model_options,
     add_project_option,
     add_ray_options,
     add_scoring_options,
     add_training_options,
     candidate_plan,
-    draw_command,
     load_ray_cluster,
-    next_commands,
     score_settings,
     training_config,
 )
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, draw_command, next_commands
 
 
 def register(sub) -> None:

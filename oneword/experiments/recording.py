@@ -13,6 +13,7 @@ from ..files import file_stem
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
+INPUT_FILES = ("mask", "mask_view")  # what a run records of its inputs before it trains
 STOPPED_NOTE = "stopped by Ctrl-C; rerun its command with --resume to continue"
 
 
@@ -72,13 +73,15 @@ def forget_refused_run(store: Store, run_id: int) -> bool:
         return False  # training began (a Ray group's checkpoint, a first step's)
     with store.transaction() as c:
         run = c.execute("SELECT step FROM runs WHERE id = ?", (run_id,)).fetchone()
-        made = c.execute(
-            "SELECT (SELECT COUNT(*) FROM files WHERE run_id = ?) + "
+        made = c.execute(  # copies of the photos' masks are inputs, not work done
+            "SELECT (SELECT COUNT(*) FROM files WHERE run_id = ? AND kind NOT IN "
+            f"({', '.join('?' * len(INPUT_FILES))})) + "
             "(SELECT COUNT(*) FROM evaluations WHERE run_id = ?)",
-            (run_id, run_id),
+            (run_id, *INPUT_FILES, run_id),
         ).fetchone()[0]
         if run is None or (run["step"] or 0) > 0 or made:
             return False
+        c.execute("DELETE FROM files WHERE run_id = ?", (run_id,))
         cands = "SELECT id FROM candidates WHERE run_id = ?"
         c.execute(f"DELETE FROM lineage WHERE child IN ({cands})", (run_id,))
         c.execute("DELETE FROM cuts WHERE run_id = ?", (run_id,))

@@ -4,7 +4,7 @@ them, and breeds the next generation from the ratings.
 `create_app(project, options)` builds a FastAPI app over a project folder. Every request opens
 its own connection to the store (SQLite in WAL mode), so concurrent requests are safe and
 ratings live in the store across restarts. Files are served only by their place in the store
-(see oneword.web.views); a masked run's mask views only from inside the project. Breeding and
+(see oneword.web.views), a masked run's mask views as well. Breeding and
 drawing run as background jobs in one worker thread; their progress streams to the page as
 server-sent events, and they are kept in the store, so a restarted server shows an interrupted
 job, resumable. A bred or mixed run is drawn with its parents' prompts and seeds (and scored
@@ -156,11 +156,12 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
 
     @app.get("/api/runs/{run_id}/masks/{index}")
     def mask(run_id: PathId, index: PathIndex) -> FileResponse:
-        """A training photo of a masked run with its mask over it (its `index`th)."""
+        """A training photo of a masked run with its mask over it (its `index`th), wherever
+        the run's folder is (a demo's outside the project too)."""
         with Store.open(folder) as s:
             _found(lambda: s.run(run_id))
             shown = s.files(run_id, "mask_view")
-        path = _inside(folder, shown[index]) if index < len(shown) else None
+        path = image_file(shown[index]) if index < len(shown) else None
         if path is None:
             raise HTTPException(404, "no such mask")
         return FileResponse(path, media_type="image/png")
@@ -313,17 +314,6 @@ def _found(get):
         return get()
     except OnewordError as exc:
         raise HTTPException(404, str(exc)) from None
-
-
-def _inside(folder: Path, path: Path | None) -> Path | None:
-    """The real path if it is a file inside the project folder, else None."""
-    if path is None:
-        return None
-    real = Path(path).resolve()
-    if not real.is_relative_to(folder.resolve()) or not real.is_file():
-        log.warning("refused to serve %s: not a file inside %s", path, folder)
-        return None
-    return real
 
 
 def _lineage(s: Store, candidate_id: int, depth: int, seen: set[int]) -> dict:

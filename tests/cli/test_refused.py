@@ -86,3 +86,26 @@ def test_a_hub_model_that_is_not_cached_offline_is_said_plainly():
         line.startswith("--model a/b: not in the Hugging Face cache") and "stacktrace" not in line
     )
     assert "(boom)" in load_failure("a/b", ValueError("boom\nmore"))
+
+
+def test_a_run_refused_after_copying_its_masks_is_forgotten_and_a_begun_one_kept(tmp_path):
+    import pytest
+
+    from oneword.errors import OnewordError
+    from oneword.experiments.recording import recording
+
+    view = tmp_path / "view.png"
+    Image.new("RGB", (8, 8)).save(view)
+    with pytest.raises(OnewordError):
+        with recording(tmp_path / "p", "learn", tmp_path / "a", "tiny", "<a>", {}) as rec:
+            rec.files("mask_view", [view])
+            raise OnewordError("--vectors 9999: more than the text encoder takes")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(OnewordError):
+        with recording(tmp_path / "p", "learn", tmp_path / "b", "tiny", "<b>", {}) as rec:
+            (tmp_path / "b" / CHECKPOINT_NAME).write_bytes(b"a first checkpoint")
+            raise OnewordError("out of memory at step 0")
+    with Store.open(tmp_path / "p") as store:
+        (kept,) = store.runs()
+        assert kept.token == "<b>" and kept.status == "failed"
+        assert store.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
