@@ -195,6 +195,7 @@ def run_cost(out: Path) -> dict:
     from full_size import build_sd15_components
 
     from oneword.adapters.pipelines import wrap_pipeline
+    from oneword.adapters.tiny import sd_pipeline
 
     report = {"threads": torch.get_num_threads()}
     world = load_model("world")
@@ -204,12 +205,7 @@ def run_cost(out: Path) -> dict:
     auto_masks.auto_masks(world, photos, "cat", 64)
     report["world_64px_s_per_photo"] = (time.perf_counter() - start) / len(photos)
     print(f"world, 64 px: {report['world_64px_s_per_photo']:.3f} s a photo", flush=True)
-    import diffusers
-
-    parts = build_sd15_components(seed=0)
-    pipe = diffusers.StableDiffusionPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    pipe = sd_pipeline(build_sd15_components(seed=0))
     sd = wrap_pipeline(pipe, "sd15-shapes", torch.device("cpu"), torch.float32)
     photo = Image.new("RGB", (512, 512), (120, 90, 60))
     before = peak_rss_mib()

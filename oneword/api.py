@@ -16,18 +16,19 @@ from .core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from .core.generate import (
     Sampling,
     Words,
-    contact_sheet,
     draw,
+    labelled_sheet,
     register_words,
     sampling_record,
     save_png,
 )
 from .core.interface import TextToImage
 from .core.prompts import PREVIEW_PROMPTS
-from .core.train import TrainConfig
+from .core.train import CHECKPOINT_NAME, TrainConfig
 from .errors import OnewordError
 from .events import EventSink, Finished, Message, Previewed, ignore
 from .experiments.auto_masks import AutoMasking
+from .experiments.naming import resolve_word, unloaded_tokens
 from .experiments.recording import recording
 from .experiments.run_photos import run_photos
 from .experiments.store import Store
@@ -83,6 +84,11 @@ def learn(
         raise OnewordError("learn trains one candidate; sweep trains several")
     run_dir = Path(out) if out else Path("runs") / file_stem(config.token, "embedding")
     output_folder(run_dir, "--out")
+    if not resume and (run_dir / CHECKPOINT_NAME).exists():  # before run.json is rewritten
+        raise OnewordError(
+            f"{run_dir}: this run folder already has a checkpoint; pass --resume "
+            "to continue it or choose another --out"
+        )
     kept = run_dir if resume else None
     images, masking = run_photos(photos, config, choice, on_event, mask_dir, auto_mask, kept)
     _write_run_info(run_dir, config, choice, photos, masking)
@@ -140,7 +146,11 @@ def _previewer(
             seeds = [s for _ in prompts for s in preview.seeds]
             images = draw(model, grid_prompts, seeds, words, preview.sampling)
             name = f"step-{step:06d}.png" if rows.shape[0] == 1 else f"step-{step:06d}-c{k:02d}.png"
-            sheet = contact_sheet(images, columns=len(preview.seeds))
+            title = f"{config.token}, step {step}" + (
+                f", candidate c{k:02d}" if rows.shape[0] > 1 else ""
+            )
+            captions = [f"{p} · seed {s}" for p, s in zip(grid_prompts, seeds)]
+            sheet = labelled_sheet(images, captions, title, columns=len(preview.seeds))
             paths.append(
                 save_png(
                     sheet,
@@ -176,12 +186,18 @@ def generate(
     at_least(n, "-n", 1)
     seed_range(seed, "--seed", count=n)
     output_folder(out, "--out")
+    named = [resolve_word(e, project, "--embedding") for e in embeddings]
+    for word in named:
+        if word.note:
+            on_event(Message(f"--embedding {word.note}"))
     model = choice.load()
-    learned = _load_words(model, embeddings)
+    learned = _load_words(model, [w.path for w in named])
     words = register_words(model, learned)
     for token in words.tokens:
         if token not in prompt:
             on_event(Message(f"note: the prompt does not use the learned token {token}"))
+    for token in unloaded_tokens(prompt + " " + negative, list(words.tokens)):
+        on_event(Message(f"warning: no --embedding defines {token}; it is drawn as plain text"))
     seeds = [seed + i for i in range(n)]
     out = Path(out)
     settings = {
@@ -189,7 +205,8 @@ def generate(
         "negative": negative,
         "seeds": seeds,
         **sampling_record(sampling, choice.model),
-        "embeddings": [str(Path(e).expanduser().absolute()) for e in embeddings],
+        "embeddings": [str(w.path.absolute()) for w in named],
+        "words": [w.label for w in named],
     }
     with recording(
         project, "generate", out.absolute(), choice.model, " ".join(words.tokens), settings
@@ -199,13 +216,14 @@ def generate(
         meta = {
             **settings,
             "size": int(images.shape[-1]),
-            "embeddings": [str(e) for e in embeddings],
+            "embeddings": [str(w.path) for w in named],
         }
         drawn = [
             (prompt, s, save_png(image, out / f"{stem}-{s}.png", _one_image(meta, s)))
             for image, s in zip(images, seeds)
         ]
-        grid = save_png(contact_sheet(images), out / f"{stem}-grid.png", meta)
+        sheet = labelled_sheet(images, [f"seed {s}" for s in seeds], prompt)
+        grid = save_png(sheet, out / f"{stem}-grid.png", meta)
         rec.images(seeds[0], settings["embeddings"], drawn, [grid])
     return [path for _, _, path in drawn] + [grid]
 
@@ -215,7 +233,7 @@ def _one_image(meta: dict, seed: int) -> dict:
     return {**{k: v for k, v in meta.items() if k != "seeds"}, "seed": seed}
 
 
-def _load_words(model: TextToImage, paths: list[str]) -> list[LearnedEmbedding]:
+def _load_words(model: TextToImage, paths: list[Path]) -> list[LearnedEmbedding]:
     """Every embedding of the files, each token once (a word given twice is named as such)."""
     learned, source = [], {}
     for path in paths:

@@ -22,6 +22,7 @@ from .core.generate import (
     Sampling,
     contact_sheet,
     draw,
+    labelled_sheet,
     register_words,
     sampling_record,
     save_png,
@@ -179,8 +180,12 @@ def _record_images(table, token: str, embedding: Path, config: DemoConfig) -> No
 def _write_outputs(table, token, subject, photos, config, masks=None) -> dict[str, Path]:
     grid = torch.cat([torch.cat([row["class"][1], row["learned"][1]]) for row in table])
     columns = 2 * config.seeds_per_prompt
+    seeds = range(config.seed, config.seed + config.seeds_per_prompt)
+    captions = [f"{row[how][0]} · seed {s}" for row in table for how in ("class", "learned")
+                for s in seeds]  # fmt: skip
+    title = f"each row: the class word's images, then {token}'s"
     sheet = save_png(
-        contact_sheet(grid, columns=columns),
+        labelled_sheet(grid, captions, title, columns=columns),
         config.out / "contact_sheet.png",
         {"subject": subject.id, "token": token},
     )

@@ -139,8 +139,7 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype, found=N
     except OnewordError:
         raise
     except Exception as exc:  # diffusers raises many kinds; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+        raise OnewordError(load_failure(model, exc)) from exc
     parts = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
     if hasattr(pipe, "text_encoder_2"):
         parts += ["tokenizer_2", "text_encoder_2"]
@@ -151,6 +150,20 @@ def _load_pipe(kind: str, location: str, model: str, dtype: torch.dtype, found=N
                 "Diffusion 1.x/2.x or SDXL base text-to-image pipeline"
             )
     return pipe
+
+
+def load_failure(model: str, exc: Exception) -> str:
+    """One line on a pipeline that did not load: a hub id neither cached nor reachable is
+    said plainly (diffusers' text points at a stack trace the user never sees)."""
+    text = str(exc).strip()
+    if "not fully cached" in text or "not cached locally" in text:
+        return (
+            f"--model {model}: not in the Hugging Face cache, and the Hub could not be reached "
+            "(offline, or HF_HUB_OFFLINE=1); run once with a network to download it, or give a "
+            "local diffusers folder or .safetensors file"
+        )
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"--model {model}: could not load a pipeline ({first})"
 
 
 def _from_pretrained(location: str, dtype: torch.dtype):
@@ -176,8 +189,7 @@ def _single_file_config(location: str, model: str) -> Checkpoint:
     except OnewordError:
         raise
     except Exception as exc:  # writing the config folder: a full disk, permissions
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnewordError(f"--model {model}: could not load a pipeline ({first})") from exc
+        raise OnewordError(load_failure(model, exc)) from exc
 
 
 def _load_single_file(location: str, dtype: torch.dtype, found: Checkpoint):

@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 
+import oneword
+
 from ..errors import OnewordError
 from . import (
     arith,
@@ -57,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="oneword", description="Teach Stable Diffusion a new word from a few photos."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"oneword {oneword.__version__}",
+        help="show the version",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)

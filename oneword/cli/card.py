@@ -7,6 +7,8 @@ import argparse
 from ..core.generate import Sampling
 from ..experiments.cards import CardSettings, make_card
 from .options import add_project_option
+from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, add_sample_steps_option
 
 
 def register(sub) -> None:
@@ -16,11 +18,16 @@ def register(sub) -> None:
         description="Draw a learned word once and write a PNG that carries the embedding "
         "inside it, in the chunk AUTOMATIC1111 reads; every --embedding option reads it too.",
     )
-    p.add_argument("source", help="a run (r7, 7, last, a run folder) or an embedding file")
+    p.add_argument(
+        "source",
+        metavar="WORD",
+        help="the word: an embedding file, a run folder, a run id (r7: its best candidate), "
+        "r7/c01, or last",
+    )
     p.add_argument("--out", help="the card to write (default: <name>-card.png beside it)")
     p.add_argument("--prompt", help="what to draw (default: 'a photo of a <token>')")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    add_image_seed_option(p, "the drawn image's seed", old="--seed")
+    add_sample_steps_option(p, 20)
     p.add_argument("--model", help="model to draw with (default: the run's or file's model)")
     p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
     add_project_option(p)
@@ -28,6 +35,6 @@ def register(sub) -> None:
 
 
 def _cmd_card(a: argparse.Namespace) -> int:
-    settings = CardSettings(a.seed, Sampling(steps=a.steps), a.prompt)
-    print(make_card(a.source, a.out, a.model, settings, a.project, a.device))
+    settings = CardSettings(a.image_seed, Sampling(steps=a.sample_steps), a.prompt)
+    print(make_card(a.source, a.out, a.model, settings, a.project, a.device, ProgressBar()))
     return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
 from ..demo import DemoConfig, demo
 from .options import add_project_option
 from .progress import ProgressBar
+from .vocabulary import next_commands, recorded_run
 
 
 def register(sub) -> None:
@@ -40,7 +42,9 @@ def register(sub) -> None:
         default=DemoConfig.steps,
         help="training steps (default: the model's, 300 on the world model)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the photos, training and images (default 0)"
+    )
     p.add_argument("--model", default="world", help="model (default: the built-in world model)")
     add_project_option(p)
     p.set_defaults(func=_cmd_demo)
@@ -65,4 +69,22 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     for path in result.files.values():
         print(path)
     print(f"done in {time.time() - started:.0f}s")
+    _print_next(a)
     return 0
+
+
+def _print_next(a: argparse.Namespace) -> None:
+    """The demo's runs, and how to learn its word yourself from its photos."""
+    from ..world.render import SUBJECTS_BY_ID
+
+    learned = recorded_run(a.project, "learn", Path(a.out) / "run")
+    drawn = recorded_run(a.project, "generate", Path(a.out) / "images")
+    if learned and drawn:
+        print(f"runs {learned.name} (learned {learned.token}) and {drawn.name} (its images)")
+    subject = SUBJECTS_BY_ID[a.subject]
+    photos = shlex.quote(str(Path(a.out) / "photos"))
+    learn = (
+        f"oneword learn {photos} --token '<my-{subject.id}>' --init {subject.class_word} "
+        f"--model {shlex.quote(a.model)} --out runs/my-{subject.id}"
+    )
+    print(next_commands(a.project, "oneword serve", learn))

@@ -7,6 +7,7 @@ import argparse
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
 from .options import (
+    add_device_options,
     add_project_option,
     add_ray_options,
     add_scoring_options,
@@ -14,6 +15,7 @@ from .options import (
     score_settings,
 )
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, draw_command, next_commands
 
 
 def register(sub) -> None:
@@ -28,9 +30,14 @@ def register(sub) -> None:
         "again) or an automatic score.",
     )
     p.add_argument("run", help="the run to breed from (r7, 7, 'last' or its folder)")
-    p.add_argument("--generations", type=int, default=1)
+    p.add_argument("--generations", type=int, default=1, help="generations to breed (default 1)")
     p.add_argument("--population", type=int, default=8, help="children per generation")
-    p.add_argument("--strategy", choices=("ga", "cma"), default="ga")
+    p.add_argument(
+        "--strategy",
+        choices=("ga", "cma"),
+        default="ga",
+        help="ga: genetic algorithm (default); cma: CMA-ES (automatic fitness only)",
+    )
     p.add_argument(
         "--fitness",
         default="auto",
@@ -38,31 +45,40 @@ def register(sub) -> None:
         "or a sum such as concept_fidelity+prompt_fidelity (default auto: "
         "ratings if any, else combined)",
     )
-    p.add_argument("--selection", choices=SELECTIONS, default="tournament")
-    p.add_argument("--top-k", type=int, default=4)
-    p.add_argument("--tournament-size", type=int, default=3)
-    p.add_argument("--crossover", choices=CROSSOVERS, default="blend")
-    p.add_argument("--blend-alpha", type=float, default=0.3)
+    p.add_argument(
+        "--selection", choices=SELECTIONS, default="tournament", help="how parents are picked"
+    )
+    p.add_argument("--top-k", type=int, default=4, help="top-k selection: parents (default 4)")
+    p.add_argument(
+        "--tournament-size", type=int, default=3, help="tournament selection: entrants (3)"
+    )
+    p.add_argument(
+        "--crossover", choices=CROSSOVERS, default="blend", help="how two parents combine"
+    )
+    p.add_argument(
+        "--blend-alpha", type=float, default=0.3, help="blend crossover: reach past the parents"
+    )
     p.add_argument(
         "--mutation",
         type=float,
         default=0.1,
         help="Gaussian mutation in vocabulary standard deviations (default 0.1)",
     )
-    p.add_argument("--elites", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--elites", type=int, default=1, help="best parents kept as they are (1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the breeding (default 0)")
     p.add_argument(
         "--no-render", action="store_true", help="rating fitness: do not draw the children"
     )
     p.add_argument("--prompts", default="auto", help="as for `oneword score`")
-    p.add_argument("--prompt-limit", type=int)
-    p.add_argument("--class-word")
+    p.add_argument("--prompt-limit", type=int, help="use the first N prompts only")
+    p.add_argument("--class-word", help="the subject's class word (default: the run's --init)")
     p.add_argument("-n", "--images", type=int, help="images per candidate")
-    p.add_argument("--image-seed", type=int, default=0)
-    p.add_argument("--subject")
+    add_image_seed_option(p)
+    p.add_argument(
+        "--subject", help="world model: the oracle's subject id (default: from the class word)"
+    )
     add_scoring_options(p)
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
+    add_device_options(p)
     add_project_option(p)
     add_ray_options(p)
     p.set_defaults(func=_cmd_evolve)
@@ -123,5 +139,13 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
             f"({a.population} candidates, fitness {run.settings['evolve']['fitness']}) "
             f"in {run.folder}"
         )
-    print(f"see: oneword show {runs[-1].name}; oneword serve")
+    last = runs[-1]
+    print(
+        next_commands(
+            a.project,
+            "oneword serve",
+            draw_command(last.token, last.name, last.model),
+            f"oneword evolve {last.name}",
+        )
+    )
     return 0

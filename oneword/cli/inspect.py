@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .. import api
 from ..core.embeddings import LearnedEmbedding, check_width
@@ -20,7 +19,13 @@ def register(sub) -> None:
         "against the vocabulary's; then the cosine matrix between "
         "the embeddings. Give files, or a run (all its candidates).",
     )
-    p.add_argument("embeddings", nargs="+", help="embedding files, or run ids such as r3")
+    p.add_argument(
+        "embeddings",
+        nargs="+",
+        metavar="WORD",
+        help="words: embedding files, runs (r3, last or a run folder: all its candidates), "
+        "or candidates (r3/c01)",
+    )
     p.add_argument("--top", type=int, default=5, help="nearest tokens shown (default 5)")
     add_model_options(p)
     p.set_defaults(model=None)
@@ -29,18 +34,12 @@ def register(sub) -> None:
 
 
 def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbedding]]:
-    from ..experiments.scoring import candidate_embedding
-    from ..experiments.store import Store
+    from ..experiments.naming import resolve_run_words
 
     out = []
     for ref in refs:
-        if Path(ref).is_file():
-            out.append((ref, load_first_embedding(ref)))
-            continue
-        with Store.open(project) as store:
-            run = store.find_run(ref)
-            for cand in store.candidates(run.id):
-                out.append((f"{run.name}/{cand.name}", candidate_embedding(store, run, cand)))
+        for word in resolve_run_words(ref, project):
+            out.append((word.label, load_first_embedding(str(word.path))))
     return out
 
 

@@ -14,6 +14,7 @@ from .options import (
     training_config,
 )
 from .progress import ProgressBar
+from .vocabulary import draw_command, next_commands, recorded_run
 
 
 def register(sub) -> None:
@@ -25,7 +26,13 @@ def register(sub) -> None:
     p.add_argument("photos", nargs="+", help="a folder of photos, or photo files")
     add_training_options(p)
     p.add_argument("--max-batch", type=int, help="samples per forward pass (saves memory)")
-    p.add_argument("--preview-every", type=int, default=0, help="0: no previews")
+    p.add_argument(
+        "--preview-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between preview sheets in previews/ (default: a fifth of --steps, so five "
+        "previews; 0: none)",
+    )
     p.add_argument(
         "--preview-prompt",
         action="append",
@@ -40,10 +47,11 @@ def register(sub) -> None:
 
 
 def _cmd_learn(a: argparse.Namespace) -> int:
+    steps = api.default_steps(a.model) if a.steps is None else a.steps
     config = training_config(
         a,
         max_batch=a.max_batch,
-        preview_every=a.preview_every,
+        preview_every=max(1, steps // 5) if a.preview_every is None else a.preview_every,
         preview_prompts=tuple(a.preview_prompt),
     )
     choice = api.ModelChoice(a.model, a.device, a.dtype)
@@ -59,7 +67,10 @@ def _cmd_learn(a: argparse.Namespace) -> int:
         mask_dir=a.mask_dir,
         auto_mask=auto_masking(a),
     )
-    print(f"learned {a.token} in {time.time() - started:.0f}s:")
+    run = recorded_run(a.project, "learn", next(iter(files.values())).parent)
+    name = run.name if run else str(next(iter(files.values())).parent)
+    print(f"run {name}: learned {a.token} in {time.time() - started:.0f}s:")
     for path in files.values():
         print(f"  {path}")
+    print(next_commands(a.project, draw_command(a.token, name, a.model), "oneword serve"))
     return 0

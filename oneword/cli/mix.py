@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import OnewordError
 from ..experiments.embedding_ops import MIX_METHODS
-from .options import add_output_options, floats, load_first_embedding, norms_text, write_output
+from .options import (
+    add_output_options,
+    add_project_option,
+    floats,
+    load_first_embedding,
+    norms_text,
+    write_output,
+)
+from .vocabulary import draw_command, next_commands
 
 
 def register(sub) -> None:
@@ -17,22 +26,39 @@ def register(sub) -> None:
         "norm-mean (default) keeps the rows' norms, which a plain "
         "mean shrinks; slerp moves along the sphere.",
     )
-    p.add_argument("embeddings", nargs="+", help="embedding files (two or more)")
+    p.add_argument(
+        "embeddings",
+        nargs="+",
+        metavar="WORD",
+        help="two or more words: embedding files, run folders, run ids (r8: its best "
+        "candidate), r8/c01, or last",
+    )
     p.add_argument("--weights", type=floats, help="one weight per file, e.g. 3,1 (default: equal)")
-    p.add_argument("--method", choices=MIX_METHODS, default="norm-mean")
+    p.add_argument(
+        "--method",
+        choices=MIX_METHODS,
+        default="norm-mean",
+        help="mean, norm-mean (keeps the norms; default) or slerp",
+    )
     p.add_argument(
         "--slerp", dest="method", action="store_const", const="slerp", help="same as --method slerp"
     )
     add_output_options(p)
+    add_project_option(p)
     p.set_defaults(func=_cmd_mix)
 
 
 def _cmd_mix(a: argparse.Namespace) -> int:
     from ..experiments.embedding_ops import mix_by_layout
+    from ..experiments.naming import resolve_word
 
     if len(a.embeddings) < 2:
-        raise OnewordError("mix: give two or more embedding files")
-    inputs = [load_first_embedding(path) for path in a.embeddings]
+        raise OnewordError("mix: give two or more words (files, runs or candidates)")
+    named = [resolve_word(ref, a.project) for ref in a.embeddings]
+    for word in named:
+        if word.note:
+            print(word.note, file=sys.stderr)
+    inputs = [load_first_embedding(str(word.path)) for word in named]
     layouts = {e.layout for e in inputs}
     if len(layouts) != 1:
         from ..core.embeddings import describe_layout
@@ -60,11 +86,13 @@ def _cmd_mix(a: argparse.Namespace) -> int:
     meta = {
         **inputs[0].metadata,
         "mix": a.method,
-        "parents": ",".join(a.embeddings),
+        "parents": ",".join(word.label for word in named),
         "weights": ",".join(map(str, a.weights or [1] * len(inputs))),
     }
     path = write_output(a, vectors, inputs[0].token, meta)
-    for path_in, e in zip(a.embeddings, inputs):
-        print(f"  {path_in}: norm {norms_text(e.vectors)}")
+    for word, e in zip(named, inputs):
+        print(f"  {word.label}: norm {norms_text(e.vectors)}")
     print(f"{a.method} -> {path}: norm {norms_text(vectors)}")
+    token = a.token or inputs[0].token
+    print(next_commands(None, draw_command(token, str(path), inputs[0].metadata.get("model"))))
     return 0

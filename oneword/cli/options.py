@@ -17,6 +17,7 @@ from ..core.prompts import MODES
 from ..core.train import TrainConfig
 from ..errors import OnewordError
 from ..experiments.auto_masks import AutoMasking, class_word_of
+from .vocabulary import add_sample_steps_option
 
 DEFAULT_MASK_FLOOR = 0.1
 
@@ -64,17 +65,36 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "which overfits sooner)",
     )
     p.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="learning rate over the steps (default constant)",
+    )
+    p.add_argument(
+        "--warmup-steps", type=int, default=0, help="steps of linear warm-up of the lr (default 0)"
+    )
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per micro-batch")
     p.add_argument("--grad-accum", type=int, default=4, help="micro-batches per step")
     p.add_argument("--resolution", type=int, help="training size (default: the model's)")
-    p.add_argument("--crop", choices=("center", "random"), default="center")
+    p.add_argument(
+        "--crop",
+        choices=("center", "random"),
+        default="center",
+        help="square crop of each photo: its center, or --crops-per-photo random ones",
+    )
     p.add_argument("--crops-per-photo", type=int, default=4, help="random crops cached per photo")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the training's randomness (default 0)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        help="steps between checkpoints that --resume continues from (default 100)",
+    )
     p.add_argument(
         "--stop-when-flat",
         action="store_true",
@@ -321,21 +341,25 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 # -- scoring (score, evolve, serve) ---------------------------------------------------------
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype of a command that draws with a run's own model."""
+    p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        help="frozen-weight precision (default: bf16/fp16 on GPUs, fp32 on CPU)",
+    )
+
+
 def model_or_none(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
-def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps") -> None:
-    p.set_defaults(sample_steps_option=sample_steps)
-    p.add_argument(
-        sample_steps,
-        dest="sample_steps",
-        type=int,
-        default=30,
-        help="denoising steps per image (default 30)",
-    )
+def add_scoring_options(p: argparse.ArgumentParser, old_steps: str | None = "--steps") -> None:
+    """Drawing and judging options; old_steps: the old spelling of --sample-steps there."""
+    add_sample_steps_option(p, 30, old_steps)
     p.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (default ddim)")
     p.add_argument("--size", type=int, help="image size (default: the model's)")
     p.add_argument(
         "--judge",
@@ -367,7 +391,7 @@ def add_scoring_options(p: argparse.ArgumentParser, sample_steps: str = "--steps
 def score_settings(a: argparse.Namespace, **extra):
     from ..experiments.scoring import ScoreSettings
 
-    at_least(a.sample_steps, a.sample_steps_option, 1)
+    at_least(a.sample_steps, "--sample-steps", 1)
     sampling = Sampling(a.sample_steps, a.cfg, a.scheduler, a.size)
     return ScoreSettings(
         sampling=sampling,

@@ -15,7 +15,7 @@ def register(sub) -> None:
         help="list the runs of the project",
         description="List the runs recorded in the experiment store.",
     )
-    p.add_argument("--kind", choices=RUN_KINDS)
+    p.add_argument("--kind", choices=RUN_KINDS, help="only runs of this kind")
     add_project_option(p)
     p.set_defaults(func=_cmd_runs)
 

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import OnewordError
 from .options import (
+    add_device_options,
     add_project_option,
     add_ray_options,
     add_scoring_options,
@@ -13,6 +14,7 @@ from .options import (
     score_settings,
 )
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, draw_command, next_commands
 
 
 def register(sub) -> None:
@@ -38,13 +40,12 @@ def register(sub) -> None:
         type=int,
         help="images per candidate, cycling the prompts (default: one per prompt)",
     )
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    add_image_seed_option(p, old="--seed")
     p.add_argument(
         "--subject", help="world model: the oracle's subject id (default: from the class word)"
     )
     add_scoring_options(p)
-    p.add_argument("--device", help="cuda, mps, cpu (default: the best available)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
+    add_device_options(p)
     add_ray_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_score)
@@ -60,7 +61,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
         prompt_limit=a.prompt_limit,
         class_word=a.class_word,
         images=a.images,
-        seed=a.seed,
+        seed=a.image_seed,
         subject=a.subject,
     )
     if a.ray is not None:
@@ -78,4 +79,6 @@ def _cmd_score(a: argparse.Namespace) -> int:
     print(ranked_table(board))
     print(f"report: {board.report}")
     print(f"plot:   {board.plot}")
+    run = board.run
+    print(next_commands(a.project, draw_command(run.token, run.name, run.model), "oneword serve"))
     return 0

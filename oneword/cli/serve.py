@@ -6,7 +6,8 @@ import argparse
 
 from ..errors import OnewordError
 from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
-from .options import add_project_option, add_scoring_options, score_settings
+from .options import add_device_options, add_project_option, add_scoring_options, score_settings
+from .vocabulary import add_image_seed_option
 
 
 def register(sub) -> None:
@@ -22,7 +23,7 @@ def register(sub) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -32,21 +33,25 @@ def register(sub) -> None:
         "with --host 0.0.0.0); repeatable. Other Host names are refused (DNS rebinding)",
     )
     p.add_argument("--population", type=int, default=8, help="children per generation")
-    p.add_argument("--selection", choices=SELECTIONS, default="tournament")
-    p.add_argument("--crossover", choices=CROSSOVERS, default="blend")
+    p.add_argument(
+        "--selection", choices=SELECTIONS, default="tournament", help="how parents are picked"
+    )
+    p.add_argument(
+        "--crossover", choices=CROSSOVERS, default="blend", help="how two parents combine"
+    )
     p.add_argument(
         "--mutation",
         type=float,
         default=0.1,
         help="Gaussian mutation in vocabulary standard deviations",
     )
-    p.add_argument("--elites", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--elites", type=int, default=1, help="best parents kept as they are (1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the breeding (default 0)")
     p.add_argument("--prompts", default="auto", help="what new candidates draw (as `score`)")
     p.add_argument("-n", "--images", type=int, default=4, help="images per new candidate")
+    add_image_seed_option(p, "seed of the first image a new candidate draws")
     add_scoring_options(p)
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"))
+    add_device_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -66,7 +71,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     breeding = Breeding(
         selection=a.selection, crossover=a.crossover, mutation=a.mutation, elites=a.elites
     )
-    drawing = score_settings(a, prompts=a.prompts, images=a.images)
+    drawing = score_settings(a, prompts=a.prompts, images=a.images, seed=a.image_seed)
     hosts = served_hosts(a.host, a.port, tuple(a.allow_host))
     app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed), hosts)
     print(f"oneword gallery of {app.state.folder}: http://{a.host}:{a.port}/  (Ctrl+C stops)")

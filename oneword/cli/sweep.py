@@ -21,6 +21,7 @@ from .options import (
     training_config,
 )
 from .progress import ProgressBar
+from .vocabulary import add_image_seed_option, draw_command, next_commands
 
 
 def register(sub) -> None:
@@ -92,9 +93,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     )
     for k, files in enumerate(result.files):
         print(f"  c{k:02d}  {next(iter(files.values()))}")
-    print(
-        f"next: oneword score r{result.run_id}" + (f" --project {a.project}" if a.project else "")
-    )
+    print(next_commands(a.project, f"oneword score r{result.run_id}"))
     return 0
 
 
@@ -112,7 +111,7 @@ def add_halving_options(p: argparse.ArgumentParser) -> None:
         help="training samples over all candidates; sets --steps to the longest schedule that fits",
     )
     g.add_argument("--score-images", type=int, default=8, help="images per candidate a rung")
-    g.add_argument("--score-seed", type=int, default=0, help="first seed of those images")
+    add_image_seed_option(g, "first seed of those images", old="--score-seed")
     g.add_argument("--subject", help="the world oracle's subject (default: from --init)")
     add_scoring_options(g, "--score-steps")
 
@@ -122,7 +121,7 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
 
     if a.ray is not None:
         raise OnewordError("--halving: not with --ray yet; leave --ray out")
-    settings = score_settings(a, images=a.score_images, seed=a.score_seed, subject=a.subject)
+    settings = score_settings(a, images=a.score_images, seed=a.image_seed, subject=a.subject)
     plan = HalvingPlan(keep=a.keep, budget=a.budget, score=settings)
     result = halving_sweep(
         a.photos, config, plan, choice, a.project, a.out, a.resume, a.max_batch, ProgressBar(),
@@ -130,6 +129,6 @@ def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
     )  # fmt: skip
     print(f"run r{result.run_id}: halving of {len(result.files)} candidates of {a.token} in "
           f"{time.time() - started:.0f}s, in {result.folder}")  # fmt: skip
-    project = f" --project {a.project}" if a.project else ""
-    print(f"see: oneword show r{result.run_id}{project}")
+    word = f"r{result.run_id}"  # the survivor is ranked first
+    print(next_commands(a.project, draw_command(a.token, word, a.model), f"oneword show {word}"))
     return 0

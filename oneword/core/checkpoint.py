@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -100,14 +101,23 @@ def _unusable(path: Path, why: str) -> OnewordError:
     )
 
 
+def _unreadable(exc: Exception) -> str:
+    """One plain reason for a checkpoint torch.load refused (its own text quotes internals:
+    pickling rules, bare numbers of a damaged archive)."""
+    if "global" in str(exc).lower():  # the weights-only unpickler refused a class
+        return "not readable: it holds Python objects, not only tensors (not a oneword checkpoint)"
+    return "not readable: the file is damaged or cut short (not a whole PyTorch file)"
+
+
 def read_checkpoint(path: Path, config, check: bool = True) -> dict:
     """The checkpoint's contents, checked to be complete and (check) of the run `config`
     describes."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols it cannot check
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise _unusable(path, f"not readable: {first}") from exc
+        raise _unusable(path, _unreadable(exc)) from exc
     if not isinstance(payload, dict):
         raise _unusable(path, "not a oneword checkpoint")
     missing = sorted(k for k in _KEYS if k not in payload)

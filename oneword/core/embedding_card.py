@@ -71,6 +71,11 @@ def read_card(path: Path) -> tuple[dict, dict[str, str]]:
     try:
         text = base64.b64decode(chunks[CARD_CHUNK], validate=True)
         data = json.loads(text, object_hook=_json_to_tensor)
+    except RecursionError:  # JSON nested thousands deep: no embedding is
+        raise OnewordError(
+            f"{path}: its {CARD_CHUNK} chunk is damaged (nested too deep to be an embedding); "
+            "re-export the card"
+        ) from None
     except (binascii.Error, ValueError, TypeError) as exc:
         raise OnewordError(
             f"{path}: its {CARD_CHUNK} chunk is damaged ({str(exc)[:120]}); re-export the card"
@@ -79,7 +84,7 @@ def read_card(path: Path) -> tuple[dict, dict[str, str]]:
         raise OnewordError(f"{path}: its {CARD_CHUNK} chunk holds no embedding dict")
     try:
         metadata = json.loads(chunks.get(METADATA_CHUNK, "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         metadata = {}
     metadata = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
     return data, metadata

@@ -86,7 +86,7 @@ class Sampling:
     size: int | None = None  # None: the model's native resolution
 
     def __post_init__(self):
-        at_least(self.steps, "--steps", 1)
+        at_least(self.steps, "--sample-steps", 1)
         finite(self.cfg, "--cfg", low=0, high=MAX_CFG)
         if self.size is not None and (at_least(self.size, "--size", 8) % 8):
             raise OnewordError(f"--size {self.size}: must be a multiple of 8")
@@ -252,3 +252,51 @@ def contact_sheet(images: torch.Tensor, columns: int | None = None, pad: int = 2
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         sheet[:, y : y + h, x : x + w] = image
     return sheet
+
+
+SHEET_TILE = 192  # tiles smaller than this are enlarged (sharp pixels) so captions fit
+
+
+def labelled_sheet(
+    images: torch.Tensor, captions: list[str], title: str = "", columns: int | None = None
+) -> Image.Image:
+    """A contact sheet a person can read: a title line, then images [B, 3, H, W] in a grid,
+    each with its caption (prompt, seed, ...) under it, wrapped to the tile's width."""
+    from PIL import ImageDraw, ImageFont
+
+    count, _, h, w = images.shape
+    cols = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    scale = max(1, -(-SHEET_TILE // max(h, w)))
+    tile_w, tile_h = w * scale, h * scale
+    font = ImageFont.load_default(size=13)
+    lines = [_wrap(text, font, tile_w) for text in captions]
+    caption_h = 16 * max((len(x) for x in lines), default=1) + 6
+    top = 30 if title else 6
+    pad = 8
+    sheet = Image.new(
+        "RGB", (cols * (tile_w + pad) + pad, top + rows * (tile_h + caption_h + pad)), "white"
+    )
+    pen = ImageDraw.Draw(sheet)
+    if title:
+        pen.text((pad, 8), title, fill="black", font=ImageFont.load_default(size=15))
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        x, y = pad + c * (tile_w + pad), top + r * (tile_h + caption_h + pad)
+        sheet.paste(to_pil(image).resize((tile_w, tile_h), Image.NEAREST), (x, y))
+        for k, line in enumerate(lines[i] if i < len(lines) else []):
+            pen.text((x, y + tile_h + 3 + 16 * k), line, fill=(40, 40, 40), font=font)
+    return sheet
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Words of `text` in lines no wider than `width` pixels (a long word stays whole)."""
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and font.getlength(trial) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line else lines

@@ -18,8 +18,9 @@ from ..core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from ..core.generate import Sampling, draw, register_words, sampling_record, save_png, to_pil
 from ..core.prompts import PREVIEW_PROMPTS
 from ..errors import OnewordError
+from ..events import EventSink, Message, ignore
 from ..files import file_stem
-from .store import Store
+from .naming import resolve_word
 
 CARD_SIZE = 384  # the drawn image is shown at least this large
 
@@ -38,9 +39,13 @@ def make_card(
     settings: CardSettings = CardSettings(),
     project: str | Path | None = None,
     device: str | None = None,
+    on_event: EventSink = ignore,
 ) -> Path:
-    """Write the card of an embedding file or of a run's first candidate; returns its path."""
-    emb, model_name, folder = _source(source, model, project)
+    """Write the card of a word (a file, a run: its best candidate, or r8/c01); returns its
+    path."""
+    emb, model_name, folder, note = _source(source, model, project)
+    if note:
+        on_event(Message(note))
     choice = ModelChoice(model_name, device)
     loaded = choice.load()
     check_width(emb, loaded.embedding_layout, loaded.name, source)
@@ -65,26 +70,20 @@ def make_card(
 
 def _source(
     source: str, model: str | None, project: str | Path | None
-) -> tuple[LearnedEmbedding, str, Path]:
-    """(embedding, model to draw with, folder for the card) of a file or a run."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        found = load_embeddings(path)
-        if len(found) != 1:
-            raise OnewordError(f"{path}: holds {len(found)} tokens; a card carries one")
-        chosen = model or found[0].metadata.get("model")
-        if not chosen:
-            raise OnewordError(f"{path}: the file does not say its model; pass --model")
-        return found[0], chosen, path.parent
-    from .scoring import candidate_embedding
-
-    with Store.open(project) as store:
-        run = store.find_run(source)
-        cands = store.candidates(run.id)
-        if not cands:
-            raise OnewordError(f"run {run.name}: has no candidates; give a learn or sweep run")
-        emb = candidate_embedding(store, run, cands[0])
-    return emb, model or run.model, cands[0].folder or run.folder or Path(".")
+) -> tuple[LearnedEmbedding, str, Path, str]:
+    """(embedding, model to draw with, folder for the card, how a run's candidate was chosen)
+    of a word named as every command names one (see oneword.experiments.naming)."""
+    word = resolve_word(source, project)
+    found = load_embeddings(word.path)
+    if len(found) != 1:
+        raise OnewordError(f"{word.path}: holds {len(found)} tokens; a card carries one")
+    if word.run is not None:
+        folder = word.candidate.folder or word.run.folder or word.path.parent
+        return found[0], model or word.run.model, folder, word.note
+    chosen = model or found[0].metadata.get("model")
+    if not chosen:
+        raise OnewordError(f"{word.path}: the file does not say its model; pass --model")
+    return found[0], chosen, word.path.parent, word.note
 
 
 def _picture(image: Image.Image, token: str) -> Image.Image:

@@ -20,11 +20,12 @@ import torch
 
 from ..adapters.loading import load_model
 from ..core.embeddings import LearnedEmbedding, write_embedding_files
-from ..core.generate import draw, register_words
+from ..core.generate import Sampling, draw, register_words
 from ..errors import OnewordError
 from ..events import EventSink, Message, Progressed, ignore
 from ..files import file_stem
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
+from .naming import word_run
 from .recording import recording_in
 from .scoring import (
     ScoreSettings,
@@ -195,7 +196,7 @@ def breed(
 ) -> RunRecord:
     """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
     with Store.open(project) as store:
-        return breed_in(store, store.find_run(run_ref), settings, generation, spread)
+        return breed_in(store, word_run(store, run_ref), settings, generation, spread)
 
 
 def breed_in(
@@ -264,7 +265,7 @@ def render(
     """Draw every candidate of a run (the same prompts and seeds as `score`) without judging;
     the images go to a new evaluation of the run (returned) for a person to rate."""
     with Store.open(project) as store:
-        return render_in(store, store.find_run(run_ref), settings, on_event, model)
+        return render_in(store, word_run(store, run_ref), settings, on_event, model)
 
 
 def render_in(
@@ -279,8 +280,11 @@ def render_in(
         {
             "render": True,
             "prompts": settings.prompts,
+            "prompt_limit": settings.prompt_limit,
+            "class_word": class_word,
             "images": len(job.drawn),
             "seed": settings.seed,
+            "sampling": asdict(settings.sampling),
         },
     )
     folder = (run.folder or store.runs_folder / run.name) / "renders" / f"e{evaluation}"
@@ -295,6 +299,47 @@ def render_in(
         store.add_images(evaluation, cand.id, list(zip(job.drawn, job.seeds, paths)))
         on_event(Progressed(k + 1, len(population.candidates), "drawing"))
     return evaluation
+
+
+def drawing_of(store: Store, run: RunRecord, fallback: ScoreSettings) -> tuple[ScoreSettings, bool]:
+    """How a run's newest drawing was made (prompts, images, seeds, sampling; the judge where
+    it was scored), so that its children are drawn alike and compare; and whether it was
+    scored. A run never drawn: `fallback`, not scored."""
+    for ev in reversed(store.evaluations(run.id)):
+        recorded = ev["settings"]
+        if "prompts" not in recorded or "images" not in recorded:
+            continue
+        same = {k: recorded[k] for k in _DRAWING_FIELDS if k in recorded}
+        if isinstance(recorded.get("sampling"), dict):
+            same["sampling"] = Sampling(**recorded["sampling"])
+        scored = not recorded.get("render") and bool(store.scores(ev["id"]))
+        if scored:
+            same.update({k: recorded[k] for k in _JUDGE_FIELDS if k in recorded})
+        return replace(fallback, **same), scored
+    return fallback, False
+
+
+_DRAWING_FIELDS = ("prompts", "prompt_limit", "class_word", "images", "seed")
+_JUDGE_FIELDS = ("judge", "clip_model", "dino_model", "subject", "fidelity_weight")
+
+
+def draw_like_parents(
+    run_ref: str,
+    fallback: ScoreSettings,
+    project: str | Path | None = None,
+    on_event: EventSink = ignore,
+    scorer=score_run,
+) -> None:
+    """Draw a bred or mixed run with its parent run's prompts and seeds; and score it when the
+    parents were scored, so that children and parents stand on one scale."""
+    with Store.open(project) as store:
+        run = word_run(store, run_ref)
+        parent = store.run(run.parent_run) if run.parent_run else None
+        settings, scored = drawing_of(store, parent, fallback) if parent else (fallback, False)
+        if scored:
+            scorer(store, run.name, settings, on_event)
+        else:
+            render_in(store, run, settings, on_event)
 
 
 def ensure_scored(
@@ -322,7 +367,7 @@ def evolve(
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
     to rate (or not drawn when scoring is None)."""
     with Store.open(project) as store:
-        start = store.find_run(run_ref)
+        start = word_run(store, run_ref)
         automatic = settings.fitness != RATING_FITNESS
         if automatic and settings.fitness == "auto":
             ratings = [rating_of(store.ratings(c.id)) for c in store.candidates(start.id)]

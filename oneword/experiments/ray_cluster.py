@@ -448,4 +448,5 @@ def _score_groups(
         [r for m in parts for r in m.raw],
         [s for m in parts for s in m.sheets],
         [i for m in parts for i in m.images],
+        [e for m in parts for e in m.per_image],
     )

@@ -30,6 +30,12 @@ def _init_label(cand) -> str:
     return cand.init if cand.init != "jitter" else f"jitter {cand.jitter:g}"
 
 
+def combined_text(metrics: dict) -> str:
+    """The weighted score with its 95% interval where there is one: 0.812 ±0.031."""
+    pm = metrics.get("combined_pm")
+    return f"{metrics['combined']:.3f}" + (f" ±{pm:.3f}" if pm is not None else "")
+
+
 def ranked_table(board) -> str:
     """The ranked candidates as a plain-text table (best first; * marks the Pareto front)."""
     metrics = metric_columns(board.rows)
@@ -44,7 +50,7 @@ def ranked_table(board) -> str:
         lines.append(
             [str(row.rank), c.name, str(c.seed), _init_label(c), f"{c.lr:g}"]
             + [f"{row.metrics[m]:.4f}" for m in metrics]
-            + [f"{row.metrics['combined']:+.3f}", "*" if row.pareto else ""]
+            + [combined_text(row.metrics), "*" if row.pareto else ""]
         )
     if board.reference:
         lines.append(
@@ -74,10 +80,12 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _axis_range(values: list[float]) -> tuple[float, float]:
+def _axis_range(values: list[float], min_span: float = 0.0) -> tuple[float, float]:
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.01)
-    return lo - pad, hi + pad
+    lo, hi = lo - pad, hi + pad
+    grow = max(0.0, min_span - (hi - lo)) / 2  # small differences are not drawn large
+    return lo - grow, hi + grow
 
 
 def scatter_plot(
@@ -86,6 +94,7 @@ def scatter_plot(
     x_label: str,
     y_label: str,
     title: str = "",
+    min_span: float = 0.0,
 ) -> Path:
     """A PNG scatter of (x, y, label, on_front) points; the front is joined by a line."""
     width, height = PLOT_SIZE
@@ -97,7 +106,8 @@ def scatter_plot(
         (0.0 if math.isnan(x) else x, 0.0 if math.isnan(y) else y, lab, f)
         for x, y, lab, f in points
     ]
-    (x0, x1), (y0, y1) = _axis_range([p[0] for p in clean]), _axis_range([p[1] for p in clean])
+    x0, x1 = _axis_range([p[0] for p in clean], min_span)
+    y0, y1 = _axis_range([p[1] for p in clean], min_span)
 
     def to_px(x: float, y: float) -> tuple[float, float]:
         return (
@@ -167,7 +177,11 @@ def write_scatter(board, path: Path) -> Path:
     ]
     x_label, y_label = axis_labels(board)
     title = f"{board.run.name} {board.run.token}: {len(points)} candidates (red: Pareto front)"
-    return scatter_plot(points, path, x_label, y_label, title)
+    spread = [r.metrics["combined_pm"] for r in board.rows if "combined_pm" in r.metrics]
+    if spread:
+        title += f"; differences under ±{max(spread):.2f} are noise"
+    # axes at least 0.2 wide: the scores run 0 to 1, and 0.94 against 0.95 is no gap
+    return scatter_plot(points, path, x_label, y_label, title, min_span=0.2)
 
 
 # -- HTML ------------------------------------------------------------------------------------
@@ -187,7 +201,8 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         f"<h1>{html.escape(run.name)}: {html.escape(run.token)}</h1>",
         f"<p>model <b>{html.escape(run.model)}</b>, {len(board.rows)} candidates, judge "
         f"<b>{html.escape(board.judge)}</b>, evaluation e{board.evaluation_id}. "
-        "Ranked by the combined score (standardized fidelity and prompt-following); "
+        "Ranked by the combined score (the weighted mean of fidelity and prompt-following, "
+        "with its 95% interval over the images; comparable across runs scored alike); "
         "bold rows are on the Pareto front.</p>",
         _table_html(board),
         f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
@@ -198,7 +213,7 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         parts.append(
             f"<div class='cand'><h3>#{row.rank} {c.name} <small>seed {c.seed}, "
             f"init {html.escape(_init_label(c))}, lr {c.lr:g}, combined "
-            f"{row.metrics['combined']:+.3f}</small></h3>"
+            f"{combined_text(row.metrics)}</small></h3>"
             f"<img src='{_rel(row.sheet, base)}' alt='{c.name}'></div>"
         )
     parts.append(
@@ -222,7 +237,7 @@ def _table_html(board) -> str:
         values += [
             f"{row.metrics['fidelity']:.4f}",
             f"{row.metrics['prompt']:.4f}",
-            f"{row.metrics['combined']:+.3f}",
+            combined_text(row.metrics),
             "yes" if row.pareto else "",
         ]
         cls = " class='front'" if row.pareto else ""
@@ -370,8 +385,10 @@ def _describe_evaluations(store, run) -> list[str]:
             shown = "  ".join(
                 f"{METRIC_LABELS.get(k, k)} {v:.4f}"
                 for k, v in metrics.items()
-                if k in FIDELITY_METRICS + PROMPT_METRICS + ("combined",)
+                if k in FIDELITY_METRICS + PROMPT_METRICS
             )
+            if "combined" in metrics:
+                shown = f"combined {combined_text(metrics)}  {shown}"
             front = " *" if metrics.get("pareto") else ""
             lines.append(f"  #{int(metrics.get('rank', 0))} {cands[cid].name}  {shown}{front}")
     return lines

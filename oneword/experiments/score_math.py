@@ -7,8 +7,11 @@ of a generated image and of its prompt (CLIP-T). On the procedural world the ora
 gives the same two kinds of number (oneword.world.metrics).
 
 Candidates are then compared on two axes, fidelity and prompt-following: the Pareto front is
-every candidate no other beats on both, and the combined score weighs the two after
-standardizing each across the candidates scored together.
+every candidate no other beats on both. `oneword score` ranks by the weighted score, the
+weighted mean of the two axes on their own scale, so that it compares across runs, with a 95%
+interval from the spread of the per-image values; the label-free pick of successive halving
+and the benches weigh the two after standardizing each across the candidates scored together
+(`combined_score`).
 """
 
 from __future__ import annotations
@@ -80,11 +83,15 @@ def axis_scores(metrics: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.T
 LABELLED_METRICS = ("concept_fidelity",)
 
 
+def without_labels(metrics: dict) -> dict:
+    """The metrics a user without labels has (CLIP-I/DINO or the world's concept similarity,
+    and prompt-following): what every automatic choice is made on."""
+    return {m: v for m, v in metrics.items() if m not in LABELLED_METRICS}
+
+
 def label_free_score(metrics: dict[str, torch.Tensor], fidelity_weight: float = 0.5):
-    """[K] combined score of the metrics a user without labels has (CLIP-I/DINO or the
-    world's concept similarity, and prompt-following)."""
-    free = {m: v for m, v in metrics.items() if m not in LABELLED_METRICS}
-    return combined_score(*axis_scores(free), fidelity_weight)
+    """[K] standardized combined score of the label-free metrics (see `without_labels`)."""
+    return combined_score(*axis_scores(without_labels(metrics)), fidelity_weight)
 
 
 def combined_score(
@@ -99,6 +106,47 @@ def combined_score(
         return torch.zeros_like(x, dtype=torch.float64) if torch.isnan(x).any() else standardize(x)
 
     return fidelity_weight * z(fidelity) + (1 - fidelity_weight) * z(prompt)
+
+
+def weighted_score(
+    fidelity: torch.Tensor, prompt: torch.Tensor, fidelity_weight: float = 0.5
+) -> torch.Tensor:
+    """w · fidelity + (1 − w) · prompt-following, each on its own scale (0 to 1 for the
+    oracle's shares, a cosine for CLIP and DINO): comparable across runs scored alike. An axis
+    that is missing (NaN) leaves the other alone."""
+    if not 0.0 <= fidelity_weight <= 1.0:
+        raise ValueError(f"fidelity weight {fidelity_weight} outside [0, 1]")
+    f, p = fidelity.double(), prompt.double()
+    mixed = fidelity_weight * f + (1 - fidelity_weight) * p
+    return torch.where(f.isnan(), p, torch.where(p.isnan(), f, mixed))
+
+
+def interval_half_width(values: torch.Tensor, level_z: float = 1.96) -> float:
+    """Half the width of the normal 95% interval of the mean of per-image values [M]; NaN
+    for fewer than two."""
+    v = values.double()
+    if v.numel() < 2:
+        return float("nan")
+    return float(level_z * v.std(unbiased=True) / v.numel() ** 0.5)
+
+
+def images_interval(each: list[dict[str, float]], fidelity_weight: float = 0.5) -> float:
+    """The half width of the 95% interval of a candidate's weighted score over its images,
+    from each image's metrics; NaN for fewer than two images."""
+    if not each:
+        return float("nan")
+    metrics = {m: torch.tensor([e[m] for e in each], dtype=torch.float64) for m in each[0]}
+    return interval_half_width(
+        weighted_score(*axis_scores(without_labels(metrics)), fidelity_weight)
+    )
+
+
+def within_noise(a: float, a_half: float, b: float, b_half: float) -> bool:
+    """Whether two scores differ by less than their intervals' combined half widths (a
+    difference that new seeds could reverse)."""
+    if any(x != x for x in (a_half, b_half)):  # NaN: no interval, nothing to say
+        return False
+    return abs(a - b) < (a_half**2 + b_half**2) ** 0.5
 
 
 def pareto_front(fidelity: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:

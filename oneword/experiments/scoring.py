@@ -19,21 +19,21 @@ from ..adapters.device import pick_device
 from ..adapters.feature_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from ..adapters.loading import load_model
 from ..core import data
-from ..core.embeddings import DIFFUSERS_FILE, LearnedEmbedding, check_width, load_embeddings
+from ..core.embeddings import LearnedEmbedding, check_width, load_embeddings
 from ..core.generate import (
     Sampling,
     Words,
-    contact_sheet,
     draw,
+    labelled_sheet,
     register_words,
     sampling_record,
     save_png,
 )
 from ..core.interface import TextToImage
-from ..core.per_layer import PER_LAYER_SUFFIX
 from ..errors import OnewordError
 from ..events import EventSink, Progressed, ignore
 from . import dreambench, report, score_math
+from .naming import candidate_file
 from .store import CandidateRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ScoreSettings:
         if self.judge not in JUDGES:
             raise OnewordError(f"--judge {self.judge}: choose one of {', '.join(JUDGES)}")
         if self.sampling.steps < 1:
-            raise OnewordError(f"--steps {self.sampling.steps}: must be 1 or more")
+            raise OnewordError(f"--sample-steps {self.sampling.steps}: must be 1 or more")
         if self.judge == "features" and not (self.clip_model or self.dino_model):
             raise OnewordError("--clip-model none --dino-model none: keep at least one judge")
 
@@ -145,6 +145,7 @@ class Measured:
     raw: list[dict[str, float]]
     sheets: list[Path]
     images: list[CandidateImages]
+    per_image: list[list[dict[str, float]]] = field(default_factory=list)  # [K][M] metrics
 
 
 def score_inputs(
@@ -231,7 +232,9 @@ def record_ranking(
     report."""
     for drawn in measured.images:
         store.add_images(evaluation.id, drawn.candidate_id, drawn.rows)
-    rows = rank_candidates(candidates, measured.raw, settings.fidelity_weight, measured.sheets)
+    rows = rank_candidates(
+        candidates, measured.raw, settings.fidelity_weight, measured.sheets, measured.per_image
+    )
     for row in rows:
         store.add_scores(
             evaluation.id,
@@ -274,14 +277,15 @@ def draw_and_measure(
     for emb in embeddings:
         check_width(emb, model.embedding_layout, model.name, emb.metadata.get("path", ""))
     words = register_words(model, [embeddings[0]])
-    raw, sheets, drawn = [], [], []
+    raw, sheets, drawn, each = [], [], [], []
     on_event(Progressed(0, len(candidates), "scoring"))
     for k, (cand, emb) in enumerate(zip(candidates, embeddings)):
         rows = emb.vectors.float()[None].to(model.device)
         images = draw(model, job.drawn, job.seeds, Words(words.tokens, rows), settings.sampling)
         paths = save_candidate_images(images, job, folder / cand.name, settings, model.name)
         drawn.append(CandidateImages(cand.id, list(zip(job.drawn, job.seeds, paths))))
-        sheet = contact_sheet(images, columns=min(len(images), 8))
+        captions = [f"{p} · seed {s}" for p, s in zip(job.drawn, job.seeds)]
+        sheet = labelled_sheet(images, captions, f"{cand.name}", columns=min(len(images), 8))
         sheets.append(
             save_png(
                 sheet,
@@ -296,8 +300,14 @@ def draw_and_measure(
             )
         )
         raw.append(judge.measure(images, job.prompt_index))
+        each.append(
+            [
+                judge.measure(images[i : i + 1], job.prompt_index[i : i + 1])
+                for i in range(len(images))
+            ]
+        )
         on_event(Progressed(k + 1, len(candidates), "scoring"))
-    return Measured(raw, sheets, drawn)
+    return Measured(raw, sheets, drawn, each)
 
 
 def rank_candidates(
@@ -305,12 +315,16 @@ def rank_candidates(
     raw: list[dict[str, float]],
     fidelity_weight: float,
     sheets: list[Path],
+    per_image: list[list[dict[str, float]]] = (),
 ) -> list[ScoreRow]:
-    """Combined score, Pareto front and rank of each candidate; best first."""
+    """Weighted score (`combined`, one scale across runs; `combined_pm`: its 95% interval's
+    half width from the per-image values), Pareto front and rank of each candidate, all of the
+    label-free metrics (score_math.without_labels); best first."""
     names = list(raw[0])
     metrics = {m: torch.tensor([r[m] for r in raw], dtype=torch.float64) for m in names}
-    fidelity, prompt = score_math.axis_scores(metrics)
-    combined = score_math.combined_score(fidelity, prompt, fidelity_weight)
+    # ranked without the world oracle's labels, which a user does not have
+    fidelity, prompt = score_math.axis_scores(score_math.without_labels(metrics))
+    combined = score_math.weighted_score(fidelity, prompt, fidelity_weight)
     front = score_math.pareto_front(fidelity, prompt)
     order = score_math.ranking(combined)
     rows = []
@@ -321,24 +335,18 @@ def rank_candidates(
             "prompt": float(prompt[k]),
             "combined": float(combined[k]),
         }
+        each = per_image[k] if k < len(per_image) else []
+        half = score_math.images_interval(each, fidelity_weight)
+        if half == half:  # NaN (one image): no interval
+            values["combined_pm"] = half
         rows.append(ScoreRow(candidates[k], values, bool(front[k]), rank, sheets[k]))
     return rows
 
 
 def candidate_embedding(store: Store, run: RunRecord, cand: CandidateRecord) -> LearnedEmbedding:
-    files = store.files(run.id, "embedding", cand.id)
-    chosen = (  # a per-layer word's own file before its mean
-        [f for f in files if f.name.endswith(PER_LAYER_SUFFIX)]
-        or [f for f in files if f.name == DIFFUSERS_FILE]
-        or files
-    )
-    if not chosen or not chosen[0].is_file():
-        raise OnewordError(
-            f"run {run.name}: candidate {cand.name} has no embedding file yet; "
-            "finish the run first (rerun its command with --resume)"
-        )
-    (emb,) = load_embeddings(chosen[0])[:1]
-    emb.metadata["path"] = str(chosen[0])
+    path = candidate_file(store, run, cand)
+    (emb,) = load_embeddings(path)[:1]
+    emb.metadata["path"] = str(path)
     return emb
 
 

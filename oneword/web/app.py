@@ -3,16 +3,17 @@ them, and breeds the next generation from the ratings.
 
 `create_app(project, options)` builds a FastAPI app over a project folder. Every request opens
 its own connection to the store (SQLite in WAL mode), so concurrent requests are safe and
-ratings live in the store across restarts. Images are served only by their id in the store,
-and only when the stored path resolves inside the project folder. Breeding and drawing run as
-background jobs in one worker thread; their progress streams to the page as server-sent events,
-and they are kept in the store, so a restarted server shows an interrupted job, resumable.
+ratings live in the store across restarts. Files are served only by their place in the store
+(see oneword.web.views), a masked run's mask views as well. Breeding and
+drawing run as background jobs in one worker thread; their progress streams to the page as
+server-sent events, and they are kept in the store, so a restarted server shows an interrupted
+job, resumable. A bred or mixed run is drawn with its parents' prompts and seeds (and scored
+when they were), so that it compares with them.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -25,25 +26,32 @@ from pydantic import BaseModel, Field
 
 from ..checks import MAX_ID, RATINGS
 from ..errors import OnewordError
-from ..experiments.cuts import run_cuts
 from ..experiments.embedding_ops import MIX_METHODS, Breeding, normalized_weights
 from ..experiments.evolve import (
     EvolveSettings,
     breed,
-    latest_scores,
+    draw_like_parents,
     mix_candidates,
     rating_of,
-    render,
 )
-from ..experiments.scoring import ScoreSettings
+from ..experiments.scoring import ScoreSettings, score
 from ..experiments.store import Store
 from .guard import add_request_checks
 from .jobs import JobRunner
+from .views import (
+    FAVOURITE,
+    embedding_file,
+    image_file,
+    preview_sheets,
+    rating_state,
+    run_summary,
+    run_view,
+    training_photos,
+)
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-FAVOURITE = "favourite"
 
 
 @dataclass(frozen=True)
@@ -108,37 +116,65 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
     @app.get("/api/runs")
     def runs() -> list[dict]:
         with Store.open(folder) as s:
-            return [_run_summary(s, r) for r in s.runs()]
+            return [run_summary(s, r) for r in s.runs()]
 
     @app.get("/api/runs/{run_id}")
     def run(run_id: PathId) -> dict:
         with Store.open(folder) as s:
-            record = _found(lambda: s.run(run_id))
-            return {
-                **_run_summary(s, record),
-                "candidates": _candidates(s, record),
-                "masks": _masks(s, record),
-            }
+            return run_view(s, _found(lambda: s.run(run_id)), folder)
+
+    @app.get("/api/runs/{run_id}/photos/{index}")
+    def photo(run_id: PathId, index: PathIndex) -> FileResponse:
+        """The `index`th training photo of a run."""
+        with Store.open(folder) as s:
+            photos = training_photos(_found(lambda: s.run(run_id)))
+        path = image_file(photos[index]) if index < len(photos) else None
+        if path is None:
+            raise HTTPException(404, "no such photo")
+        return FileResponse(path)
+
+    @app.get("/api/runs/{run_id}/previews/{index}")
+    def preview(run_id: PathId, index: PathIndex) -> FileResponse:
+        """The `index`th preview sheet of a learn run (oldest first)."""
+        with Store.open(folder) as s:
+            sheets = preview_sheets(_found(lambda: s.run(run_id)))
+        path = image_file(sheets[index]) if index < len(sheets) else None
+        if path is None:
+            raise HTTPException(404, "no such preview")
+        return FileResponse(path)
+
+    @app.get("/api/candidates/{candidate_id}/files/{index}")
+    def download(candidate_id: PathId, index: PathIndex) -> FileResponse:
+        """The `index`th embedding file of a candidate, as a download."""
+        with Store.open(folder) as s:
+            cand = _found(lambda: s.candidate(candidate_id))
+            files = s.files(cand.run_id, "embedding", cand.id)
+        path = embedding_file(files[index]) if index < len(files) else None
+        if path is None:
+            raise HTTPException(404, "no such file")
+        return FileResponse(path, filename=path.name, media_type="application/octet-stream")
 
     @app.get("/api/runs/{run_id}/masks/{index}")
     def mask(run_id: PathId, index: PathIndex) -> FileResponse:
-        """A training photo of a masked run with its mask over it (its `index`th)."""
+        """A training photo of a masked run with its mask over it (its `index`th), wherever
+        the run's folder is (a demo's outside the project too)."""
         with Store.open(folder) as s:
             _found(lambda: s.run(run_id))
             shown = s.files(run_id, "mask_view")
-        path = _inside(folder, shown[index]) if index < len(shown) else None
+        path = image_file(shown[index]) if index < len(shown) else None
         if path is None:
             raise HTTPException(404, "no such mask")
         return FileResponse(path, media_type="image/png")
 
     @app.get("/api/images/{image_id}")
     def image(image_id: PathId) -> FileResponse:
+        """An image the store records (wherever its command wrote it: ./images, ./demo)."""
         with Store.open(folder) as s:
             found = s.image(image_id)
-        path = _inside(folder, found["path"]) if found else None
+        path = image_file(found["path"]) if found else None
         if path is None:
             raise HTTPException(404, "no such image")
-        return FileResponse(path, media_type="image/png")
+        return FileResponse(path)
 
     @app.get("/api/candidates/{candidate_id}/lineage")
     def lineage(candidate_id: PathId) -> dict:
@@ -157,7 +193,7 @@ def _add_rating(app: FastAPI, folder: Path) -> None:
                 if found is None or found["candidate_id"] != candidate_id:
                     raise HTTPException(400, "this image is not one of the candidate's")
             s.rate(candidate_id, body.rating, FAVOURITE if body.favourite else "", body.image_id)
-            return _rating_state(s.ratings(candidate_id))
+            return rating_state(s.ratings(candidate_id))
 
 
 def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptions) -> None:
@@ -174,6 +210,17 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
         generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
         what = f"generation {generation} from {record.name}"
         return jobs.submit(what, spec, job_work(spec, folder, options))
+
+    @app.post("/api/runs/{run_id}/score")
+    def score_now(run_id: PathId) -> dict:
+        """Draw and score a run's candidates with the gallery's drawing settings (the
+        unscored run's button)."""
+        with Store.open(folder) as s:
+            record = _found(lambda: s.run(run_id))
+            if not s.candidates(record.id):
+                raise HTTPException(400, f"run {record.name} has no candidates to score")
+        spec = {"kind": "score", "run": record.id}
+        return jobs.submit(f"scoring {record.name}", spec, job_work(spec, folder, options))
 
     @app.post("/api/mix")
     def mix(body: MixIn) -> dict:
@@ -227,6 +274,10 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
     already made (bred or mixed): resuming draws its images again."""
 
     def work(on_event, started):
+        if spec["kind"] == "score":
+            started(spec["run"])
+            score(f"r{spec['run']}", options.drawing, folder, on_event)
+            return spec["run"]
         if made is not None:
             child = made
         elif spec["kind"] == "next":
@@ -234,7 +285,8 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
         else:
             child = mix_candidates(spec["candidates"], spec["weights"], spec["method"], folder).id
         started(child)
-        render(f"r{child}", options.drawing, folder, on_event)
+        # drawn with the parents' prompts and seeds (and scored, if they were) to compare
+        draw_like_parents(f"r{child}", options.drawing, folder, on_event)
         return child
 
     return work
@@ -262,89 +314,6 @@ def _found(get):
         return get()
     except OnewordError as exc:
         raise HTTPException(404, str(exc)) from None
-
-
-def _inside(folder: Path, path: Path | None) -> Path | None:
-    """The real path if it is a file inside the project folder, else None."""
-    if path is None:
-        return None
-    real = Path(path).resolve()
-    if not real.is_relative_to(folder.resolve()) or not real.is_file():
-        log.warning("refused to serve %s: not a file inside %s", path, folder)
-        return None
-    return real
-
-
-def _run_summary(s: Store, r) -> dict:
-    evolve_info = r.settings.get("evolve") or r.settings.get("mix") or {}
-    return {
-        "id": r.id,
-        "name": r.name,
-        "kind": r.kind,
-        "status": r.status,
-        "token": r.token,
-        "model": r.model,
-        "parent_run": r.parent_run,
-        "generation": evolve_info.get("generation"),
-        "candidates": len(s.candidates(r.id)),
-    }
-
-
-def _masks(s: Store, run) -> list[dict]:
-    """The training photos of a masked run, each with its mask over it (by index)."""
-    return [{"index": k, "name": p.stem} for k, p in enumerate(s.files(run.id, "mask_view"))]
-
-
-def _rating_state(ratings: list[dict]) -> dict:
-    value = rating_of(ratings)
-    own = [r for r in ratings if r["image_id"] is None]
-    favourite = bool(own) and own[-1]["note"] == FAVOURITE and own[-1]["rating"] > 0
-    by_image = {}
-    for r in ratings:
-        if r["image_id"] is not None:
-            by_image[r["image_id"]] = r["rating"]
-    return {
-        "rating": None if math.isnan(value) else round(value, 3),
-        "favourite": favourite,
-        "image_ratings": by_image,
-    }
-
-
-def _candidates(s: Store, run) -> list[dict]:
-    scores = latest_scores(s, run)
-    cuts = {c["candidate_id"]: c for c in run_cuts(s, run.id)}  # each candidate's last cut
-    out = []
-    for c in s.candidates(run.id):
-        images = s.images(c.id)
-        newest = max((i["evaluation_id"] or 0 for i in images), default=0)
-        shown = [
-            {"id": i["id"], "prompt": i["prompt"], "seed": i["seed"]}
-            for i in images
-            if (i["evaluation_id"] or 0) == newest
-        ]
-        parents = [{"id": p.id, "name": f"r{p.run_id}/{p.name}"} for p in s.parents(c.id)]
-        out.append(
-            {
-                "id": c.id,
-                "name": c.name,
-                "seed": c.seed,
-                "relation": c.init,
-                "parents": parents,
-                "scores": scores.get(c.id, {}),
-                "cut": _cut_state(cuts.get(c.id)),
-                "images": shown,
-                **_rating_state(s.ratings(c.id)),
-            }
-        )
-    return out
-
-
-def _cut_state(cut: dict | None) -> dict | None:
-    """Successive halving: the step a candidate was last scored at, its score, and whether it
-    went on."""
-    if cut is None:
-        return None
-    return {"step": cut["step"], "score": round(cut["score"], 3), "kept": cut["kept"]}
 
 
 def _lineage(s: Store, candidate_id: int, depth: int, seen: set[int]) -> dict:

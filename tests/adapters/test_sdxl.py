@@ -380,7 +380,7 @@ def test_learn_generate_mix_inspect_on_sdxl(capsys, tmp_path, sdxl_dir, tiny_mod
         files[0],
         "-n",
         "1",
-        "--steps",
+        "--sample-steps",
         "1",
         "--model",
         tiny_model_dir,

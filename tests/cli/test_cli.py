@@ -274,7 +274,7 @@ def test_demo_writes_the_sheet_and_page_and_scores_both_words(tmp_path, capsys):
     figure = Image.open(tmp_path / "demo" / "comparison.png")
     # the photos, then 6 prompts x (2 class + 2 learned) images, every image shown 3x as large
     photo = Image.open(tmp_path / "demo" / "photos" / "photo0.png").width
-    drawn = (sheet.width - 2) // 4 - 2  # the contact sheet: 4 images a row, 2 px apart
+    drawn = Image.open(next((tmp_path / "demo" / "images").glob("*.png"))).width
     # the photos twice (as taken, then darkened outside their automatic masks), then the images
     assert figure.width >= 5 * 3 * photo and figure.height >= 2 * 3 * photo + 6 * 3 * drawn
     page = (tmp_path / "demo" / "index.html").read_text()

@@ -137,7 +137,7 @@ def test_gallery_api_rates_breeds_and_mixes(project):
     assert client.post("/api/mix", json={"candidates": [c0["id"]]}).status_code == 422
 
 
-def test_images_come_only_from_the_project(project, tmp_path):
+def test_only_images_the_store_records_are_served(project, tmp_path):
     client = TestClient(create_app(project, options()), base_url=LOCAL)
     assert client.get("/api/images/999").status_code == 404
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
@@ -155,7 +155,7 @@ def test_images_come_only_from_the_project(project, tmp_path):
         assert client.get(f"/api/images/{image_id}").status_code == 404
 
 
-def test_a_masked_runs_photos_are_shown_only_from_the_project(project, tmp_path):
+def test_a_masked_runs_photos_are_shown_only_as_images_the_store_records(project, tmp_path):
     from PIL import Image
 
     inside = project / "runs" / "masked" / "masks" / "shown" / "cat1.png"
@@ -164,16 +164,20 @@ def test_a_masked_runs_photos_are_shown_only_from_the_project(project, tmp_path)
     outside = tmp_path / "elsewhere" / "cat2.png"
     outside.parent.mkdir()
     Image.new("RGB", (8, 8)).save(outside)
+    fake = tmp_path / "elsewhere" / "cat3.png"
+    fake.write_bytes(b"\x89PNG not an image")
     with Store.open(project) as store:
         run = store.create_run("learn", project / "runs" / "masked", "tiny", "<m>", {}, [])
-        store.add_files(run.id, "mask_view", [inside, outside])
+        store.add_files(run.id, "mask_view", [inside, outside, fake])
     client = TestClient(create_app(project, options()), base_url=LOCAL)
     shown = client.get(f"/api/runs/{run.id}").json()["masks"]
-    assert shown == [{"index": 0, "name": "cat1"}, {"index": 1, "name": "cat2"}]
+    assert shown == [{"index": k, "name": f"cat{k + 1}"} for k in range(3)]
     got = client.get(f"/api/runs/{run.id}/masks/0")
     assert got.status_code == 200 and got.content == inside.read_bytes()
-    assert client.get(f"/api/runs/{run.id}/masks/1").status_code == 404  # outside the project
-    assert client.get(f"/api/runs/{run.id}/masks/2").status_code == 404
+    got = client.get(f"/api/runs/{run.id}/masks/1")  # a run folder outside the project
+    assert got.status_code == 200 and got.content == outside.read_bytes()
+    assert client.get(f"/api/runs/{run.id}/masks/2").status_code == 404  # not an image
+    assert client.get(f"/api/runs/{run.id}/masks/3").status_code == 404
     assert client.get(f"/api/runs/{run.id}/masks/-1").status_code == 422
     assert client.get("/api/runs/1").json()["masks"] == []  # a run without masks
 

@@ -20,7 +20,9 @@ async function loadRuns(select) {
   for (const r of runs) {
     const o = document.createElement("option");
     o.value = r.id;
-    o.textContent = `${r.name} ${r.kind}${r.generation ? " g" + r.generation : ""} ${r.token} (${r.candidates})`;
+    const status = r.status === "done" ? "" : ` [${r.status}]`;
+    const best = r.best === null ? "" : ` best ${Number(r.best).toFixed(3)}`;
+    o.textContent = `${r.name} ${r.kind}${r.generation ? " g" + r.generation : ""} ${r.token} (${r.candidates})${best}${status}`;
     menu.appendChild(o);
   }
   const wanted = select || state.runId || (runs.length ? runs[runs.length - 1].id : null);
@@ -49,51 +51,130 @@ function stars(cand) {
   return box;
 }
 
-// A masked run's training photos, each darkened where its mask gives it little weight.
-function renderMasks() {
+// The run's training photos on top (each with its mask over it, for a masked run).
+function renderPhotos() {
   const box = $("masks");
   box.innerHTML = "";
-  box.hidden = !state.run.masks.length;
+  const masked = state.run.masks.length > 0;
+  const shown = masked ? state.run.masks : state.run.photos;
+  box.hidden = !shown.length;
   if (box.hidden) return;
   const title = document.createElement("h2");
-  title.textContent = "Training photos and their masks";
+  title.textContent = masked ? "Training photos and their masks (dark: little weight)" : "Training photos";
   box.appendChild(title);
-  for (const m of state.run.masks) {
+  for (const m of shown) {
+    const fig = document.createElement("figure");
     const im = document.createElement("img");
-    im.src = `/api/runs/${state.runId}/masks/${m.index}`;
-    im.alt = im.title = `${m.name}: dark where the mask gives little weight`;
-    im.setAttribute("data-testid", `mask-${m.name}`);
+    im.src = masked ? `/api/runs/${state.runId}/masks/${m.index}` : `/api/runs/${state.runId}/photos/${m.index}`;
+    im.alt = im.title = m.name;
+    im.setAttribute("data-testid", masked ? `mask-${m.name}` : `photo-${m.index}`);
+    im.onclick = () => enlarge(im.src, m.name);
+    fig.appendChild(im);
+    const cap = document.createElement("figcaption");
+    cap.textContent = m.name;
+    fig.appendChild(cap);
+    box.appendChild(fig);
+  }
+}
+
+// A learn run's preview sheets (word, step, prompts and seeds written on each), oldest first.
+function renderPreviews() {
+  const box = $("previews");
+  box.innerHTML = "";
+  box.hidden = !state.run.previews.length;
+  if (box.hidden) return;
+  const title = document.createElement("h2");
+  title.textContent = "Previews while it learned";
+  box.appendChild(title);
+  for (const p of state.run.previews) {
+    const im = document.createElement("img");
+    im.src = `/api/runs/${state.runId}/previews/${p.index}`;
+    im.alt = im.title = p.name;
+    im.setAttribute("data-testid", `preview-${p.index}`);
+    im.onclick = () => enlarge(im.src, p.name);
     box.appendChild(im);
   }
 }
 
+function renderHint() {
+  const hint = $("hint");
+  hint.textContent = state.run.hint || "";
+  hint.hidden = !state.run.hint;
+  hint.className = ["failed", "interrupted"].includes(state.run.status) ? "hint bad" : "hint";
+  if (state.run.can_score) {
+    const b = document.createElement("button");
+    b.textContent = "Score";
+    b.setAttribute("data-testid", "score-button");
+    b.onclick = () => startJob(`/api/runs/${state.runId}/score`);
+    hint.appendChild(document.createTextNode(" "));
+    hint.appendChild(b);
+  }
+}
+
+const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+
+// concept · prompt · combined ±interval, or "within noise of the best".
+function scoreLine(cand) {
+  const s = cand.score;
+  if (!s) return "";
+  let combined = `combined <b>${fmt(s.combined)}</b>`;
+  if (s.interval !== null) combined += ` ±${fmt(s.interval)}`;
+  if (!s.one_scale) combined += " (scaled within this run)";
+  const noise = s.within_noise ? ' <span class="noise">within noise of the best</span>' : "";
+  return `<span class="rank">#${s.rank}</span> concept ${fmt(s.concept)} · prompt ${fmt(s.prompt)} · ${combined}${noise}`;
+}
+
+function fileLinks(cand) {
+  const box = document.createElement("div");
+  box.className = "files";
+  for (const f of cand.files) {
+    const a = document.createElement("a");
+    a.href = `/api/candidates/${cand.id}/files/${f.index}`;
+    a.download = f.name;
+    a.textContent = f.name;
+    a.title = `download (${f.format})`;
+    a.setAttribute("data-testid", `file-${cand.name}-${f.index}`);
+    a.onclick = (e) => e.stopPropagation();
+    box.appendChild(a);
+    box.appendChild(document.createTextNode(` ${f.format} `));
+    box.appendChild(document.createElement("br"));
+  }
+  return box;
+}
+
+function candidateInfo(cand) {
+  const info = document.createElement("div");
+  info.className = "info";
+  info.innerHTML = `<div class="name">${cand.name}${cand.best ? ' <span class="badge" data-testid="best-' + cand.name + '">best</span>' : ""}</div>` +
+    `<div>${cand.relation}</div>` +
+    `<div class="scores">${cand.parents.map(p => p.name).join(" × ") || "seed " + cand.seed}</div>` +
+    `<div class="scoreline" data-testid="score-${cand.name}">${scoreLine(cand)}</div>` +
+    (cand.cut ? `<div class="scores" data-testid="cut-${cand.name}">${cand.cut.kept ? "kept" : "cut"} at step ${cand.cut.step} (score ${cand.cut.score})</div>` : "") +
+    `<div class="scores" data-testid="rating-${cand.name}">rating ${cand.rating === null ? "–" : cand.rating}</div>`;
+  info.appendChild(stars(cand));
+  const fav = document.createElement("button");
+  fav.className = "fav" + (cand.favourite ? " on" : "");
+  fav.textContent = "♥";
+  fav.title = "favourite (f)";
+  fav.setAttribute("data-testid", `favourite-${cand.name}`);
+  fav.onclick = (e) => { e.stopPropagation(); favourite(cand); };
+  info.appendChild(fav);
+  info.appendChild(fileLinks(cand));
+  return info;
+}
+
 function render() {
-  renderMasks();
+  renderPhotos();
+  renderPreviews();
+  renderHint();
   const grid = $("grid");
   grid.innerHTML = "";
   state.run.candidates.forEach((cand, k) => {
     const row = document.createElement("div");
-    row.className = "cand" + (k === state.focus ? " focused" : "") + (state.selected.has(cand.id) ? " selected" : "");
+    row.className = "cand" + (k === state.focus ? " focused" : "") + (state.selected.has(cand.id) ? " selected" : "") + (cand.best ? " best" : "");
     row.setAttribute("data-testid", `candidate-${cand.name}`);
     row.dataset.rating = cand.rating === null ? "" : cand.rating;
-    const info = document.createElement("div");
-    info.className = "info";
-    const scores = Object.entries(cand.scores).filter(([m]) => !["rank", "pareto"].includes(m))
-      .map(([m, v]) => `${m} ${Number(v).toFixed(3)}`).join(", ");
-    info.innerHTML = `<div class="name">${cand.name}</div><div>${cand.relation}</div>` +
-      `<div class="scores">${cand.parents.map(p => p.name).join(" × ") || "seed " + cand.seed}</div>` +
-      `<div class="scores">${scores}</div>` +
-      (cand.cut ? `<div class="scores" data-testid="cut-${cand.name}">${cand.cut.kept ? "kept" : "cut"} at step ${cand.cut.step} (score ${cand.cut.score})</div>` : "") +
-      `<div class="scores" data-testid="rating-${cand.name}">rating ${cand.rating === null ? "–" : cand.rating}</div>`;
-    info.appendChild(stars(cand));
-    const fav = document.createElement("button");
-    fav.className = "fav" + (cand.favourite ? " on" : "");
-    fav.textContent = "♥";
-    fav.title = "favourite (f)";
-    fav.setAttribute("data-testid", `favourite-${cand.name}`);
-    fav.onclick = (e) => { e.stopPropagation(); favourite(cand); };
-    info.appendChild(fav);
-    row.appendChild(info);
+    row.appendChild(candidateInfo(cand));
     const images = document.createElement("div");
     images.className = "images";
     cand.images.forEach((im, i) => {
@@ -101,14 +182,19 @@ function render() {
       const img = document.createElement("img");
       img.src = `/api/images/${im.id}`;
       img.alt = im.prompt;
-      img.title = `${im.prompt} (seed ${im.seed})`;
+      img.title = `${im.prompt} (seed ${im.seed}); click again to enlarge`;
       img.setAttribute("data-testid", `image-${im.id}`);
-      if (k === state.focus && i === state.image) img.className = "focused";
-      img.onclick = () => { state.focus = k; state.image = i; render(); showLineage(); };
+      const focused = k === state.focus && i === state.image;
+      if (focused) img.className = "focused";
+      img.onclick = () => {
+        if (focused) { enlarge(img.src, `${im.prompt} (seed ${im.seed})`); return; }
+        state.focus = k; state.image = i; render(); showLineage();
+      };
+      img.ondblclick = () => enlarge(img.src, `${im.prompt} (seed ${im.seed})`);
       fig.appendChild(img);
       const cap = document.createElement("figcaption");
       const r = (cand.image_ratings || {})[im.id];
-      cap.textContent = r ? "★" + r : "";
+      cap.textContent = `${im.prompt} · seed ${im.seed}${r ? " ★" + r : ""}`;
       fig.appendChild(cap);
       images.appendChild(fig);
     });
@@ -118,6 +204,14 @@ function render() {
   });
   $("mix-button").disabled = state.selected.size < 2;
 }
+
+// The enlarged image: a click or any key closes it (the key then does what it does).
+function enlarge(src, caption) {
+  $("lightbox-image").src = src;
+  $("lightbox-caption").textContent = caption;
+  $("lightbox").hidden = false;
+}
+function closeLightbox() { $("lightbox").hidden = true; }
 
 async function rate(cand, value, imageId) {
   try {
@@ -188,10 +282,10 @@ function watchJob(job) {
   state.events = events;
   events.onmessage = async (e) => {
     const now = JSON.parse(e.data);
-    showJob(now);
-    if (!["done", "failed", "interrupted"].includes(now.state)) return;
+    if (!["done", "failed", "interrupted"].includes(now.state)) { showJob(now); return; }
     events.close();
-    if (now.state === "done") await loadRuns(now.run_id);
+    if (now.state === "done") await loadRuns(now.run_id);  // the new run first, then "done"
+    showJob(now);
     if (now.state === "failed") say(now.error);
   };
 }
@@ -216,6 +310,15 @@ document.addEventListener("keydown", (e) => {
   const cands = state.run.candidates;
   const cand = cands[state.focus];
   const key = e.key;
+  const open = !$("lightbox").hidden;
+  if (open) closeLightbox();
+  if (key === "Escape" && open) { e.preventDefault(); return; }
+  if ((key === "Enter" || key === "e") && cand && cand.images[state.image] && !open) {
+    const im = cand.images[state.image];
+    enlarge(`/api/images/${im.id}`, `${im.prompt} (seed ${im.seed})`);
+    e.preventDefault();
+    return;
+  }
   if (key === "ArrowDown" || key === "j") { state.focus = Math.min(cands.length - 1, state.focus + 1); state.image = 0; render(); showLineage(); }
   else if (key === "ArrowUp" || key === "k") { state.focus = Math.max(0, state.focus - 1); state.image = 0; render(); showLineage(); }
   else if (key === "ArrowRight") { state.image = Math.min(cand.images.length - 1, state.image + 1); render(); }
@@ -234,4 +337,5 @@ $("run-select").onchange = (e) => loadRun(Number(e.target.value));
 $("next-button").onclick = nextGeneration;
 $("mix-button").onclick = mixSelected;
 $("resume-button").onclick = resumeJob;
+$("lightbox").onclick = closeLightbox;
 loadRuns().then(showLatestJob).catch((err) => say(err.message));
