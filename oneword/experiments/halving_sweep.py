@@ -102,8 +102,8 @@ def halving_sweep(
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
             records = rec.add_candidates(config.candidate_list, config.lr, folders)
-            if made_by_the_model(images):  # kept first: a resumed run reads them back
-                keep_masks(rec, images)
+            if made_by_the_model(images):  # written first: a resumed run reads them back
+                keep_masks(rec, images, record=False)
             on_event(Message(f"run r{rec.run.id}: {count} candidates, rungs at steps "
                              + ", ".join(str(r.step) for r in rungs)))  # fmt: skip
             files = {}
@@ -127,8 +127,7 @@ def halving_sweep(
                 alive = cut(
                     store, rec.run.id, r, rung, rungs[r + 1].count, alive, records, plan, on_event
                 )
-            if not made_by_the_model(images):
-                keep_masks(rec, images)
+            keep_masks(rec, images)
             on_event(Finished(steps, {"candidates": [first_file(files[k]) for k in alive]}))
             return SweepResult(rec.run.id, rec.run.folder, [files[k] for k in sorted(files)])
 

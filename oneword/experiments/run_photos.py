@@ -142,9 +142,10 @@ def _mask_origin(mask: data.PhotoMask) -> str:
     return str(mask.source.absolute())
 
 
-def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> None:
+def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos, record: bool = True) -> None:
     """A copy of the masks in the run folder (`masks/<photo stem>.png`, which --mask-dir
-    reads back) and, for the gallery, each photo with its mask over it (`masks/shown/`)."""
+    reads back) and, for the gallery, each photo with its mask over it (`masks/shown/`),
+    recorded in the store unless not `record` (written only)."""
     if photos.masks is None:
         return
     folder = rec.run.folder / MASKS_FOLDER
@@ -155,8 +156,9 @@ def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> None:
         shown.append(save_image(masked_view(image, mask.weight), folder / "shown" / f"{stem}.png"))
     if photos.made_with is not None:
         atomic_write_text(folder / MADE_WITH, json.dumps(photos.made_with, indent=1))
-    rec.files("mask", copies)
-    rec.files("mask_view", shown)
+    if record:
+        rec.files("mask", copies)
+        rec.files("mask_view", shown)
 
 
 def save_image(image, path: Path) -> Path:

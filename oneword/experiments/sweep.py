@@ -188,8 +188,8 @@ def train_and_write(
     that fails (a full disk) after the first checkpoint says how to go on from it."""
     try:
         records = rec.add_candidates(config.candidate_list, config.lr, folders)
-        if made_by_the_model(images):  # kept first: a resumed run reads them back
-            keep_masks(rec, images)
+        if made_by_the_model(images):  # written first: a resumed run reads them back
+            keep_masks(rec, images, record=False)
         trained = train_candidates(
             images,
             config,
@@ -201,8 +201,7 @@ def train_and_write(
             preview,
         )
         rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
-        if not made_by_the_model(images):  # after training: a resume refused keeps the run's own
-            keep_masks(rec, images)
+        keep_masks(rec, images)  # after training: a resume refused keeps the run's own
         files = write_candidates(
             rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
