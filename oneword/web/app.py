@@ -127,21 +127,13 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
     def photo(run_id: PathId, index: PathIndex) -> FileResponse:
         """The `index`th training photo of a run."""
         with Store.open(folder) as s:
-            photos = training_photos(_found(lambda: s.run(run_id)))
-        path = image_file(photos[index]) if index < len(photos) else None
-        if path is None:
-            raise HTTPException(404, "no such photo")
-        return FileResponse(path)
+            return _nth_image(training_photos(_found(lambda: s.run(run_id))), index, "photo")
 
     @app.get("/api/runs/{run_id}/previews/{index}")
     def preview(run_id: PathId, index: PathIndex) -> FileResponse:
         """The `index`th preview sheet of a learn run (oldest first)."""
         with Store.open(folder) as s:
-            sheets = preview_sheets(_found(lambda: s.run(run_id)))
-        path = image_file(sheets[index]) if index < len(sheets) else None
-        if path is None:
-            raise HTTPException(404, "no such preview")
-        return FileResponse(path)
+            return _nth_image(preview_sheets(_found(lambda: s.run(run_id))), index, "preview")
 
     @app.get("/api/candidates/{candidate_id}/files/{index}")
     def download(candidate_id: PathId, index: PathIndex) -> FileResponse:
@@ -326,3 +318,11 @@ def _lineage(s: Store, candidate_id: int, depth: int, seen: set[int]) -> dict:
         sub = _lineage(s, parent, depth - 1, seen)
         node["parents"].append({**sub, "via": relation})
     return node
+
+
+def _nth_image(paths: list, index: int, what: str) -> FileResponse:
+    """The `index`th of a run's recorded images, if it still opens as one, else a 404."""
+    path = image_file(paths[index]) if index < len(paths) else None
+    if path is None:
+        raise HTTPException(404, f"no such {what}")
+    return FileResponse(path)
