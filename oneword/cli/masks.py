@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from .. import api
 from ..experiments.auto_masks import AutoMasking, class_word_of, write_masks
@@ -38,6 +39,8 @@ def _cmd_masks(a: argparse.Namespace) -> int:
     for path, verdict in zip(written.masks, written.verdicts):
         print(f"  {path.name}" + (f"  (found {verdict}: left white)" if verdict else ""))
     print(f"look at them: {written.sheet}")
-    photos = " ".join(a.photos)
-    print(f"next: oneword learn {photos} --token '<my-word>' --mask --mask-dir {a.out}")
+    photos = " ".join(shlex.quote(p) for p in a.photos)
+    init = shlex.quote(a.init_word or auto.class_word)
+    print(f"next: oneword learn {photos} --token '<my-word>' --init {init} --mask "
+          f"--mask-dir {shlex.quote(a.out)}")  # fmt: skip
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 from PIL import Image
@@ -27,12 +28,11 @@ def test_masks_writes_a_mask_folder_that_learn_reads(capsys, tmp_path, tiny_mode
         assert mask.mode == "L" and mask.size == (48, 40)  # the photo's size
     sheet = Image.open(out / "review" / "contact_sheet.png")
     assert sheet.height > 4 * 40 and "contact_sheet.png" in printed
-    assert "--mask --mask-dir" in printed
-    code, _, err = run(
-        capsys, "learn", photo_dir, "--token", "<x>", "--init", "cat", "--steps", 1,
-        "--grad-accum", 1, "--model", tiny_model_dir, "--out", tmp_path / "run",
-        "--mask", "--mask-dir", out,
-    )  # fmt: skip
+    # the next command it prints learns with these masks
+    hint = shlex.split(printed.split("next: ")[1].splitlines()[0])
+    assert hint[:2] == ["oneword", "learn"]
+    extra = ["--steps", 1, "--grad-accum", 1, "--model", tiny_model_dir, "--out", tmp_path / "run"]
+    code, _, err = run(capsys, *hint[1:], *extra)
     assert code == 0, err
     settings = json.loads((tmp_path / "run" / "run.json").read_text())
     assert settings["mask"]["dir"] == str(out.absolute())
