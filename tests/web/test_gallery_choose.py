@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -117,20 +116,9 @@ def test_a_bred_generation_is_drawn_and_scored_like_its_parents(made, tmp_path):
 
 @pytest.fixture
 def server(made, tmp_path):
-    import uvicorn
-
     project = Path(shutil.copytree(made["project"], tmp_path / "proj"))
-    port = shared.free_port()
-    app = create_app(project, OPTIONS)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with shared.serving(create_app(project, OPTIONS)) as address:
+        yield address
 
 
 ALL_IMAGES_SHOWN = """() => [...document.images].filter(i => i.offsetParent !== null)
