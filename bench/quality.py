@@ -89,7 +89,8 @@ def learn_subject(
     else:
         photos, masks = evaluate.subject_photos_and_masks(subject_id, 5, generator)
     if auto_mask:  # the world's masks are left unread: the model makes its own
-        made = auto_masks([to_pil(p) for p in photos], model, subject.class_word, seed)
+        images = [to_pil(p) for p in photos]  # at the world's 64 px, as learn sees them
+        made = automatic.auto_masks(model, images, subject.class_word, 64, seed=seed)
         masks = torch.stack([automatic.eight_bit(m.training_weight())[None] for m in made])
     pixels = torch.cat([photos, photos.flip(-1)]) * 2 - 1  # the trainer's flip variants
     if mask_floor is not None:
@@ -113,11 +114,6 @@ def learn_subject(
     masks = masks if mask_floor is not None else None
     state = train(model, pixels, config, work / subject_id, masks=masks)
     return Words({token: vectors}, state.rows()[0:1]), photos, token, state.step
-
-
-def auto_masks(images, model, class_word: str, seed: int):
-    """What `learn --mask auto` makes of the photos (at the world's 64 px)."""
-    return automatic.auto_masks(model, images, class_word, 64, seed=seed)
 
 
 def learn_by_sweep(a, subject_id: str, steps: int, work: Path):

@@ -52,7 +52,7 @@ def class_token_positions(model: TextToImage, caption: str, word: str) -> list[i
     ids = model.token_ids([caption])
     ids = (ids[0, 0] if ids.dim() == 3 else ids[0]).tolist()
     wanted = model.word_token_ids(word)
-    for start in range(len(ids) - len(wanted), -1, -1):
+    for start in range(len(ids) - len(wanted), -1, -1) if wanted else ():
         if ids[start : start + len(wanted)] == wanted:
             return list(range(start, start + len(wanted)))
     raise OnewordError(f"--class-word {word}: not found in the caption {caption!r}")
@@ -135,8 +135,6 @@ def auto_masks(
     seed: int = 0,
 ) -> list[AutoMask]:
     """Every photo's automatic mask; photo i draws its noise from seed + i."""
-    if not word.strip():
-        raise OnewordError("--mask auto: needs a class word; give --init WORD or --class-word")
     return [
         auto_mask(model, image, word, resolution, recipe, torch.Generator().manual_seed(seed + i))
         for i, image in enumerate(images)

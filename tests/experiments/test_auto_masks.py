@@ -33,6 +33,8 @@ def test_the_class_words_own_token_is_read_not_its_article(model):
     assert positions == [5, 6]  # start token, a, photo, of, a, then the word
     with pytest.raises(OnewordError, match="--class-word"):
         auto_masks.class_token_positions(model, caption, "dog")
+    with pytest.raises(OnewordError, match="--class-word"):
+        auto_masks.class_token_positions(model, caption, "")  # no word: nothing to look at
 
 
 def test_a_mask_has_the_photos_size_and_is_the_same_for_the_same_seed(model):
