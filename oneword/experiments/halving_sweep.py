@@ -23,7 +23,7 @@ from ..events import EventSink, Finished, Message, ignore
 from .auto_masks import AutoMasking
 from .cuts import add_cut, run_cuts
 from .halving import Rung, check_keep, halving_rungs, steps_for_budget, survivors
-from .run_photos import keep_masks, made_by_the_model, run_photos
+from .run_photos import early_masks, keep_masks, run_photos
 from .score_math import FIDELITY_METRICS, PROMPT_METRICS, label_free_score
 from .scoring import ScoreSettings, score_run
 from .store import CandidateRecord, Store
@@ -102,8 +102,7 @@ def halving_sweep(
             count = len(config.candidate_list)
             folders = candidate_folders(rec, count)
             records = rec.add_candidates(config.candidate_list, config.lr, folders)
-            if made_by_the_model(images):  # written first: a resumed run reads them back
-                keep_masks(rec, images, record=False)
+            written = early_masks(rec, images)
             on_event(Message(f"run r{rec.run.id}: {count} candidates, rungs at steps "
                              + ", ".join(str(r.step) for r in rungs)))  # fmt: skip
             files = {}
@@ -127,7 +126,7 @@ def halving_sweep(
                 alive = cut(
                     store, rec.run.id, r, rung, rungs[r + 1].count, alive, records, plan, on_event
                 )
-            keep_masks(rec, images)
+            keep_masks(rec, images, written)
             on_event(Finished(steps, {"candidates": [first_file(files[k]) for k in alive]}))
             return SweepResult(rec.run.id, rec.run.folder, [files[k] for k in sorted(files)])
 

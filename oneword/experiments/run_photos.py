@@ -142,13 +142,13 @@ def _mask_origin(mask: data.PhotoMask) -> str:
     return str(mask.source.absolute())
 
 
-def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos, record: bool = True) -> None:
+def write_masks(folder: Path, photos: data.TrainingPhotos) -> tuple[list, list] | None:
     """A copy of the masks in the run folder (`masks/<photo stem>.png`, which --mask-dir
-    reads back) and, for the gallery, each photo with its mask over it (`masks/shown/`),
-    recorded in the store unless not `record` (written only)."""
+    reads back; with how automatic ones were made) and, for the gallery, each photo with its
+    mask over it (`masks/shown/`): the copies' and the views' paths, or None without masks."""
     if photos.masks is None:
-        return
-    folder = rec.run.folder / MASKS_FOLDER
+        return None
+    folder = folder / MASKS_FOLDER
     copies, shown = [], []
     stems = kept_stems(photos.files)
     for stem, image, mask in zip(stems, photos.images, photos.masks):
@@ -156,9 +156,23 @@ def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos, record: bool = Tru
         shown.append(save_image(masked_view(image, mask.weight), folder / "shown" / f"{stem}.png"))
     if photos.made_with is not None:
         atomic_write_text(folder / MADE_WITH, json.dumps(photos.made_with, indent=1))
-    if record:
-        rec.files("mask", copies)
-        rec.files("mask_view", shown)
+    return copies, shown
+
+
+def keep_masks(rec: RunRecorder, photos: data.TrainingPhotos, written=None) -> None:
+    """`write_masks` in the run's folder (unless `written` already: its paths), recorded in
+    the store."""
+    written = written or write_masks(rec.run.folder, photos)
+    if written is not None:
+        rec.files("mask", written[0])
+        rec.files("mask_view", written[1])
+
+
+def early_masks(rec: RunRecorder, photos: data.TrainingPhotos) -> tuple[list, list] | None:
+    """Automatic masks written before training (a resumed run reads them back), recorded
+    with the other files after it; other masks wait until then (a resume refused keeps the
+    run's own)."""
+    return write_masks(rec.run.folder, photos) if made_by_the_model(photos) else None
 
 
 def save_image(image, path: Path) -> Path:

@@ -35,7 +35,7 @@ from ..files import file_stem, output_folder
 from .auto_masks import AutoMasking
 from .micro_batch import as_checkpointed, fit_to_memory, train_fitting_memory
 from .recording import RunRecorder, recording_in
-from .run_photos import keep_masks, made_by_the_model, run_photos
+from .run_photos import early_masks, keep_masks, run_photos
 from .store import CandidateRecord, Store
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,7 @@ def train_and_write(
     that fails (a full disk) after the first checkpoint says how to go on from it."""
     try:
         records = rec.add_candidates(config.candidate_list, config.lr, folders)
-        if made_by_the_model(images):  # written first: a resumed run reads them back
-            keep_masks(rec, images, record=False)
+        written = early_masks(rec, images)
         trained = train_candidates(
             images,
             config,
@@ -201,7 +200,7 @@ def train_and_write(
             preview,
         )
         rec.files("checkpoint", [rec.run.folder / CHECKPOINT_NAME])
-        keep_masks(rec, images)  # after training: a resume refused keeps the run's own
+        keep_masks(rec, images, written)
         files = write_candidates(
             rec, config, choice.model, trained, range(len(config.candidate_list)), folders, records
         )
