@@ -58,20 +58,24 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
     vocab = norm_summary(table)
     print(
         f"model {name}: {table.shape[0]} tokens of width {table.shape[1]}; row norms "
-        f"mean {vocab['mean']:.4f} ± {vocab['std']:.4f} (5%-95%: {vocab['p5']:.4f}-"
-        f"{vocab['p95']:.4f})"
+        f"median {vocab['p50']:.4f}, 95th percentile {vocab['p95']:.4f} (mean "
+        f"{vocab['mean']:.4f} ± {vocab['std']:.4f}, 5th percentile {vocab['p5']:.4f})"
     )
     for label, emb in inputs:
         check_width(emb, model.embedding_layout, name, label)
         layers = f" in each of {emb.layers} layers" if emb.layers > 1 else ""
-        print(f"{label} {emb.token}: {emb.num_vectors} vector(s){layers}")
-        _print_vectors(emb, table, tokens, a.top)
+        recipe = emb.metadata.get("recipe")
+        learned = f", learned by the {recipe} recipe" if recipe else ""
+        print(f"{label} {emb.token}: {emb.num_vectors} vector(s){layers}{learned}")
+        _print_vectors(emb, table, tokens, a.top, vocab["p50"])
     if len(inputs) > 1:
         _print_matrix([label for label, _ in inputs], cosine_matrix([e.vectors for _, e in inputs]))
     return 0
 
 
-def _print_vectors(emb: LearnedEmbedding, table, tokens: list[str], top: int) -> None:
+def _print_vectors(
+    emb: LearnedEmbedding, table, tokens: list[str], top: int, median: float
+) -> None:
     """Each vector's norm and nearest vocabulary tokens; a per-layer word's layer by layer."""
     from ..core.per_layer import layer_names
     from ..experiments.embedding_ops import nearest_rows, norm_percentile
@@ -85,9 +89,15 @@ def _print_vectors(emb: LearnedEmbedding, table, tokens: list[str], top: int) ->
     for i, label in enumerate(labels):
         near = ", ".join(f"{tokens[t]} {c:.3f}" for t, c in zip(idx[i].tolist(), cos[i].tolist()))
         print(
-            f"  {label}  norm {float(norms[i]):.4f} ({float(pct[i]):.0f}th percentile)  "
-            f"nearest: {near}"
+            f"  {label}  norm {float(norms[i]):.4f} ({float(norms[i]) / median:.1f}x the "
+            f"vocabulary's median, {_percentile_text(float(pct[i]))})  nearest: {near}"
         )
+
+
+def _percentile_text(percent: float) -> str:
+    if percent >= 100:
+        return "longer than every vocabulary row"
+    return f"{percent:.0f}th percentile"
 
 
 def _print_matrix(labels: list[str], matrix) -> None:

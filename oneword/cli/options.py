@@ -14,6 +14,7 @@ from ..core.embeddings import FORMATS, LearnedEmbedding, load_embeddings, save_e
 from ..core.flat_stop import FlatStop
 from ..core.generate import Sampling
 from ..core.prompts import MODES
+from ..core.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 from ..core.train import TrainConfig
 from ..errors import OnewordError
 from ..experiments.auto_masks import AutoMasking, class_word_of
@@ -110,6 +111,16 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "slicing, photos encoded one at a time; slower, the same result up to rounding (on by "
         "itself when one sample per pass runs out of memory)",
     )
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=DEFAULT_RECIPE,
+        help=f"how the word is learned (default {DEFAULT_RECIPE}): plain Textual Inversion; "
+        "directional (its norm kept at the vocabulary's, only its direction learned); "
+        "cross-init (starts at the text encoder's output for --init); core (the other words "
+        "of a prompt kept as they are with --init in its place). Every recipe writes a plain "
+        "word that other tools load",
+    )
     add_mask_options(p)
 
 
@@ -186,6 +197,7 @@ def training_config(a: argparse.Namespace, **settings) -> TrainConfig:
         stop_when_flat=_flat_stop(a),
         mask_floor=_mask_floor(a),
         low_memory=a.low_memory,
+        recipe=recipe_defaults(a.recipe),
         **settings,
     )
 

@@ -42,6 +42,7 @@ from .latents import (
 from .memory import OutOfMemory, draw_previews, encode_training_photos, memory_advice
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
+from .recipes import Recipe, RecipeTerms, start_rows
 from .vectors import initial_rows_by_layout, vector_words
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ class TrainConfig:
     # Less memory, the same result up to rounding: UNet gradient checkpointing (activations
     # recomputed in the backward pass), VAE slicing, the photos encoded one at a time
     low_memory: bool = False
+    # How the word is learned (core.recipes): plain TI, directional, cross-init or core
+    recipe: Recipe = Recipe()
 
     @property
     def last_step(self) -> int:
@@ -138,6 +141,7 @@ class TrainConfig:
         data["preview_prompts"] = tuple(data.get("preview_prompts", ()))
         flat = data.get("stop_when_flat")
         data["stop_when_flat"] = FlatStop(**flat) if flat else None
+        data["recipe"] = Recipe(**data.get("recipe", {}))
         return TrainConfig(**data)
 
 
@@ -206,6 +210,7 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
         rows = initial_rows_by_layout(
             table, layout, init_ids, config.vectors, cand.init, cand.jitter, gen
         )
+        rows = start_rows(model, config.recipe, config.token, rows)
         rows = spread_over_layers(rows, layers) if config.per_layer else rows
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
@@ -237,8 +242,10 @@ def optimizer_step(
     config: TrainConfig,
     latents: PhotoLatents | list[PhotoLatents],
     caption_ids: torch.Tensor,
+    terms: RecipeTerms | None = None,
 ) -> float:
-    """One optimizer step over grad_accum micro-batches; returns the mean loss.
+    """One optimizer step over grad_accum micro-batches; returns the mean loss (the noise
+    prediction's; `terms`, the recipe's, is added to what is minimised, not to the loss shown).
 
     A step happens whole or not at all: interrupted (Ctrl-C, a failure) before the update,
     the generators are put back where the step started, so `state` is the state after the
@@ -258,11 +265,16 @@ def optimizer_step(
                 latents, caption_ids, len(model.alphas_cumprod), state.generators, config.batch_size
             )
             total += batch_loss(model, rows, batch, weight, config.max_batch, scaler).mean()
+        extra = None if terms is None else terms.loss(model, state.params, state.step)
+        if extra is not None:
+            (extra if scaler is None else scaler.scale(extra)).backward()
         if scaler is not None:
             scaler.unscale_(state.optimizer)  # the true gradients, checked and stepped on
         grads_finite = torch.stack([p.grad for p in state.params]).isfinite().all()
         loss = float(total) / config.grad_accum  # one device sync per step
         overflow = not bool(grads_finite)
+        if terms is not None:
+            terms.project(state.params)
         if not math.isfinite(loss) or (overflow and not _may_skip(scaler)):
             raise TrainingDiverged(f"loss became {loss} at step {state.step + 1}")
     except BaseException:
@@ -282,6 +294,8 @@ def optimizer_step(
             if overflow:
                 log.info("step %d: fp16 gradients overflowed; skipped it", state.step + 1)
         state.step += 1
+        if terms is not None:
+            terms.after_step(state.params, state.step, config.steps)
         state.loss_smoothed = smooth(state.loss_smoothed, loss, state.step)
         state.history.append(loss)
     return loss
@@ -380,6 +394,7 @@ def train(
     if config.low_memory:
         model.speed_up(low_memory=True)
     state = start_state(model, config)
+    terms = RecipeTerms(model, config.recipe, config.token, state.rows())
     note = describe_init(model, config)
     if note and not resume:
         on_event(Message(note))
@@ -408,7 +423,7 @@ def train(
     flat = config.stop_when_flat
     watch = flat_watch(model, flat, latents, caption_ids, len(state.params), config.max_batch)
     steps = (model, state, config, latents, caption_ids, checkpoint, on_event, on_preview, watch)
-    _run_steps(*steps)
+    _run_steps(*steps, terms)
     on_event(Finished(state.step))
     return state
 
@@ -423,6 +438,7 @@ def _run_steps(
     on_event: EventSink,
     on_preview,
     watch: FlatWatch | None,
+    terms: RecipeTerms | None = None,
 ) -> None:
     """The steps, then the last checkpoint. Each way out keeps a checkpoint to resume from:
     the last good one (divergence, a full disk), or the state of the last whole step."""
@@ -438,7 +454,7 @@ def _run_steps(
             if watch is not None and watch.should_stop(state):
                 on_event(Message(f"stopped at step {state.step}: the fixed-batch loss is flat"))
                 break
-            loss = optimizer_step(model, state, config, latents, caption_ids)
+            loss = optimizer_step(model, state, config, latents, caption_ids, terms)
             lr = state.optimizer.param_groups[0]["lr"]
             on_event(Stepped(state.step, config.steps, loss, state.loss_smoothed, lr))
             if state.step % config.checkpoint_every == 0 and state.step < config.last_step:

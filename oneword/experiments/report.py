@@ -295,6 +295,9 @@ def describe_run(store, run) -> str:
             "resolution",
         )
         lines.append("  settings " + json.dumps({k: config.get(k) for k in keys}))
+        recipe = config.get("recipe") or {"name": "plain"}
+        extra = {k: v for k, v in recipe.items() if k != "name" and v}
+        lines.append(f"  recipe   {recipe['name']}" + (f" {json.dumps(extra)}" if extra else ""))
     if run.kind == "generate":
         lines += _describe_drawing(store, run)
     else:

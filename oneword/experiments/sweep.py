@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
 from typing import Callable, Iterable
@@ -306,6 +306,8 @@ def embedding_metadata(
         "jitter": str(cand.jitter),
         "lr": str(cand.lr or config.lr),
         "run": f"r{run_id}",
+        "recipe": config.recipe.name,
+        "recipe_settings": json.dumps(asdict(config.recipe), sort_keys=True),
     }
 
 
