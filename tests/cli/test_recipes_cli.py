@@ -30,7 +30,7 @@ def test_learn_with_a_recipe_records_it_and_inspect_compares_norms(
         assert run.settings["config"]["recipe"]["name"] == "directional"
     capsys.readouterr()
     assert main(["show", "last"]) == 0
-    assert "recipe   directional {\"prior\"" in capsys.readouterr().out
+    assert 'recipe   directional {"prior"' in capsys.readouterr().out
     assert main(["inspect", str(run_dir / "my-cat.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "row norms median" in out and "learned by the directional recipe" in out
