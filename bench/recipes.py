@@ -9,6 +9,7 @@ obeyed, the subject kept, both). The class word is drawn on the same prompts onc
 
     python bench/recipes.py                                  # 5 subjects, 4 recipes
     python bench/recipes.py --auto-mask --json bench/results/recipes_world_automask.json
+    python bench/recipes.py --merge a.json b.json --json both.json  # subjects run apart
     python bench/recipes.py --subjects toy --recipes 'plain;core:context=1' --stages 100,300 --quick
 
 Learning seconds are the training's own (drawing and judging excluded), from a fresh model.
@@ -225,7 +226,8 @@ def parse(argv):
     p.add_argument("--image-seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a quarter of the edit test's images")
     p.add_argument("--device")
-    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--json", help="write the summary (and the per-image table) here")
+    p.add_argument("--merge", nargs="+", help="summarize these earlier --json files together")
     a = p.parse_args(argv)
     a.recipes = [r for r in a.recipes.split(";") if r]
     a.stages = sorted(int(s) for s in a.stages.split(","))
@@ -235,17 +237,47 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    oracle = load_oracle("cpu" if a.device is None else a.device)
-    table = {}
-    with tempfile.TemporaryDirectory() as work:
-        for subject_id in a.subjects.split(","):
-            table[subject_id] = run_subject(a, oracle, subject_id, Path(work))
+    if a.merge:
+        table = merged(a.merge)
+    else:
+        oracle = load_oracle("cpu" if a.device is None else a.device)
+        table = {}
+        with tempfile.TemporaryDirectory() as work:
+            for subject_id in a.subjects.split(","):
+                table[subject_id] = run_subject(a, oracle, subject_id, Path(work))
     summary = summarize(table, a)
     print_summary(summary)
     if a.json:
         settings = {k: v for k, v in vars(a).items() if k not in ("sampling", "json")}
-        Path(a.json).write_text(json.dumps({"settings": settings, "rows": summary}, indent=1))
+        record = {"settings": settings, "rows": summary, "table": _plain(table)}
+        Path(a.json).write_text(json.dumps(record, indent=1))
     return 0
+
+
+def _plain(value):
+    """The table as JSON: hit tensors as lists, stage keys as strings."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def merged(paths: list[str]) -> dict:
+    """The per-subject tables of several earlier runs' JSON files (subjects split among
+    processes), with their hits as tensors again."""
+
+    def back(value, depth=0):
+        if isinstance(value, list):
+            return torch.tensor(value)
+        if isinstance(value, dict):
+            return {(int(k) if k.isdigit() else k): back(v) for k, v in value.items()}
+        return value
+
+    table = {}
+    for path in paths:
+        table.update(back(json.loads(Path(path).read_text())["table"]))
+    return table
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ def recipe_defaults(name: str) -> Recipe:
     subjects, docs/experiments.md)."""
     settings = {
         "plain": {},
-        "directional": {"prior": 0.05},
+        "directional": {"prior": 0.001},
         "cross-init": {"pull": 0.05},
-        "core": {"context": 0.5, "rescale_at": 0.5},
+        "core": {"context": 0.05, "rescale_at": 0.5},
     }
     if name not in settings:
         raise OnewordError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")

@@ -128,3 +128,18 @@ def test_a_recipe_run_resumes_to_the_same_result(model, photos, tmp_path, name):
     assert torch.allclose(whole, parts, atol=1e-6)
     with pytest.raises(OnewordError, match="recipe"):
         train(model, photos, config("plain"), tmp_path / "parts", resume=True)
+
+
+@pytest.mark.parametrize("name", ["directional", "cross-init", "core"])
+def test_recipes_take_per_layer_words_and_batched_candidates(model, photos, tmp_path, name):
+    from oneword.core.train import Candidate
+
+    candidates = (Candidate(seed=0), Candidate(seed=1, jitter=0.5))
+    per_layer = config(name, per_layer=True, candidates=candidates)
+    state = train(model, photos, per_layer, tmp_path / "run")
+    assert state.rows().dim() == 4 and state.rows().shape[0] == 2  # [K, layers, N, d]
+    assert torch.isfinite(state.rows()).all()
+    assert not torch.allclose(state.rows()[0], state.rows()[1])
+    if name == "directional":
+        (radius,) = vocabulary_radius(model.vocabulary_table, model.embedding_layout)
+        assert torch.allclose(state.rows().norm(dim=-1), torch.tensor(radius), atol=1e-5)
