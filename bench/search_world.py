@@ -43,14 +43,6 @@ from sweep_world import subject_photo_folder, timing_model  # noqa: E402
 from oneword.api import ModelChoice  # noqa: E402
 from oneword.core.generate import Sampling, Words, draw, register_words  # noqa: E402
 from oneword.core.train import TrainConfig  # noqa: E402
-from oneword.experiments.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
-from oneword.experiments.evolve import (
-    EvolveSettings,
-    evolve,
-    latest_scores,
-    metric_sum,  # noqa: E402
-    mix_candidates,
-)
 from oneword.experiments.score_math import combined_score  # noqa: E402
 from oneword.experiments.scoring import (
     ScoreSettings,
@@ -62,6 +54,14 @@ from oneword.experiments.scoring import (
 )
 from oneword.experiments.store import Store  # noqa: E402
 from oneword.experiments.sweep import CandidatePlan, sweep  # noqa: E402
+from oneword.experiments.verdicts import latest_scores  # noqa: E402
+from oneword.search.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
+from oneword.search.evolve import (
+    EvolveSettings,
+    evolve,
+    metric_sum,  # noqa: E402
+    mix_candidates,
+)
 from oneword.world.metrics import bootstrap_interval  # noqa: E402
 
 FITNESS = "concept_fidelity+prompt_fidelity"

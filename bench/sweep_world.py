@@ -180,9 +180,9 @@ def held_out(project: Path, run_id: int, candidate_id: int, a, subject_id: str) 
 
 def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
     from oneword.experiments.cuts import run_cuts
-    from oneword.experiments.halving import halving_cost, halving_rungs
-    from oneword.experiments.halving_sweep import HalvingPlan, halving_sweep
     from oneword.experiments.store import Store
+    from oneword.search.halving import halving_cost, halving_rungs
+    from oneword.search.halving_sweep import HalvingPlan, halving_sweep
 
     config = subject_config(subject_id, a, a.candidates)
     plan = HalvingPlan(keep=a.keep, score=world_score_settings(a, a.score_images, 0, subject_id))

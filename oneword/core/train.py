@@ -194,8 +194,12 @@ class TrainingDiverged(OnewordError):
     pass
 
 
-def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
-    """Fresh rows, optimizer and per-candidate generators."""
+def start_state(
+    model: TextToImage, config: TrainConfig, start_rows: torch.Tensor | None = None
+) -> TrainingState:
+    """Fresh rows, optimizer and per-candidate generators. start_rows [K, ...]: each
+    candidate's rows to start from instead of its init (words bred from trained ones, trained
+    on: population-based training, Jaderberg et al. 2017); the generators are seeded alike."""
     init_ids = _init_token_ids(model, config.init_word)
     generators, params, groups = [], [], []
     table = model.vocabulary_table
@@ -207,6 +211,8 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
             table, layout, init_ids, config.vectors, cand.init, cand.jitter, gen
         )
         rows = spread_over_layers(rows, layers) if config.per_layer else rows
+        if start_rows is not None:  # the caller checks the shape: [K, *rows.shape]
+            rows = start_rows[len(params)].detach().to(rows.dtype).reshape(rows.shape)
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)
@@ -362,6 +368,7 @@ def train(
     resume: bool = False,
     on_preview=None,
     masks: torch.Tensor | list[torch.Tensor] | None = None,
+    start_rows: torch.Tensor | None = None,
 ) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
@@ -369,7 +376,8 @@ def train(
     such tensors, one per candidate (random crops drawn from each candidate's own seed).
     on_preview(step, rows [K, N, d]) renders preview images; it is called every preview_every
     steps. masks: with `config.mask_floor`, the photos' masks [M, 1, R, R] in [0, 1], laid
-    out as the photos are, that weight the loss per pixel.
+    out as the photos are, that weight the loss per pixel. start_rows [K, ...]: the
+    candidates' rows to start from instead of their inits (see `start_state`).
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
@@ -379,7 +387,7 @@ def train(
     check_vectors_fit(model, config)
     if config.low_memory:
         model.speed_up(low_memory=True)
-    state = start_state(model, config)
+    state = start_state(model, config, start_rows)
     note = describe_init(model, config)
     if note and not resume:
         on_event(Message(note))
