@@ -49,6 +49,7 @@ from oneword.core.train import Candidate, TrainConfig, train
 from oneword.experiments import score_math as ev
 from oneword.experiments.scoring import ScoreSettings, score, score_run
 from oneword.experiments.sweep import CandidatePlan, sweep
+from oneword.search.picks import label_free_pick
 
 
 # -- quality -------------------------------------------------------------------------------------
@@ -203,16 +204,6 @@ def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
         "cuts": cuts,
         "held_out": held_out(project, result.run_id, survivor, a, subject_id),
     }
-
-
-def label_free_pick(board):
-    """The candidate record a scoreboard's label-free score ranks first."""
-    rows = sorted(board.rows, key=lambda r: r.candidate.index)
-    metrics = {
-        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
-        for m in ("concept_similarity", "prompt_fidelity")
-    }
-    return rows[ev.ranking(ev.label_free_score(metrics))[0]].candidate
 
 
 def best_of_full_runs(subject_id: str, a, project: Path, photos: Path, count: int) -> dict:
