@@ -274,5 +274,14 @@ def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
     info = json.loads((r2.folder / "run.json").read_text())
     assert info["start_rows"] == "bred.pt" and info["evolve"]["generation"] == 1
     assert info["parents"]["c00"] and info["config"]["steps"] == 2
+    from fastapi.testclient import TestClient
+
+    from oneword.web.app import GalleryOptions, create_app
+
+    client = TestClient(create_app(None, GalleryOptions()), base_url="http://127.0.0.1:8765")
+    shown = client.get("/api/runs/2").json()
+    assert sorted(c["name"] for c in shown["candidates"]) == ["c00", "c01", "c02"]
+    lineage = client.get(f"/api/candidates/{kids[1].id}/lineage").json()
+    assert lineage["relation"].endswith("+trained") and lineage["parents"]
     code, _, err = run(capsys, "evolve", "r1", "--train-steps", "0")
     assert code == 2 and "--train-steps 0" in err
