@@ -212,7 +212,7 @@ def start_state(
         )
         rows = spread_over_layers(rows, layers) if config.per_layer else rows
         if start_rows is not None:  # the caller checks the shape: [K, *rows.shape]
-            rows = start_rows[len(params)].detach().to(rows.dtype).reshape(rows.shape)
+            rows = start_rows[len(params)].detach().to(rows.dtype).reshape(rows.shape).clone()
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)

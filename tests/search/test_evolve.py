@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from oneword.adapters.loading import load_model
 from oneword.cli import main
 from oneword.core.embeddings import load_embeddings
 from oneword.experiments.store import Store
@@ -226,11 +227,12 @@ def test_ratings_and_metric_sums():
 
 
 def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
-    capsys, scored_sweep, tiny_evaluators
+    capsys, scored_sweep, tiny_evaluators, tiny_model_dir
 ):
-    """--train-steps: the bred children train 2 more steps in one batched run of kind evolve,
-    recorded with their parents; stopped after its first step, --resume goes on in the same
-    run from its checkpoint and the same bred rows."""
+    """--train-steps: the bred children (here on the sphere of the vocabulary's median norm)
+    train 2 more steps in one batched run of kind evolve, recorded with their parents; stopped
+    after its first step, --resume goes on in the same run from its checkpoint and the same
+    bred rows."""
     from dataclasses import replace
 
     from oneword.errors import Interrupted
@@ -238,7 +240,7 @@ def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
 
     argv = ["evolve", "r1", "--population", "3", "--train-steps", "2", "--images", "2"]
     argv += ["--steps", "2", "--selection", "top-k", "--top-k", "2", "--mutation", "0.5"]
-    argv += judge_options(tiny_evaluators)
+    argv += ["--on-sphere", *judge_options(tiny_evaluators)]
     real = trained.train_candidates
 
     def stop_after_one_step(images, config, *a, **k):
@@ -253,6 +255,11 @@ def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
         stopped = store.run(2)
         assert stopped.kind == "evolve" and stopped.status == "interrupted" and stopped.step == 1
         bred = torch.load(stopped.folder / trained.BRED_ROWS, weights_only=True)
+        (radius,) = stopped.settings["evolve"]["radii"]
+    table = load_model(str(tiny_model_dir)).vocabulary_table
+    assert radius == pytest.approx(float(table.double().norm(dim=-1).median()))
+    norms = bred[1:].norm(dim=-1)  # the children bred on the sphere (not the elite)
+    torch.testing.assert_close(norms, torch.full_like(norms, radius))
     code, out, err = run(capsys, *argv, "--resume")
     assert code == 0, err
     assert "generation 1: r2" in out and "trained 2 more steps" in out
