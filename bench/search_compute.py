@@ -262,8 +262,26 @@ def summary_row(rows: dict[str, dict], reference: list[dict]) -> dict:
         "concept": pooled(verdicts),
         "prompt": pooled(verdicts, "prompt_fidelity"),
         "minus reference": difference(verdicts, reference),
-        "per subject": {s: round(r["held_out"]["concept_fidelity"], 3) for s, r in rows.items()},
+        "per subject": {s: pooled([r["held_out"]]) for s, r in rows.items()},
     }
+
+
+def person_beats(subjects: dict) -> dict[str, int | None]:
+    """Per subject, the first round whose word beats the largest best of k on held-out
+    concept fidelity (None: none did)."""
+    out = {}
+    for name, r in subjects.items():
+        largest = max(
+            (n for n in r["rows"] if n.startswith("best of")), key=lambda n: int(n.split()[-1])
+        )
+        bar = r["rows"][largest]["held_out"]["concept_fidelity"]
+        rounds = [
+            k + 1
+            for k, p in enumerate(r.get("person", []))
+            if p["held_out"]["concept_fidelity"] > bar
+        ]
+        out[name] = rounds[0] if rounds else None
+    return out
 
 
 def person_names(subjects: dict) -> list[tuple[int, str]]:
@@ -279,7 +297,8 @@ def print_table(rows: dict) -> None:
         c, p, d = r["concept"], r["prompt"], r[diff]
         print(f"| {name} | {r['compute']:.0f} | {c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}] | "
               f"{p[0]:.3f} [{p[1]:.3f}, {p[2]:.3f}] | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | "
-              + ", ".join(f"{s} {v:.3f}" for s, v in r["per subject"].items()) + " |")  # fmt: skip
+              + ", ".join(f"{s} {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+                          for s, v in r["per subject"].items()) + " |")  # fmt: skip
     sys.stdout.flush()
 
 
@@ -354,6 +373,9 @@ def main(argv=None) -> int:
     report = merged(a.from_json) if a.from_json else run_all(a)
     rows = table(report["subjects"])
     print_table(rows)
+    if any(r.get("person") for r in report["subjects"].values()):
+        print(f"first round the person's word beats the automatic pick: "
+              f"{json.dumps(person_beats(report['subjects']))}")  # fmt: skip
     if a.picture:
         subjects = ", ".join(report["subjects"])
         print(f"picture: {picture(rows, Path(a.picture), f'search against compute ({subjects})')}")

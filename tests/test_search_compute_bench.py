@@ -76,6 +76,12 @@ def test_the_table_pools_subjects_and_the_picture_is_drawn(tmp_path):
     diff, low, high = rows["person, round 2"]["minus best of 2"]
     assert diff == pytest.approx(0.2) and low < diff < high
     assert rows["person, round 2"]["compute"] == 328
-    assert rows["halving"]["per subject"] == {"cat": 0.4, "dog": 0.6}
+    assert {s: round(v[0], 3) for s, v in rows["halving"]["per subject"].items()} == {
+        "cat": 0.4,
+        "dog": 0.6,
+    }
+    low, high = rows["halving"]["per subject"]["cat"][1:]
+    assert low < 0.4 < high
+    assert bench.person_beats(subjects) == {"cat": 2, "dog": 2}
     path = bench.picture(rows, tmp_path / "p.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
