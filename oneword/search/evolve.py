@@ -1,12 +1,13 @@
 """Evolution of learned embeddings, recorded in the experiment store.
 
 A generation is a run of kind "evolve": its candidates are children made by the operators of
-`embedding_ops` from the candidates of the run before (no training), each recorded with its
-parents in the store's lineage table. Fitness is a person's ratings or an automatic score
-(`oneword score`); the children are then drawn (and scored, for automatic fitness) so that
-the next generation can be bred. `strategy="cma"` replaces selection, crossover and mutation
-by CMA-ES (Hansen & Ostermeier 2001; the diagonal variant of Ros & Hansen 2008 for the 768
-dimensions of SD) from the `cma` library, for automatic fitness.
+`embedding_ops` from the candidates of the run before, each recorded with its parents in the
+store's lineage table; on the sphere of the vocabulary's median norm (`sphere`) when asked or
+when the words are directional. As bred, the children are not trained; with a `ChildTraining`
+they train on first (`trained`, population-based training). Fitness is a person's ratings or
+an automatic score (`oneword score`); the children are then drawn (and scored, for automatic
+fitness) so that the next generation can be bred. `strategy="cma"` replaces selection,
+crossover and mutation by CMA-ES (`cma_search`), for automatic fitness.
 """
 
 from __future__ import annotations
