@@ -292,8 +292,8 @@ QUICK = {
 }
 
 
-def parse(argv, extra=None, quick=QUICK):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv, extra=None, quick=QUICK, description: str = __doc__):
+    p = argparse.ArgumentParser(description=description.splitlines()[0])
     add_world_options(p)
     add_person_options(p)
     if extra:
