@@ -41,16 +41,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sweep_world import subject_photo_folder, timing_model  # noqa: E402
 
 from oneword.api import ModelChoice  # noqa: E402
+from oneword.core.embeddings import LearnedEmbedding  # noqa: E402
 from oneword.core.generate import Sampling, Words, draw, register_words  # noqa: E402
 from oneword.core.train import TrainConfig  # noqa: E402
-from oneword.experiments.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
-from oneword.experiments.evolve import (
-    EvolveSettings,
-    evolve,
-    latest_scores,
-    metric_sum,  # noqa: E402
-    mix_candidates,
-)
 from oneword.experiments.score_math import combined_score  # noqa: E402
 from oneword.experiments.scoring import (
     ScoreSettings,
@@ -62,6 +55,14 @@ from oneword.experiments.scoring import (
 )
 from oneword.experiments.store import Store  # noqa: E402
 from oneword.experiments.sweep import CandidatePlan, sweep  # noqa: E402
+from oneword.experiments.verdicts import latest_scores  # noqa: E402
+from oneword.search.embedding_ops import MIX_METHODS, Breeding  # noqa: E402
+from oneword.search.evolve import (
+    EvolveSettings,
+    evolve,
+    metric_sum,  # noqa: E402
+    mix_candidates,
+)
 from oneword.world.metrics import bootstrap_interval  # noqa: E402
 
 FITNESS = "concept_fidelity+prompt_fidelity"
@@ -93,7 +94,8 @@ class HeldOut:
         self.judge.prepare(reference_images([str(photos)]), self.job.judged)
         self.model, self.token = model, token
         if token not in (model.placeholder_tokens or []):
-            register_words(model, [_Stub(token, vectors, model.embedding_width)])
+            blank = torch.zeros(vectors, model.embedding_width)
+            register_words(model, [LearnedEmbedding(token, blank)])
 
     def __call__(self, vectors: torch.Tensor) -> dict[str, float]:
         words = Words({self.token: vectors.shape[0]}, vectors.float()[None].to(self.model.device))
@@ -102,11 +104,6 @@ class HeldOut:
         out["oracle"] = (out["concept_fidelity"] + out["prompt_fidelity"]) / 2
         out["images"] = len(self.job.seeds)
         return out
-
-
-class _Stub:
-    def __init__(self, token, n, d):
-        self.token, self.vectors = token, torch.zeros(n, d)
 
 
 def selection_fitness(store: Store, run) -> dict[int, float]:

@@ -49,6 +49,7 @@ from oneword.core.train import Candidate, TrainConfig, train
 from oneword.experiments import score_math as ev
 from oneword.experiments.scoring import ScoreSettings, score, score_run
 from oneword.experiments.sweep import CandidatePlan, sweep
+from oneword.search.picks import label_free_pick
 
 
 # -- quality -------------------------------------------------------------------------------------
@@ -180,9 +181,9 @@ def held_out(project: Path, run_id: int, candidate_id: int, a, subject_id: str) 
 
 def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
     from oneword.experiments.cuts import run_cuts
-    from oneword.experiments.halving import halving_cost, halving_rungs
-    from oneword.experiments.halving_sweep import HalvingPlan, halving_sweep
     from oneword.experiments.store import Store
+    from oneword.search.halving import halving_cost, halving_rungs
+    from oneword.search.halving_sweep import HalvingPlan, halving_sweep
 
     config = subject_config(subject_id, a, a.candidates)
     plan = HalvingPlan(keep=a.keep, score=world_score_settings(a, a.score_images, 0, subject_id))
@@ -203,16 +204,6 @@ def halving_pick(subject_id: str, a, project: Path, photos: Path) -> dict:
         "cuts": cuts,
         "held_out": held_out(project, result.run_id, survivor, a, subject_id),
     }
-
-
-def label_free_pick(board):
-    """The candidate record a scoreboard's label-free score ranks first."""
-    rows = sorted(board.rows, key=lambda r: r.candidate.index)
-    metrics = {
-        m: torch.tensor([r.metrics[m] for r in rows], dtype=torch.float64)
-        for m in ("concept_similarity", "prompt_fidelity")
-    }
-    return rows[ev.ranking(ev.label_free_score(metrics))[0]].candidate
 
 
 def best_of_full_runs(subject_id: str, a, project: Path, photos: Path, count: int) -> dict:

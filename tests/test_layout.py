@@ -92,39 +92,68 @@ def test_the_test_can_see_a_boundary_crossing(tmp_path):
     assert ("diffusers", [], 2) in found
 
 
-def test_each_layer_imports_only_the_layers_before_it():
-    """shared < core < adapters < world < experiments < front ends (api, cli, web, demo)."""
-    order = ["shared", "core", "adapters", "world", "experiments", "front"]
-    rank = {
-        "__init__": 0,
-        "checks": 0,
-        "errors": 0,
-        "events": 0,
-        "files": 0,
-        "core": 1,
-        "adapters": 2,
-        "world": 3,
-        "experiments": 4,
-        "api": 5,
-        "cli": 5,
-        "web": 5,
-        "demo": 5,
-    }
+LAYERS = ["shared", "core", "adapters", "world", "experiments", "search", "front"]
+RANK = {
+    "__init__": 0,
+    "checks": 0,
+    "errors": 0,
+    "events": 0,
+    "files": 0,
+    "core": 1,
+    "adapters": 2,
+    "world": 3,
+    "experiments": 4,
+    "search": 5,
+    "api": 6,
+    "cli": 6,
+    "web": 6,
+    "demo": 6,
+}
 
-    def layer(module: str) -> int:
-        parts = module.split(".")
-        return rank[parts[1]] if len(parts) > 1 else 0
 
+def layer(module: str) -> int:
+    parts = module.split(".")
+    return RANK[parts[1]] if len(parts) > 1 else 0
+
+
+def layer_offenders(paths: list[Path], root: Path = PACKAGE.parent) -> list[str]:
+    """Every import of a module from a later layer than the importing module's."""
     offenders = []
-    for p in modules():
-        own = layer(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts))
-        for module, names, line in imports(p):
+    for p in paths:
+        own = layer(".".join(p.relative_to(root).with_suffix("").parts))
+        for module, names, line in imports(p, root):
             if not module.startswith("oneword"):
                 continue
             targets = [f"{module}.{n}" for n in names] if module == "oneword" else [module]
             offenders += [
-                f"{p.relative_to(PACKAGE)}:{line} ({order[own]}) imports {t}"
+                f"{p.relative_to(root)}:{line} ({LAYERS[own]}) imports {t}"
                 for t in targets
                 if layer(t) > own
             ]
-    assert offenders == []
+    return offenders
+
+
+def test_each_layer_imports_only_the_layers_before_it():
+    """shared < core < adapters < world < experiments < search < front ends (api, cli, web,
+    demo): the search (embedding operations, evolution, halving, picks) stands on the store
+    and the one training pipeline, and nothing below it reaches up into it."""
+    assert layer_offenders(modules()) == []
+
+
+def test_every_folder_of_the_package_has_a_layer():
+    folders = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}
+    assert folders <= set(RANK)
+    assert {"search", "experiments"} <= folders
+
+
+def test_the_layer_rule_sees_the_store_reach_up_into_the_search(tmp_path):
+    """An experiments module importing the search (even lazily, inside a function) is caught;
+    the search importing the store is not."""
+    for folder in ("experiments", "search"):
+        (tmp_path / "oneword" / folder).mkdir(parents=True)
+    low = tmp_path / "oneword" / "experiments" / "naming.py"
+    low.write_text("def f():\n    from ..search.evolve import breed\n")
+    high = tmp_path / "oneword" / "search" / "evolve.py"
+    high.write_text("from ..experiments.store import Store\n")
+    found = layer_offenders([low, high], root=tmp_path)
+    assert found == ["oneword/experiments/naming.py:2 (experiments) imports oneword.search.evolve"]

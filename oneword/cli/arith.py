@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _cmd_arith(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import combine, parse_expression
+    from ..search.embedding_ops import combine, parse_expression
 
     try:
         terms = parse_expression(a.expression)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import OnewordError
-from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
+from ..search.embedding_ops import CROSSOVERS, SELECTIONS
 from .options import (
     add_device_options,
     add_project_option,
@@ -65,6 +65,33 @@ def register(sub) -> None:
         help="Gaussian mutation in vocabulary standard deviations (default 0.1)",
     )
     p.add_argument("--elites", type=int, default=1, help="best parents kept as they are (1)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        help="train each generation's children this many more steps from their bred rows, "
+        "batched as one sweep, before they are drawn and judged (population-based training)",
+    )
+    sphere = p.add_mutually_exclusive_group()
+    sphere.add_argument(
+        "--on-sphere",
+        dest="on_sphere",
+        action="store_const",
+        const=True,
+        help="blend (slerp) and mutate (tangent-space noise) on the sphere of the "
+        "vocabulary's median row norm (default: when the run's words are directional)",
+    )
+    sphere.add_argument(
+        "--off-sphere",
+        dest="on_sphere",
+        action="store_const",
+        const=False,
+        help="blend and mutate the vectors as they are, even for directional words",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the generations already bred from these runs and go on with a stopped one",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the breeding (default 0)")
     p.add_argument(
         "--no-render", action="store_true", help="rating fitness: do not draw the children"
@@ -99,8 +126,9 @@ def _scorer(a: argparse.Namespace):
 
 
 def _cmd_evolve(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import Breeding
-    from ..experiments.evolve import EvolveSettings, evolve
+    from ..search.embedding_ops import Breeding
+    from ..search.evolve import EvolveSettings, evolve
+    from ..search.trained import ChildTraining
 
     breeding = Breeding(
         selection=a.selection,
@@ -118,7 +146,11 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
         strategy=a.strategy,
         fitness=a.fitness,
         seed=a.seed,
+        on_sphere=a.on_sphere,
     )
+    training = None
+    if a.train_steps is not None:
+        training = ChildTraining(a.train_steps, a.device, a.dtype)
     scoring = (
         None
         if a.no_render
@@ -132,11 +164,14 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
             subject=a.subject,
         )
     )
-    runs = evolve(a.run, settings, scoring, a.project, ProgressBar(), _scorer(a))
+    runs = evolve(
+        a.run, settings, scoring, a.project, ProgressBar(), _scorer(a), training, a.resume
+    )
     for run in runs:
         print(
             f"generation {run.settings['evolve']['generation']}: {run.name} "
-            f"({a.population} candidates, fitness {run.settings['evolve']['fitness']}) "
+            f"({a.population} candidates, fitness "
+            f"{run.settings['evolve']['fitness']}{trained_note(run)}) "
             f"in {run.folder}"
         )
     last = runs[-1]
@@ -149,3 +184,8 @@ def _cmd_evolve(a: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def trained_note(run) -> str:
+    steps = run.settings["evolve"].get("train_steps")
+    return f", trained {steps} more steps" if steps else ""

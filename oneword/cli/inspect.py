@@ -44,7 +44,7 @@ def _inspect_inputs(refs: list[str], project) -> list[tuple[str, LearnedEmbeddin
 
 
 def _cmd_inspect(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import cosine_matrix, norm_summary
+    from ..search.embedding_ops import cosine_matrix, norm_summary
 
     if a.top < 1:
         raise OnewordError(f"--top {a.top}: must be 1 or more")
@@ -78,7 +78,7 @@ def _print_vectors(
 ) -> None:
     """Each vector's norm and nearest vocabulary tokens; a per-layer word's layer by layer."""
     from ..core.per_layer import layer_names
-    from ..experiments.embedding_ops import nearest_rows, norm_percentile
+    from ..search.embedding_ops import nearest_rows, norm_percentile
 
     rows = emb.vectors.reshape(-1, emb.width)  # [layers × N, d]
     names = layer_names(emb.layers) if emb.layers > 1 else ("",)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import OnewordError
-from ..experiments.embedding_ops import MIX_METHODS
+from ..search.embedding_ops import MIX_METHODS
 from .options import (
     add_output_options,
     add_project_option,
@@ -49,8 +49,8 @@ def register(sub) -> None:
 
 
 def _cmd_mix(a: argparse.Namespace) -> int:
-    from ..experiments.embedding_ops import mix_by_layout
     from ..experiments.naming import resolve_word
+    from ..search.embedding_ops import mix_by_layout
 
     if len(a.embeddings) < 2:
         raise OnewordError("mix: give two or more words (files, runs or candidates)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import OnewordError
-from ..experiments.embedding_ops import CROSSOVERS, SELECTIONS
+from ..search.embedding_ops import CROSSOVERS, SELECTIONS
 from .options import add_device_options, add_project_option, add_scoring_options, score_settings
 from .vocabulary import add_image_seed_option
 
@@ -64,7 +64,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         from ..web.guard import served_hosts
     except ImportError as exc:
         raise OnewordError(f"serve: {exc.name} is not installed; pip install -e . again") from None
-    from ..experiments.embedding_ops import Breeding
+    from ..search.embedding_ops import Breeding
 
     if not 0 < a.port < 65536:
         raise OnewordError(f"--port {a.port}: must be 1-65535")

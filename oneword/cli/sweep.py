@@ -117,7 +117,7 @@ def add_halving_options(p: argparse.ArgumentParser) -> None:
 
 
 def _halving(a: argparse.Namespace, config, choice, started: float) -> int:
-    from ..experiments.halving_sweep import HalvingPlan, halving_sweep
+    from ..search.halving_sweep import HalvingPlan, halving_sweep
 
     if a.ray is not None:
         raise OnewordError("--halving: not with --ray yet; leave --ray out")

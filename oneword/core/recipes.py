@@ -243,7 +243,7 @@ class ContextTerm:
         return (total / len(layers)).sum()
 
 
-def start_rows(model: TextToImage, recipe: Recipe, token: str, rows: torch.Tensor):
+def recipe_first_rows(model: TextToImage, recipe: Recipe, token: str, rows: torch.Tensor):
     """A candidate's first rows [N, d] under the recipe, from its init rows: the encoder's
     output for them (cross-init), or their directions at the vocabulary's norm
     (directional)."""

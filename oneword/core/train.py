@@ -30,6 +30,7 @@ from .checkpoint import (
     uninterrupted,
 )
 from .flat_stop import FlatStop, FlatWatch, flat_watch
+from .init_word import describe_init, init_token_ids
 from .interface import TextToImage
 from .latents import (
     Batch,
@@ -42,7 +43,7 @@ from .latents import (
 from .memory import OutOfMemory, draw_previews, encode_training_photos, memory_advice
 from .per_layer import spread_over_layers, word_layers
 from .prompts import MODES, templates, token_string
-from .recipes import Recipe, RecipeTerms, start_rows
+from .recipes import Recipe, RecipeTerms, recipe_first_rows
 from .vectors import initial_rows_by_layout, vector_words
 
 log = logging.getLogger(__name__)
@@ -198,9 +199,13 @@ class TrainingDiverged(OnewordError):
     pass
 
 
-def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
-    """Fresh rows, optimizer and per-candidate generators."""
-    init_ids = _init_token_ids(model, config.init_word)
+def start_state(
+    model: TextToImage, config: TrainConfig, start_rows: torch.Tensor | None = None
+) -> TrainingState:
+    """Fresh rows, optimizer and per-candidate generators. start_rows [K, ...]: each
+    candidate's rows to start from instead of its init (words bred from trained ones, trained
+    on: population-based training, Jaderberg et al. 2017); the generators are seeded alike."""
+    init_ids = init_token_ids(model, config.init_word)
     generators, params, groups = [], [], []
     table = model.vocabulary_table
     layout = getattr(model, "embedding_layout", (table.shape[1],))
@@ -210,8 +215,11 @@ def start_state(model: TextToImage, config: TrainConfig) -> TrainingState:
         rows = initial_rows_by_layout(
             table, layout, init_ids, config.vectors, cand.init, cand.jitter, gen
         )
-        rows = start_rows(model, config.recipe, config.token, rows)
+        if start_rows is None:
+            rows = recipe_first_rows(model, config.recipe, config.token, rows)
         rows = spread_over_layers(rows, layers) if config.per_layer else rows
+        if start_rows is not None:  # the caller checks the shape: [K, *rows.shape]
+            rows = start_rows[len(params)].detach().to(rows.dtype).reshape(rows.shape).clone()
         param = torch.nn.Parameter(rows.to(model.device))
         generators.append(gen)
         params.append(param)
@@ -324,38 +332,6 @@ def check_vectors_fit(model: TextToImage, config: TrainConfig) -> None:
     )
 
 
-def _init_token_ids(model: TextToImage, init_word: str | None) -> list:
-    """The --init word's token ids, or one list of ids per vector ("face,logo,outfit")."""
-    per_vector = vector_words(init_word)
-    words = per_vector or ([init_word] if init_word else [])
-    ids = [model.word_token_ids(w) for w in words]
-    for word, found in zip(words, ids):
-        if not found:
-            raise OnewordError(
-                f"--init {init_word!r}: the tokenizer makes no tokens of {word!r}; "
-                "give a word such as cat"
-            )
-    return ids if per_vector else (ids[0] if ids else [])
-
-
-def describe_init(model: TextToImage, config: TrainConfig) -> str | None:
-    """A note when the tokenizer splits an --init word into several pieces (a typo often
-    becomes a few letters), saying what the token starts from; None otherwise."""
-    if not config.init_word:
-        return None
-    words = config.init_word.replace(",", " ").split()
-    split = {w: ids for w in words if len(ids := model.word_token_ids(w)) > 1}
-    if not split:
-        return None
-    tokens = model.vocabulary_tokens()
-    split = {w: [tokens[i].replace("</w>", "") for i in ids] for w, ids in split.items()}
-    parts = "; ".join(f"{w!r} -> {len(p)} pieces ({' + '.join(p)})" for w, p in split.items())
-    return (
-        f"note: --init {config.init_word!r}: the tokenizer does not know it as one word: "
-        f"{parts}; the token starts from their mean (check the spelling, or give a common word)"
-    )
-
-
 def caption_token_ids(model: TextToImage, config: TrainConfig) -> torch.Tensor:
     """Token ids [num_templates, L] of every training caption, tokenized once."""
     return model.token_ids([t.format(config.token_text) for t in templates(config.mode)])
@@ -376,6 +352,7 @@ def train(
     resume: bool = False,
     on_preview=None,
     masks: torch.Tensor | list[torch.Tensor] | None = None,
+    start_rows: torch.Tensor | None = None,
 ) -> TrainingState:
     """Learn the placeholder rows of every candidate; checkpoints and previews go to run_dir.
 
@@ -383,7 +360,8 @@ def train(
     such tensors, one per candidate (random crops drawn from each candidate's own seed).
     on_preview(step, rows [K, N, d]) renders preview images; it is called every preview_every
     steps. masks: with `config.mask_floor`, the photos' masks [M, 1, R, R] in [0, 1], laid
-    out as the photos are, that weight the loss per pixel.
+    out as the photos are, that weight the loss per pixel. start_rows [K, ...]: the
+    candidates' rows to start from instead of their inits (see `start_state`).
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
@@ -393,9 +371,11 @@ def train(
     check_vectors_fit(model, config)
     if config.low_memory:
         model.speed_up(low_memory=True)
-    state = start_state(model, config)
-    terms = RecipeTerms(model, config.recipe, config.token, state.rows())
-    note = describe_init(model, config)
+    state = start_state(model, config, start_rows)
+    # the recipe's anchors come from the init word, for children started from bred rows too
+    first = state if start_rows is None else start_state(model, config)
+    terms = RecipeTerms(model, config.recipe, config.token, first.rows())
+    note = describe_init(model, config.init_word)
     if note and not resume:
         on_event(Message(note))
     if resume:

@@ -1,2 +1,1 @@
-"""Experiments: the store, the training pipeline (learn, sweeps, Ray), scoring, search in
-embedding space and evolution, DreamBench."""
+"""Experiments: the store, the training pipeline (learn, sweeps, Ray), scoring, DreamBench."""

@@ -158,14 +158,17 @@ def train_fitting_memory(
     resume: bool,
     on_preview=None,
     masks=None,
+    start_rows: torch.Tensor | None = None,
 ) -> TrainingState:
     """`train`, halving the samples per pass after running out of memory and going on from
-    the last checkpoint (micro-batching does not change what is learned). masks: as `train`
-    takes them."""
+    the last checkpoint (micro-batching does not change what is learned). masks and
+    start_rows: as `train` takes them."""
     total = config.batch_size * len(config.candidate_list)
     while True:
         try:
-            return train(model, pixels, config, run_dir, on_event, resume, on_preview, masks)
+            return train(
+                model, pixels, config, run_dir, on_event, resume, on_preview, masks, start_rows
+            )
         except OutOfMemory as exc:
             current = config.max_batch or total
             if exc.samples > 1 and current > 1:  # a training pass of several samples

@@ -142,7 +142,7 @@ def _candidates_of(store: Store, run: RunRecord) -> list[CandidateRecord]:
 
 def best_candidate(store: Store, run: RunRecord) -> tuple[CandidateRecord, str]:
     """A run's best candidate and a note of why it was taken ("" for a run of one)."""
-    from .evolve import latest_scores, rating_of
+    from .verdicts import latest_scores, rating_of
 
     cands = _candidates_of(store, run)
     if len(cands) == 1:

@@ -223,9 +223,11 @@ def train_candidates(
     resume: bool,
     max_batch: int | str | None,
     preview: PreviewerFactory | None = None,
+    start_rows: torch.Tensor | None = None,
 ) -> TrainedRows:
     """Load the model, cut the training crops, add the placeholder tokens, train in `folder`
-    (micro-batched to fit memory) and check that only the placeholder rows changed."""
+    (micro-batched to fit memory) and check that only the placeholder rows changed.
+    start_rows [K, ...]: rows to start the candidates from instead of their inits."""
     model = choice.load()
     if getattr(model, "prediction_guessed", False):
         _settle_prediction(model, images, config, on_event)
@@ -246,6 +248,7 @@ def train_candidates(
         resume,
         preview(model) if preview else None,
         masks,
+        start_rows,
     )
     invariant.check()
     return TrainedRows(state.rows().float().cpu(), state.step, tuple(model.embedding_layout))

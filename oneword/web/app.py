@@ -26,16 +26,15 @@ from pydantic import BaseModel, Field
 
 from ..checks import MAX_ID, RATINGS
 from ..errors import OnewordError
-from ..experiments.embedding_ops import MIX_METHODS, Breeding, normalized_weights
-from ..experiments.evolve import (
-    EvolveSettings,
-    breed,
-    draw_like_parents,
-    mix_candidates,
-    rating_of,
-)
 from ..experiments.scoring import ScoreSettings, score
 from ..experiments.store import Store
+from ..experiments.verdicts import rating_of
+from ..search.embedding_ops import MIX_METHODS, Breeding, normalized_weights
+from ..search.evolve import (
+    breed_from_ratings,
+    draw_like_parents,
+    mix_candidates,
+)
 from .guard import add_request_checks
 from .jobs import JobRunner
 from .views import (
@@ -273,7 +272,9 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
         if made is not None:
             child = made
         elif spec["kind"] == "next":
-            child = _breed_next(spec["run"], folder, options).id
+            child = breed_from_ratings(
+                spec["run"], folder, options.population, options.breeding, options.seed
+            ).id
         else:
             child = mix_candidates(spec["candidates"], spec["weights"], spec["method"], folder).id
         started(child)
@@ -282,23 +283,6 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
         return child
 
     return work
-
-
-def _breed_next(run_id: int, folder: Path, options: GalleryOptions):
-    with Store.open(folder) as s:
-        record = s.run(run_id)
-        bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in s.runs())
-    generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
-    # breeding from the same run again (after more ratings) draws other random numbers
-    settings = EvolveSettings(
-        generations=1,
-        population=options.population,
-        breeding=options.breeding,
-        strategy="ga",
-        fitness="rating",
-        seed=options.seed + 7919 * bred,
-    )
-    return breed(record.name, settings, generation, folder)
 
 
 def _found(get):

@@ -19,10 +19,10 @@ from ..core.embeddings import DIFFUSERS_FILE
 from ..core.per_layer import PER_LAYER_SUFFIX
 from ..errors import OnewordError
 from ..experiments.cuts import run_cuts
-from ..experiments.evolve import latest_scores, rating_of
 from ..experiments.naming import EMBEDDING_SUFFIXES, WORD_RUN_KINDS
 from ..experiments.score_math import within_noise
 from ..experiments.store import Store
+from ..experiments.verdicts import latest_scores, rating_of
 
 log = logging.getLogger(__name__)
 

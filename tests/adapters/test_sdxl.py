@@ -84,7 +84,7 @@ def test_the_built_in_tiny_sdxl_and_the_real_shapes():
 
 
 def test_mix_by_layout_keeps_each_halfs_norm():
-    from oneword.experiments.embedding_ops import mix, mix_by_layout
+    from oneword.search.embedding_ops import mix, mix_by_layout
 
     a, b = _pair(2, seed=1).vectors, _pair(2, seed=2).vectors * 3
     out = mix_by_layout([a, b], (L, G), [1, 1], "slerp")
@@ -452,7 +452,7 @@ def test_sweep_and_score_on_sdxl(capsys, tmp_path, sdxl_dir, photo_dir, tiny_eva
         run2 = store.run(2)
         children = [candidate_embedding(store, run2, c) for c in store.candidates(2)]
     assert [c.layout for c in children] == [(L, G), (L, G)]
-    from oneword.experiments.evolve import mix_candidates
+    from oneword.search.evolve import mix_candidates
 
     with Store.open() as store:
         ids = [c.id for c in store.candidates(1)]

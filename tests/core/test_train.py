@@ -12,6 +12,7 @@ from oneword.core.train import (
     Candidate,
     TrainConfig,
     TrainingDiverged,
+    start_state,
     train,
 )
 from oneword.errors import OnewordError
@@ -102,6 +103,21 @@ def test_batched_candidates_equal_separate_runs(model, photos, tmp_path):
         single = train(model, photos, config(seed=seed), tmp_path / f"single{seed}")
         torch.testing.assert_close(batched.rows()[k], single.rows()[0], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(batched.rows()[0], batched.rows()[1])
+
+
+def test_candidates_start_from_given_rows_and_train_on_from_them(model, photos, tmp_path):
+    """start_rows (bred words trained on): the first step starts from them, not the init."""
+    gen = torch.Generator().manual_seed(0)
+    given = torch.randn(2, 2, model.embedding_width, generator=gen) * 0.1
+    candidates = (Candidate(1), Candidate(2))
+    torch.testing.assert_close(
+        start_state(model, config(candidates=candidates), given).rows().cpu(), given
+    )
+    state = train(
+        model, photos, config(candidates=candidates, steps=1), tmp_path / "run", start_rows=given
+    )
+    moved = (state.rows().cpu() - given).abs().max()
+    assert 0 < moved < 0.02  # one Adam step of lr 1e-2 from the given rows
 
 
 def test_micro_batching_does_not_change_the_result(model, photos, tmp_path):

@@ -151,7 +151,7 @@ def test_without_ray_nothing_imports_ray_and_ray_missing_is_one_line(tmp_path, p
     code = f"""
 import sys
 from oneword.cli import main
-import oneword.experiments.sweep, oneword.experiments.scoring, oneword.experiments.evolve
+import oneword.experiments.sweep, oneword.experiments.scoring, oneword.search.evolve
 import oneword.cli.sweep
 assert 'ray' not in sys.modules, 'ray imported'
 assert main(["score", "r1", "--ray-groups", "2"]) == 2

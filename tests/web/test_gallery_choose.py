@@ -12,9 +12,9 @@ import pytest
 
 from oneword.cli import main
 from oneword.core.generate import Sampling
-from oneword.experiments.embedding_ops import Breeding
 from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.store import Store
+from oneword.search.embedding_ops import Breeding
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

@@ -15,10 +15,10 @@ import torch
 
 from oneword.core.embeddings import load_embeddings
 from oneword.core.generate import Sampling
-from oneword.experiments.embedding_ops import Breeding
-from oneword.experiments.evolve import render
 from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.store import Store
+from oneword.search.embedding_ops import Breeding
+from oneword.search.evolve import render
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

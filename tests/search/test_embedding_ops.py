@@ -1,4 +1,4 @@
-"""The operators of search in embedding space (oneword.experiments.embedding_ops): pure tensor
+"""The operators of search in embedding space (oneword.search.embedding_ops): pure tensor
 math."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oneword.errors import OnewordError
-from oneword.experiments.embedding_ops import (
+from oneword.search.embedding_ops import (
     Breeding,
     Term,
     combine,

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from oneword.errors import OnewordError
-from oneword.experiments.halving import (
+from oneword.search.halving import (
     Rung,
     halving_cost,
     halving_rungs,

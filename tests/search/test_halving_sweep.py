@@ -50,7 +50,7 @@ def test_a_halving_stopped_after_a_cut_resumes_to_the_same_survivor(
     import torch
 
     from oneword.errors import Interrupted
-    from oneword.experiments import halving_sweep
+    from oneword.search import halving_sweep
 
     def args(project):
         a = ["sweep", str(photo_dir), "--token", "<c>", "--init", "cat", "--candidates", "4"]

@@ -1,12 +1,13 @@
 """Evolution of learned embeddings, recorded in the experiment store.
 
 A generation is a run of kind "evolve": its candidates are children made by the operators of
-`embedding_ops` from the candidates of the run before (no training), each recorded with its
-parents in the store's lineage table. Fitness is a person's ratings or an automatic score
-(`oneword score`); the children are then drawn (and scored, for automatic fitness) so that
-the next generation can be bred. `strategy="cma"` replaces selection, crossover and mutation
-by CMA-ES (Hansen & Ostermeier 2001; the diagonal variant of Ros & Hansen 2008 for the 768
-dimensions of SD) from the `cma` library, for automatic fitness.
+`embedding_ops` from the candidates of the run before, each recorded with its parents in the
+store's lineage table; on the sphere of the vocabulary's median norm (`sphere`) when asked or
+when the words are directional. As bred, the children are not trained; with a `ChildTraining`
+they train on first (`trained`, population-based training). Fitness is a person's ratings or
+an automatic score (`oneword score`); the children are then drawn (and scored, for automatic
+fitness) so that the next generation can be bred. `strategy="cma"` replaces selection,
+crossover and mutation by CMA-ES (`cma_search`), for automatic fitness.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from ..core.embeddings import LearnedEmbedding, write_embedding_files
 from ..core.generate import Sampling, draw, register_words
 from ..errors import OnewordError
 from ..events import EventSink, Message, Progressed, ignore
-from ..files import file_stem
-from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
-from .naming import word_run
-from .recording import recording_in
-from .scoring import (
+from ..experiments.naming import word_run
+from ..experiments.recording import recording_in
+from ..experiments.scoring import (
     ScoreSettings,
     candidate_embedding,
     prompt_job,
@@ -35,7 +34,12 @@ from .scoring import (
     save_candidate_images,
     score_run,
 )
-from .store import CandidateRecord, RunRecord, Store
+from ..experiments.store import CandidateRecord, RunRecord, Store
+from ..experiments.verdicts import latest_scores, rating_of
+from ..files import file_stem
+from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
+from .sphere import Sphere, vocabulary_radii
+from .trained import ChildTraining, generation_run, train_children
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ class EvolveSettings:
     strategy: str = "ga"
     fitness: str = "auto"  # auto, rating, or a score metric (combined, concept_fidelity...)
     seed: int = 0
+    # Blend and mutate on the sphere of the vocabulary's median row norm (`sphere`); None:
+    # when the parent run's words are directional (their norm is fixed there)
+    on_sphere: bool | None = None
 
     def __post_init__(self):
         if self.generations < 1:
@@ -89,25 +96,6 @@ def load_population(store: Store, run: RunRecord) -> Population:
 
 
 # -- fitness ---------------------------------------------------------------------------------
-def rating_of(ratings: list[dict]) -> float:
-    """A candidate's rating: the mean over its images (and itself) of the latest rating given
-    to each; 0 clears a rating; NaN when unrated."""
-    latest: dict = {}
-    for r in ratings:
-        latest[r["image_id"]] = r["rating"]
-    values = [v for v in latest.values() if v > 0]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def latest_scores(store: Store, run: RunRecord) -> dict[int, dict[str, float]]:
-    """The newest evaluation of a run that has scores (empty if none)."""
-    for ev in reversed(store.evaluations(run.id)):
-        found = store.scores(ev["id"])
-        if found:
-            return found
-    return {}
-
-
 def fitness_of(
     store: Store, run: RunRecord, cands: list[CandidateRecord], fitness: str
 ) -> tuple[torch.Tensor, str]:
@@ -180,11 +168,39 @@ def record_children(
     return store.run(rec.run.id)
 
 
-def vocabulary_spread_of(model_name: str) -> float:
-    """The per-dimension standard deviation of a model's token table."""
+@dataclass(frozen=True)
+class Geometry:
+    """A model's vocabulary as breeding needs it: the per-dimension spread (the unit of
+    mutation) and each part's median row norm (the sphere of directional words)."""
+
+    spread: float
+    radii: tuple[float, ...]
+    layout: tuple[int, ...]
+
+    def sphere(self) -> Sphere:
+        return Sphere(self.radii, self.layout)
+
+
+def geometry_of(model_name: str) -> Geometry:
     from ..core.vectors import vocabulary_spread
 
-    return vocabulary_spread(load_model(model_name, "cpu").vocabulary_table)[1]
+    model = load_model(model_name, "cpu")
+    table = model.vocabulary_table
+    layout = tuple(getattr(model, "embedding_layout", (table.shape[-1],)))
+    return Geometry(vocabulary_spread(table)[1], vocabulary_radii(table, layout), layout)
+
+
+def vocabulary_spread_of(model_name: str) -> float:
+    """The per-dimension standard deviation of a model's token table."""
+    return geometry_of(model_name).spread
+
+
+def directional(config) -> bool:
+    """Whether a run's words keep their norm fixed (the directional recipe): `config` is a
+    TrainConfig or the dict a run records of one; a recipe is read by its name."""
+    recipe = config.get("recipe") if isinstance(config, dict) else getattr(config, "recipe", None)
+    name = recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", recipe)
+    return name == "directional"
 
 
 def breed(
@@ -192,36 +208,82 @@ def breed(
     settings: EvolveSettings = EvolveSettings(),
     generation: int = 0,
     project: str | Path | None = None,
-    spread: float | None = None,
+    geometry: Geometry | None = None,
+    training: ChildTraining | None = None,
+    on_event: EventSink = ignore,
 ) -> RunRecord:
-    """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run."""
+    """One generation of a genetic algorithm bred from `run_ref`'s fitness; a new run (its
+    children trained on first with `training`)."""
     with Store.open(project) as store:
-        return breed_in(store, word_run(store, run_ref), settings, generation, spread)
+        run = word_run(store, run_ref)
+        return breed_in(store, run, settings, generation, geometry, training, on_event)
 
 
 def breed_in(
-    store: Store, run: RunRecord, settings: EvolveSettings, generation: int, spread: float | None
+    store: Store,
+    run: RunRecord,
+    settings: EvolveSettings,
+    generation: int,
+    geometry: Geometry | None,
+    training: ChildTraining | None = None,
+    on_event: EventSink = ignore,
+    resumed: RunRecord | None = None,
 ) -> RunRecord:
-    """`breed` in an open store."""
+    """`breed` in an open store; `resumed`: a stopped trained generation to go on with."""
     population = load_population(store, run)
     fitness, source = fitness_of(store, population.run, population.candidates, settings.fitness)
-    spread = vocabulary_spread_of(population.run.model) if spread is None else spread
+    geometry = geometry_of(population.run.model) if geometry is None else geometry
+    on_sphere = settings.on_sphere
+    if on_sphere is None:
+        on_sphere = directional(population.run.settings.get("config", {}))
     seed = settings.seed * 1_000_003 + generation * 1009
     gen = torch.Generator().manual_seed(seed)
     children = next_generation(
-        population.stack, fitness, settings.population, settings.breeding, spread, gen
-    )
+        population.stack, fitness, settings.population, settings.breeding, geometry.spread, gen,
+        geometry.sphere() if on_sphere else None,
+    )  # fmt: skip
     info = {
         "generation": generation,
         "source": population.run.name,
         "fitness": source,
         "strategy": "ga",
         "breeding": asdict(settings.breeding),
+        "on_sphere": bool(on_sphere),
         "seed": seed,
     }
+    if on_sphere:
+        info["radii"] = list(geometry.radii)
+    if training is not None:
+        return train_children(
+            store, run, population.candidates, children, info, training, on_event, resumed
+        )
     return record_children(
         store, population, children, "evolve", info, seed, settings.breeding.mutation
     )
+
+
+def breed_from_ratings(
+    run_id: int,
+    project: str | Path | None,
+    population: int,
+    breeding: Breeding,
+    seed: int = 0,
+) -> RunRecord:
+    """The gallery's next generation: bred from a person's ratings of run `run_id`. Breeding
+    from the same run again (after more ratings) draws other random numbers."""
+    with Store.open(project) as store:
+        record = store.run(run_id)
+        bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in store.runs())
+    generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
+    settings = EvolveSettings(
+        generations=1,
+        population=population,
+        breeding=breeding,
+        strategy="ga",
+        fitness=RATING_FITNESS,
+        seed=seed + 7919 * bred,
+    )
+    return breed(record.name, settings, generation, project)
 
 
 def mix_candidates(
@@ -357,6 +419,8 @@ def evolve(
     project: str | Path | None = None,
     on_event: EventSink = ignore,
     scorer=score_run,
+    training: ChildTraining | None = None,
+    resume: bool = False,
 ) -> list[RunRecord]:
     """G generations from `run_ref`; returns the new runs (one per generation).
 
@@ -365,7 +429,9 @@ def evolve(
 
     Automatic fitness: each generation is scored with `scoring` (the start run too, if it has
     no scores yet). Rating fitness: one generation, drawn with `scoring`'s prompts for a person
-    to rate (or not drawn when scoring is None)."""
+    to rate (or not drawn when scoring is None). training: each generation's children train
+    on before they are drawn (`trained`). resume: the generations already bred from the same
+    runs are taken as they are, and a stopped trained one goes on from its checkpoint."""
     with Store.open(project) as store:
         start = word_run(store, run_ref)
         automatic = settings.fitness != RATING_FITNESS
@@ -374,77 +440,43 @@ def evolve(
             automatic = all(math.isnan(r) for r in ratings)
         if automatic and scoring is None:
             raise OnewordError("automatic fitness needs scoring settings")
+        if settings.strategy == "cma" and training is not None:
+            raise OnewordError("--train-steps: only with --strategy ga")
         if automatic:
             ensure_scored(store, start, scoring, on_event, scorer)
-        spread = vocabulary_spread_of(start.model)
+        geometry = geometry_of(start.model)
         if settings.strategy == "cma":
-            return _evolve_cma(store, start, settings, scoring, on_event, spread, scorer)
+            from .cma_search import evolve_cma
+
+            return evolve_cma(store, start, settings, scoring, on_event, geometry.spread, scorer)
         runs, current = [], start
         for g in range(1, settings.generations + 1):
-            current = breed_in(store, current, settings, g, spread)
+            current = next_run(store, current, settings, g, geometry, training, on_event, resume)
             on_event(Message(f"generation {g}: {current.name}"))
             if automatic:
-                scorer(store, current.name, scoring, on_event)
-            elif scoring is not None:
+                ensure_scored(store, current, scoring, on_event, scorer)
+            elif scoring is not None and not store.evaluations(current.id):
                 render_in(store, current, scoring, on_event)
             runs.append(current)
         return runs
 
 
-def _evolve_cma(
+def next_run(
     store: Store,
-    start: RunRecord,
+    current: RunRecord,
     settings: EvolveSettings,
-    scoring: ScoreSettings,
+    generation: int,
+    geometry: Geometry,
+    training: ChildTraining | None,
     on_event: EventSink,
-    spread: float,
-    scorer=score_run,
-) -> list[RunRecord]:
-    """CMA-ES from the fittest candidate of `start`, step size mutation × vocabulary spread."""
-    import warnings
-
-    with warnings.catch_warnings():  # cma warns when matplotlib (its plots) is missing
-        warnings.simplefilter("ignore")
-        import cma
-    population = load_population(store, start)
-    fitness, source = fitness_of(store, start, population.candidates, settings.fitness)
-    best = int(torch.nan_to_num(fitness, nan=float("-inf")).argmax())
-    shape = population.embeddings[best].vectors.shape
-    sigma = max(settings.breeding.mutation, 1e-3) * spread
-    es = cma.CMAEvolutionStrategy(
-        population.embeddings[best].vectors.double().reshape(-1).numpy(),
-        sigma,
-        {
-            "popsize": settings.population,
-            "seed": settings.seed + 1,
-            "verbose": -9,
-            "CMA_diagonal": True,
-        },
-    )
-    runs, current = [], population
-    for g in range(1, settings.generations + 1):
-        solutions = es.ask()
-        children = [
-            Child(
-                torch.tensor(x, dtype=torch.float32).view(shape),
-                tuple(range(len(current.candidates))),
-                "cma",
-            )
-            for x in solutions
-        ]
-        info = {
-            "generation": g,
-            "source": current.run.name,
-            "fitness": source,
-            "strategy": "cma",
-            "sigma": float(es.sigma),
-            "seed": settings.seed,
-        }
-        run = record_children(store, current, children, "evolve", info, settings.seed, 0.0)
-        on_event(Message(f"generation {g}: {run.name} (CMA-ES, sigma {es.sigma:.4g})"))
-        scorer(store, run.name, scoring, on_event)
-        current = load_population(store, run)
-        values, _ = fitness_of(store, run, current.candidates, settings.fitness)
-        es.tell(solutions, (-torch.nan_to_num(values, nan=-1e9)).tolist())
-        runs.append(run)
-    return runs
+    resume: bool,
+) -> RunRecord:
+    """Generation `generation` bred from `current`. Resuming: the one bred before, if it
+    finished; a stopped trained one, continued; else a new one."""
+    found = generation_run(store, current, generation) if resume else None
+    if found is not None and found.status == "done":
+        on_event(Message(f"generation {generation}: {found.name}, bred before"))
+        return found
+    trained = found is not None and "train_steps" in found.settings.get("evolve", {})
+    resumed = found if trained and training is not None else None
+    return breed_in(store, current, settings, generation, geometry, training, on_event, resumed)

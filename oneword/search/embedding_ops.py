@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OnewordError
+from .sphere import Sphere, sphere_crossover, tangent_mutation
 
 MIX_METHODS = ("mean", "norm-mean", "slerp")
 SELECTIONS = ("top-k", "tournament")
@@ -332,10 +333,13 @@ def next_generation(
     breeding: Breeding,
     spread: float,
     generator: torch.Generator,
+    sphere: Sphere | None = None,
 ) -> list[Child]:
     """`size` children of a population [P, N, d] with fitness [P] (higher is better; NaN is
     never chosen over a number): the `elites` fittest unchanged, then children of two parents
-    picked by the selection, crossed and mutated."""
+    picked by the selection, crossed and mutated. sphere: cross and mutate on it (slerp
+    blends, tangent-space noise: `sphere.sphere_crossover`, `sphere.tangent_mutation`), so
+    that every child but the elites has each vector at the sphere's radius."""
     order = _fitness_order(fitness)
     children = [
         Child(population[i].clone(), (int(i),), "elite")
@@ -348,16 +352,18 @@ def next_generation(
         picks = select_top_k(fitness, 2 * count, breeding.top_k, generator)
     else:
         picks = select_tournament(fitness, 2 * count, breeding.tournament_size, generator)
-    relation = (
-        f"crossover-{breeding.crossover}+mutation"
-        if breeding.mutation
-        else f"crossover-{breeding.crossover}"
-    )
+    relation = "sphere-" if sphere is not None else "crossover-"
+    relation += breeding.crossover + ("+mutation" if breeding.mutation else "")
     for a, b in picks.view(count, 2).tolist():
-        child = crossover(
-            population[a], population[b], breeding.crossover, generator, breeding.blend_alpha
-        )
-        child = mutate(child, breeding.mutation, spread, generator)
+        pa, pb, alpha = population[a], population[b], breeding.blend_alpha
+        if sphere is None:
+            child = crossover(pa, pb, breeding.crossover, generator, alpha)
+            child = mutate(child, breeding.mutation, spread, generator)
+        else:
+            radii, layout = sphere.radii, sphere.layout
+            child = sphere_crossover(pa, pb, breeding.crossover, radii, layout, generator, alpha)
+            scale = breeding.mutation * spread
+            child = tangent_mutation(child, scale, radii, layout, generator)
         parents = (a,) if a == b or breeding.crossover == "none" else (a, b)
         children.append(Child(child, parents, relation))
     return children

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from oneword.adapters.loading import load_model
 from oneword.cli import main
 from oneword.core.embeddings import load_embeddings
-from oneword.experiments.evolve import metric_sum, rating_of
 from oneword.experiments.store import Store
+from oneword.experiments.verdicts import rating_of
+from oneword.search.evolve import metric_sum
 
 
 def run(capsys, *argv):
@@ -107,7 +111,7 @@ def test_mix_arith_and_inspect(capsys, tmp_path, tiny_model_dir, scored_sweep):
         capsys, "inspect", a, tmp_path / "dog.safetensors", "--model", tiny_model_dir, "--top", "3"
     )
     assert code == 0, err
-    assert "row norms mean" in out and "nearest: " in out and "percentile" in out
+    assert "row norms median" in out and "nearest: " in out and "percentile" in out
     assert "cosine between embeddings:" in out
     code, out, err = run(capsys, "inspect", "r1", "--model", tiny_model_dir)
     assert code == 0, err
@@ -220,3 +224,71 @@ def test_ratings_and_metric_sums():
     assert rating_of(rows + [{"image_id": None, "rating": 0}]) == 4.5  # 0 clears
     assert metric_sum({"a": 1.0, "b": 2.5}, "a + b") == 3.5
     assert metric_sum({"a": 1.0}, "a+b") != metric_sum({"a": 1.0}, "a+b")
+
+
+def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
+    capsys, scored_sweep, tiny_evaluators, tiny_model_dir
+):
+    """--train-steps: the bred children (here on the sphere of the vocabulary's median norm)
+    train 2 more steps in one batched run of kind evolve, recorded with their parents; stopped
+    after its first step, --resume goes on in the same run from its checkpoint and the same
+    bred rows."""
+    from dataclasses import replace
+
+    from oneword.errors import Interrupted
+    from oneword.search import trained
+
+    argv = ["evolve", "r1", "--population", "3", "--train-steps", "2", "--images", "2"]
+    argv += ["--steps", "2", "--selection", "top-k", "--top-k", "2", "--mutation", "0.5"]
+    argv += ["--on-sphere", *judge_options(tiny_evaluators)]
+    real = trained.train_candidates
+
+    def stop_after_one_step(images, config, *a, **k):
+        real(images, replace(config, stop_at=1), *a, **k)
+        raise Interrupted("interrupted at step 1; run the same command with --resume")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trained, "train_candidates", stop_after_one_step)
+        code, _, err = run(capsys, *argv)
+    assert code != 0 and "--resume" in err
+    with Store.open() as store:
+        stopped = store.run(2)
+        assert stopped.kind == "evolve" and stopped.status == "interrupted" and stopped.step == 1
+        bred = torch.load(stopped.folder / trained.BRED_ROWS, weights_only=True)
+        (radius,) = stopped.settings["evolve"]["radii"]
+    table = load_model(str(tiny_model_dir)).vocabulary_table
+    assert radius == pytest.approx(float(table.double().norm(dim=-1).median()))
+    norms = bred[1:].norm(dim=-1)  # the children bred on the sphere (not the elite)
+    torch.testing.assert_close(norms, torch.full_like(norms, radius))
+    code, out, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert "generation 1: r2" in out and "trained 2 more steps" in out
+    with Store.open() as store:
+        assert [r.id for r in store.runs("evolve")] == [2]  # the same run went on
+        r2 = store.run(2)
+        assert r2.status == "done" and r2.step == 2 and r2.parent_run == 1
+        assert r2.settings["evolve"]["train_steps"] == 2
+        assert r2.settings["start_rows"] == trained.BRED_ROWS
+        kids = store.candidates(2)
+        assert [k.init for k in kids][0] == "elite+trained"
+        for k, kid in enumerate(kids):
+            assert store.parents(kid.id) and all(p.run_id == 1 for p in store.parents(kid.id))
+            rows = vectors(store.files(2, "embedding", kid.id)[0])
+            assert rows.shape == bred[k].shape
+            assert not torch.allclose(rows, bred[k])  # trained on from where it was bred
+            assert (rows - bred[k]).abs().max() < 1.0  # ... by two small steps
+        assert store.scores(store.evaluations(2)[-1]["id"])  # judged after training
+    info = json.loads((r2.folder / "run.json").read_text())
+    assert info["start_rows"] == "bred.pt" and info["evolve"]["generation"] == 1
+    assert info["parents"]["c00"] and info["config"]["steps"] == 2
+    from fastapi.testclient import TestClient
+
+    from oneword.web.app import GalleryOptions, create_app
+
+    client = TestClient(create_app(None, GalleryOptions()), base_url="http://127.0.0.1:8765")
+    shown = client.get("/api/runs/2").json()
+    assert sorted(c["name"] for c in shown["candidates"]) == ["c00", "c01", "c02"]
+    lineage = client.get(f"/api/candidates/{kids[1].id}/lineage").json()
+    assert lineage["relation"].endswith("+trained") and lineage["parents"]
+    code, _, err = run(capsys, "evolve", "r1", "--train-steps", "0")
+    assert code == 2 and "--train-steps 0" in err

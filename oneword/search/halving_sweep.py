@@ -20,14 +20,13 @@ from ..core.checkpoint import keep_candidates
 from ..core.train import CHECKPOINT_NAME, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Finished, Message, ignore
-from .auto_masks import AutoMasking
-from .cuts import add_cut, run_cuts
-from .halving import Rung, check_keep, halving_rungs, steps_for_budget, survivors
-from .run_photos import early_masks, keep_masks, run_photos
-from .score_math import FIDELITY_METRICS, PROMPT_METRICS, label_free_score
-from .scoring import ScoreSettings, score_run
-from .store import CandidateRecord, Store
-from .sweep import (
+from ..experiments.auto_masks import AutoMasking
+from ..experiments.cuts import add_cut, run_cuts
+from ..experiments.run_photos import early_masks, keep_masks, run_photos
+from ..experiments.score_math import FIDELITY_METRICS, PROMPT_METRICS, label_free_score
+from ..experiments.scoring import ScoreSettings, score_run
+from ..experiments.store import CandidateRecord, Store
+from ..experiments.sweep import (
     SweepResult,
     candidate_folders,
     first_file,
@@ -37,6 +36,7 @@ from .sweep import (
     train_candidates,
     write_candidates,
 )
+from .halving import Rung, check_keep, halving_rungs, steps_for_budget, survivors
 
 log = logging.getLogger(__name__)
 
