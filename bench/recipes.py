@@ -120,8 +120,10 @@ def run_subject(a, oracle, subject_id, work: Path) -> dict:
     probe = load_model(a.model, a.device)
     photos, masks = photos_of(probe, subject_id, a.learn_seed, a.auto_mask)
     class_word = SUBJECTS_BY_ID[subject_id].class_word
-    row = {"class": {**bench_images(probe, oracle, a, subject_id, f"a {class_word}", None, photos)}}
-    row["class"].update(edit_images(probe, oracle, a, subject_id, class_word, None))
+    row = {}
+    if a.class_row:
+        row["class"] = bench_images(probe, oracle, a, subject_id, f"a {class_word}", None, photos)
+        row["class"].update(edit_images(probe, oracle, a, subject_id, class_word, None))
     radius = vocabulary_radius(probe.vocabulary_table, probe.embedding_layout)[0]
     for recipe in a.recipes:
         stages = row[recipe] = {}
@@ -141,6 +143,8 @@ def run_subject(a, oracle, subject_id, work: Path) -> dict:
             print(f"{line}  learn {seconds:.0f}s", flush=True)
 
         learn_in_stages(a, subject_id, recipe, photos, masks, work / subject_id, on_stage)
+    if not a.class_row:
+        return row
     c = row["class"]
     print(
         f"{subject_id:6s} {'class word':12s}            concept {_mean(c['concept']):.2f}  prompt "
@@ -159,7 +163,8 @@ def summarize(table: dict, a) -> dict:
     """Per recipe and stage (and the class word): the median over subjects and the pooled
     mean of every figure, each share with its 95% bootstrap interval."""
     out = {}
-    rows = {"class": [table[s]["class"] for s in table]}
+    first = next(iter(table.values()))
+    rows = {"class": [table[s]["class"] for s in table]} if "class" in first else {}
     for recipe in a.recipes:
         for step in a.stages:
             rows[f"{recipe}@{step}"] = [table[s][recipe][step] for s in table]
@@ -224,6 +229,7 @@ def parse(argv):
     p.add_argument("--prompts", type=int, default=len(evaluate.NOVEL_PROMPTS))
     p.add_argument("--seeds", type=int, default=8, help="image seeds per prompt")
     p.add_argument("--image-seed", type=int, default=0)
+    p.add_argument("--no-class", dest="class_row", action="store_false", help="no class-word row")
     p.add_argument("--quick", action="store_true", help="a quarter of the edit test's images")
     p.add_argument("--device")
     p.add_argument("--json", help="write the summary (and the per-image table) here")

@@ -200,6 +200,7 @@ def drawing_settings(a, subject: str) -> ScoreSettings:
 
 
 def subject_config(a, subject: str, count: int) -> TrainConfig:
+    from oneword.core.recipes import recipe_defaults
     from oneword.world.render import SUBJECTS_BY_ID
 
     return TrainConfig(
@@ -211,6 +212,7 @@ def subject_config(a, subject: str, count: int) -> TrainConfig:
         grad_accum=1,
         checkpoint_every=max(a.steps // 2, 1),
         candidates=CandidatePlan(count=count, seed=0).candidates(),
+        recipe=recipe_defaults(a.recipe),
     )
 
 
@@ -263,6 +265,7 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=16, help="seeds of the automatic pick")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--recipe", default="plain", help="how every word is learned (learn --recipe)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--photo-seed", type=int, default=0)
     p.add_argument("--prompts", type=int, default=12, help="novel-context prompts (<= 12)")
