@@ -28,6 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.recipes import to_sphere as recipe_sphere
+from ..core.recipes import vocabulary_radius
+
 EPS = 1e-12
 
 
@@ -57,15 +60,15 @@ def _check(layout: tuple[int, ...], radii: tuple[float, ...]) -> None:
 
 def vocabulary_radii(table: torch.Tensor, layout: tuple[int, ...]) -> tuple[float, ...]:
     """The median row norm of each part of a token table [V, d] (the sphere a directional
-    word of that model lives on)."""
-    return tuple(float(p.double().norm(dim=-1).median()) for p in _parts(table, layout))
+    word of that model lives on: the recipe's own radius)."""
+    return tuple(vocabulary_radius(table, layout))
 
 
 def to_sphere(x: torch.Tensor, radii: tuple[float, ...], layout: tuple[int, ...]) -> torch.Tensor:
-    """Each part of each vector rescaled to its radius (a zero vector stays zero)."""
+    """Each part of each vector rescaled to its radius (a zero vector stays zero): the
+    directional recipe's retraction, in double precision."""
     _check(layout, radii)
-    parts = [F.normalize(p.double(), dim=-1, eps=EPS) * r for p, r in zip(_parts(x, layout), radii)]
-    return torch.cat(parts, dim=-1).to(x.dtype)
+    return recipe_sphere(x.double(), layout, list(radii)).to(x.dtype)
 
 
 def _slerp_unit(ua: torch.Tensor, ub: torch.Tensor, t: float) -> torch.Tensor:
