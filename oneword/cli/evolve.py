@@ -11,6 +11,7 @@ from .options import (
     add_project_option,
     add_ray_options,
     add_scoring_options,
+    add_sphere_options,
     load_ray_cluster,
     score_settings,
 )
@@ -71,21 +72,10 @@ def register(sub) -> None:
         help="train each generation's children this many more steps from their bred rows, "
         "batched as one sweep, before they are drawn and judged (population-based training)",
     )
-    sphere = p.add_mutually_exclusive_group()
-    sphere.add_argument(
-        "--on-sphere",
-        dest="on_sphere",
-        action="store_const",
-        const=True,
-        help="blend (slerp) and mutate (tangent-space noise) on the sphere of the "
-        "vocabulary's median row norm (default: when the run's words are directional)",
-    )
-    sphere.add_argument(
-        "--off-sphere",
-        dest="on_sphere",
-        action="store_const",
-        const=False,
-        help="blend and mutate the vectors as they are, even for directional words",
+    add_sphere_options(
+        p,
+        "blend (slerp) and mutate (tangent-space noise)",
+        "when the run's words are directional",
     )
     p.add_argument(
         "--resume",

@@ -10,6 +10,7 @@ from ..search.embedding_ops import MIX_METHODS
 from .options import (
     add_output_options,
     add_project_option,
+    add_sphere_options,
     floats,
     load_first_embedding,
     norms_text,
@@ -24,7 +25,9 @@ def register(sub) -> None:
         help="mix learned embeddings (weighted mean or slerp)",
         description="Mix two or more learned embeddings of the same shape. "
         "norm-mean (default) keeps the rows' norms, which a plain "
-        "mean shrinks; slerp moves along the sphere.",
+        "mean shrinks; slerp moves along the sphere. Directional words "
+        "(--recipe directional) are blended on the sphere of the vocabulary's "
+        "median row norm, where they were learned.",
     )
     p.add_argument(
         "embeddings",
@@ -43,6 +46,7 @@ def register(sub) -> None:
     p.add_argument(
         "--slerp", dest="method", action="store_const", const="slerp", help="same as --method slerp"
     )
+    add_sphere_options(p, "blend", "when every word is directional")
     add_output_options(p)
     add_project_option(p)
     p.set_defaults(func=_cmd_mix)
@@ -74,12 +78,14 @@ def _cmd_mix(a: argparse.Namespace) -> int:
             f"mix: the files have different shapes {sorted(shapes)}; mix "
             "embeddings with the same number of vectors and width"
         )
+    sphere = mix_sphere(a.on_sphere, named[0].label, inputs)
     try:
         vectors = mix_by_layout(
             [e.vectors for e in inputs],
             inputs[0].layout,
             list(a.weights) if a.weights else None,
             a.method,
+            sphere,
         )
     except ValueError as exc:
         raise OnewordError(f"--weights: {exc}") from None
@@ -89,10 +95,36 @@ def _cmd_mix(a: argparse.Namespace) -> int:
         "parents": ",".join(word.label for word in named),
         "weights": ",".join(map(str, a.weights or [1] * len(inputs))),
     }
+    if sphere is not None:
+        meta["mix_radii"] = ",".join(f"{r:.6g}" for r in sphere.radii)
     path = write_output(a, vectors, inputs[0].token, meta)
     for word, e in zip(named, inputs):
         print(f"  {word.label}: norm {norms_text(e.vectors)}")
-    print(f"{a.method} -> {path}: norm {norms_text(vectors)}")
+    where = " on the sphere" if sphere is not None else ""
+    print(f"{a.method}{where} -> {path}: norm {norms_text(vectors)}")
     token = a.token or inputs[0].token
     print(next_commands(None, draw_command(token, str(path), inputs[0].metadata.get("model"))))
     return 0
+
+
+def mix_sphere(asked: bool | None, label: str, inputs: list):
+    """The sphere to blend on (the vocabulary of the model the first word names), or None:
+    as asked, else when every word is directional."""
+    from ..search.geometry import geometry_of, use_sphere
+
+    if not use_sphere(asked, [e.metadata for e in inputs]):
+        return None
+    model = inputs[0].metadata.get("model")
+    option = "--on-sphere" if asked else "mix (directional words)"
+    if not model:
+        raise OnewordError(
+            f"{option}: {label} does not say which model it was learned with, whose "
+            "vocabulary gives the sphere; mix with --off-sphere"
+        )
+    sphere = geometry_of(model).sphere()
+    if tuple(sphere.layout) != tuple(inputs[0].layout):
+        raise OnewordError(
+            f"{option}: {label} does not fit the vocabulary of {model}, the model it names; "
+            "mix with --off-sphere"
+        )
+    return sphere

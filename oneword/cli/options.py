@@ -441,6 +441,27 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sphere_options(p: argparse.ArgumentParser, what: str, default: str) -> None:
+    """--on-sphere / --off-sphere (dest on_sphere: True, False, or None for the default):
+    `what` is done on the sphere of the vocabulary's median row norm, by `default`."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--on-sphere",
+        dest="on_sphere",
+        action="store_const",
+        const=True,
+        help=f"{what} on the sphere of the vocabulary's median row norm, each vector kept "
+        f"at that norm (default: {default})",
+    )
+    g.add_argument(
+        "--off-sphere",
+        dest="on_sphere",
+        action="store_const",
+        const=False,
+        help=f"{what} on the vectors as they are, even for directional words",
+    )
+
+
 def norms_text(vectors) -> str:
     return ", ".join(f"{float(n):.4f}" for n in vectors.float().norm(dim=-1))
 

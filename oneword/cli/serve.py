@@ -18,7 +18,8 @@ def register(sub) -> None:
         "candidate's images and scores; rate them 1-5 or mark "
         "favourites (mouse or keyboard); breed the next generation "
         "from your ratings and mix candidates, drawn in the "
-        "background; lineage of each candidate.",
+        "background (the children trained on first with --train-steps); "
+        "lineage of each candidate.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address (default 127.0.0.1: this machine only)"
@@ -47,6 +48,13 @@ def register(sub) -> None:
     )
     p.add_argument("--elites", type=int, default=1, help="best parents kept as they are (1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the breeding (default 0)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="train each bred generation's children this many more steps from their bred rows, "
+        "as `evolve --train-steps`, before they are drawn (default 0: drawn as bred)",
+    )
     p.add_argument("--prompts", default="auto", help="what new candidates draw (as `score`)")
     p.add_argument("-n", "--images", type=int, default=4, help="images per new candidate")
     add_image_seed_option(p, "seed of the first image a new candidate draws")
@@ -73,7 +81,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     )
     drawing = score_settings(a, prompts=a.prompts, images=a.images, seed=a.image_seed)
     hosts = served_hosts(a.host, a.port, tuple(a.allow_host))
-    app = create_app(a.project, GalleryOptions(a.population, breeding, drawing, a.seed), hosts)
+    options = GalleryOptions(a.population, breeding, drawing, a.seed, a.train_steps)
+    app = create_app(a.project, options, hosts)
     print(f"oneword gallery of {app.state.folder}: http://{a.host}:{a.port}/  (Ctrl+C stops)")
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0

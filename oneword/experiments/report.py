@@ -1,15 +1,18 @@
-"""What `oneword score` shows: a ranked text table, an HTML report and a scatter plot PNG
-(fidelity against prompt-following, drawn with Pillow)."""
+"""What `oneword score` shows: a ranked text table, an HTML report, a scatter plot PNG
+(fidelity against prompt-following, drawn with Pillow) and the picture of the best word found
+against compute (`compute_picture`)."""
 
 from __future__ import annotations
 
 import html
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_write, atomic_write_text
+from .compute_picture import COMPUTE_PICTURE, write_compute_picture
 from .cuts import run_cuts
 from .score_math import FIDELITY_METRICS, METRIC_LABELS, PROMPT_METRICS
 
@@ -184,6 +187,19 @@ def write_scatter(board, path: Path) -> Path:
     return scatter_plot(points, path, x_label, y_label, title, min_span=0.2)
 
 
+def write_outputs(store, board):
+    """The scatter plot, the picture of quality against compute of the run's lineage and
+    report.html of an evaluation (a scoring.Scoreboard), recorded in the store."""
+    plot = write_scatter(board, board.folder / "scatter.png")
+    compute = write_compute_picture(store, board.run, board.folder / COMPUTE_PICTURE)
+    page = write_report(board, board.folder / "report.html", plot, board.prompts, compute)
+    store.add_files(board.run.id, "plot", [plot])
+    if compute is not None:
+        store.add_files(board.run.id, "compute_plot", [compute])
+    store.add_files(board.run.id, "report", [page])
+    return replace(board, report=page, plot=plot)
+
+
 # -- HTML ------------------------------------------------------------------------------------
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
@@ -191,8 +207,10 @@ text-align:right}th{background:#f4f4f4}td.l,th.l{text-align:left}tr.front td{fon
 .cand{margin:1.5em 0}.cand img{max-width:100%;image-rendering:pixelated}small{color:#666}"""
 
 
-def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
-    """report.html beside the plot and the candidates' contact sheets (relative links)."""
+def write_report(
+    board, path: Path, plot: Path, prompts: list[str], compute: Path | None = None
+) -> Path:
+    """report.html beside the plots and the candidates' contact sheets (relative links)."""
     base = path.parent
     run = board.run
     parts = [
@@ -206,6 +224,7 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         "bold rows are on the Pareto front.</p>",
         _table_html(board),
         f"<h2>Fidelity against prompt-following</h2><img src='{_rel(plot, base)}'>",
+        _compute_html(compute, base),
         "<h2>Candidates</h2>",
     ]
     for row in board.rows:
@@ -220,6 +239,17 @@ def write_report(board, path: Path, plot: Path, prompts: list[str]) -> Path:
         "<h2>Prompts</h2><ol>" + "".join(f"<li>{html.escape(p)}</li>" for p in prompts) + "</ol>"
     )
     return atomic_write_text(path, "\n".join(parts) + "\n")
+
+
+def _compute_html(compute: Path | None, base: Path) -> str:
+    if compute is None:
+        return ""
+    return (
+        "<h2>Quality against compute</h2><p>The combined score of the best word found so far "
+        "against the compute spent on the search (candidate-steps trained plus images drawn "
+        "to score): the best of the first k seeds, and each line of generations bred from "
+        f"them.</p><img src='{_rel(compute, base)}' alt='quality against compute'>"
+    )
 
 
 def _table_html(board) -> str:

@@ -55,6 +55,32 @@ def run_photos(
     return images, mask_settings(images, config, None, record)
 
 
+def inherited_masks(
+    photos: list[str], config: TrainConfig, source, on_event: EventSink
+) -> tuple[data.TrainingPhotos, dict]:
+    """The photos of run `source` (a RunRecord) with the masks it trained with, read back
+    from the copies it keeps in its folder (`masks/`, as `--mask-dir` would): what words bred
+    from its words train on, however their masks were first made. The run's settings say
+    where the masks came from."""
+    files, images, skipped = data.load_photo_files(photos)
+    for line in skipped:
+        on_event(Message(line))
+    folder = Path(source.folder) / MASKS_FOLDER
+    names = [folder / f"{stem}.png" for stem in kept_stems(files)]
+    gone = next((name for name in names if not name.is_file()), None)
+    if gone is not None:
+        raise OnewordError(
+            f"--train-steps: {gone}: a mask run {source.name} trained with is gone, so its "
+            "words' children cannot train as it did; breed without --train-steps, or learn "
+            "the run again"
+        )
+    masks = [data.PhotoMask(data.read_mask(name), name) for name in names]
+    kept = data.TrainingPhotos(images, files, masks)
+    settings = mask_settings(kept, config, folder)
+    settings["mask"]["from_run"] = source.name
+    return kept, settings
+
+
 def made_by_the_model(photos) -> bool:
     """Whether a run's masks were made by the model (`--mask auto`)."""
     masks = getattr(photos, "masks", None)

@@ -10,7 +10,7 @@ ranked report go to `<run>/scores/e<N>/` and to the experiment store.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -250,16 +250,7 @@ def record_ranking(
         prompts=list(dict.fromkeys(evaluation.job.drawn)),
         judge=evaluation.judge.name,
     )
-    return write_outputs(store, board)
-
-
-def write_outputs(store: Store, board: Scoreboard) -> Scoreboard:
-    """The scatter plot and report.html of an evaluation, recorded in the store."""
-    plot = report.write_scatter(board, board.folder / "scatter.png")
-    page = report.write_report(board, board.folder / "report.html", plot, board.prompts)
-    store.add_files(board.run.id, "plot", [plot])
-    store.add_files(board.run.id, "report", [page])
-    return replace(board, report=page, plot=plot)
+    return report.write_outputs(store, board)
 
 
 def draw_and_measure(

@@ -40,6 +40,7 @@ FILE_KINDS = (
     "table",
     "mask",  # a copy of a training photo's mask
     "mask_view",  # a training photo with its mask over it, for the gallery
+    "compute_plot",  # the best word found against compute (compute_picture)
 )
 
 

@@ -8,7 +8,9 @@ a file or the global random state: randomness comes from an explicit torch.Gener
 Averaging vectors shrinks their norm (the mean of two unit vectors at angle θ has norm
 cos(θ/2)), and a token row of unusual norm draws differently from the vocabulary's rows; so
 `mix` offers the plain weighted mean, a norm-preserving mean (the mean direction rescaled to
-the weighted mean of the inputs' norms, per vector) and spherical interpolation (Shoemake 1985).
+the weighted mean of the inputs' norms, per vector) and spherical interpolation (Shoemake 1985);
+given a `Sphere`, each blend is kept on it (`sphere_mix`: directional words stay at the
+vocabulary's norm).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OnewordError
-from .sphere import Sphere, sphere_crossover, tangent_mutation
+from .sphere import Sphere, sphere_crossover, sphere_slerp, tangent_mutation, to_sphere
 
 MIX_METHODS = ("mean", "norm-mean", "slerp")
 SELECTIONS = ("top-k", "tournament")
@@ -89,27 +91,58 @@ def slerp(
     return (F.normalize(direction, dim=-1) * norm).to(a.dtype)
 
 
-def slerp_mean(vectors: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
+def slerp_mean(
+    vectors: list[torch.Tensor], weights: list[float] | None = None, step=None
+) -> torch.Tensor:
     """A weighted spherical mix of several embeddings by successive slerps: the running mix
     of the first i inputs moves towards input i+1 by w_{i+1} / (w_1 + … + w_{i+1}). For two
-    inputs it is exactly slerp(a, b, w_b); for more it approximates the spherical mean."""
+    inputs it is exactly slerp(a, b, w_b); for more it approximates the spherical mean.
+    step(a, b, t): the slerp taken (default `slerp`; `sphere_mix` walks the sphere's)."""
+    step = step or slerp
     w = normalized_weights(len(vectors), weights)
     out, seen = vectors[0], float(w[0])
     for v, wi in zip(vectors[1:], w[1:].tolist()):
         seen += wi
-        out = slerp(out, v, wi / seen if seen > 0 else 0.0)
+        out = step(out, v, wi / seen if seen > 0 else 0.0)
     return out
 
 
-def mix(
-    vectors: list[torch.Tensor], weights: list[float] | None = None, method: str = "norm-mean"
+def sphere_mix(
+    vectors: list[torch.Tensor], weights: list[float] | None, method: str, sphere: Sphere
 ) -> torch.Tensor:
-    """Mix same-shape embeddings [N, d]: mean, norm-mean (norm-preserving) or slerp."""
+    """A blend kept on the sphere, each part of each vector at its radius. slerp: successive
+    steps along great circles (`slerp_mean` with `sphere.sphere_slerp`); mean and norm-mean:
+    the weighted mean's direction, the extrinsic mean of points on a sphere put back on it
+    (Buss & Fillmore 2001, "Spherical averages and applications to spherical splines and
+    interpolation", ACM Transactions on Graphics)."""
+    if method == "slerp":
+
+        def step(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+            return sphere_slerp(a, b, t, sphere.radii, sphere.layout)
+
+        blended = slerp_mean(vectors, weights, step)
+    elif method in ("mean", "norm-mean"):
+        blended = weighted_mean(vectors, weights)
+    else:
+        raise ValueError(f"mix method {method!r}: choose one of {', '.join(MIX_METHODS)}")
+    return to_sphere(blended, sphere.radii, sphere.layout)
+
+
+def mix(
+    vectors: list[torch.Tensor],
+    weights: list[float] | None = None,
+    method: str = "norm-mean",
+    sphere: Sphere | None = None,
+) -> torch.Tensor:
+    """Mix same-shape embeddings [N, d]: mean, norm-mean (norm-preserving) or slerp; on
+    `sphere` when given (`sphere_mix`)."""
     if not vectors:
         raise ValueError("nothing to mix")
     shapes = {tuple(v.shape) for v in vectors}
     if len(shapes) != 1:
         raise ValueError(f"embeddings of different shapes {sorted(shapes)}")
+    if sphere is not None:
+        return sphere_mix(vectors, weights, method, sphere)
     if method == "mean":
         return weighted_mean(vectors, weights)
     if method == "norm-mean":
@@ -124,12 +157,14 @@ def mix_by_layout(
     layout: tuple[int, ...],
     weights: list[float] | None = None,
     method: str = "norm-mean",
+    sphere: Sphere | None = None,
 ) -> torch.Tensor:
     """Mix embeddings whose rows hold several text encoders' vectors side by side (an SDXL
     word is [clip_l | clip_g]): each part on its own, with the same weights, so norm-mean and
-    slerp keep each part's norm. One part: `mix`."""
-    if len(layout) == 1:
-        return mix(vectors, weights, method)
+    slerp keep each part's norm. One part: `mix`. On `sphere` (which knows the parts): each
+    part at its radius."""
+    if len(layout) == 1 or sphere is not None:
+        return mix(vectors, weights, method, sphere)
     if sum(layout) != vectors[0].shape[-1]:
         raise ValueError(f"layout {layout} does not fit width {vectors[0].shape[-1]}")
     parts = zip(*(v.split(list(layout), dim=-1) for v in vectors))

@@ -38,7 +38,7 @@ from ..experiments.store import CandidateRecord, RunRecord, Store
 from ..experiments.verdicts import latest_scores, rating_of
 from ..files import file_stem
 from .embedding_ops import Breeding, Child, mix_by_layout, next_generation
-from .sphere import Sphere, vocabulary_radii
+from .geometry import Geometry, geometry_of, use_sphere
 from .trained import ChildTraining, generation_run, train_children
 
 log = logging.getLogger(__name__)
@@ -168,41 +168,6 @@ def record_children(
     return store.run(rec.run.id)
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """A model's vocabulary as breeding needs it: the per-dimension spread (the unit of
-    mutation) and each part's median row norm (the sphere of directional words)."""
-
-    spread: float
-    radii: tuple[float, ...]
-    layout: tuple[int, ...]
-
-    def sphere(self) -> Sphere:
-        return Sphere(self.radii, self.layout)
-
-
-def geometry_of(model_name: str) -> Geometry:
-    from ..core.vectors import vocabulary_spread
-
-    model = load_model(model_name, "cpu")
-    table = model.vocabulary_table
-    layout = tuple(getattr(model, "embedding_layout", (table.shape[-1],)))
-    return Geometry(vocabulary_spread(table)[1], vocabulary_radii(table, layout), layout)
-
-
-def vocabulary_spread_of(model_name: str) -> float:
-    """The per-dimension standard deviation of a model's token table."""
-    return geometry_of(model_name).spread
-
-
-def directional(config) -> bool:
-    """Whether a run's words keep their norm fixed (the directional recipe): `config` is a
-    TrainConfig or the dict a run records of one; a recipe is read by its name."""
-    recipe = config.get("recipe") if isinstance(config, dict) else getattr(config, "recipe", None)
-    name = recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", recipe)
-    return name == "directional"
-
-
 def breed(
     run_ref: str,
     settings: EvolveSettings = EvolveSettings(),
@@ -233,9 +198,7 @@ def breed_in(
     population = load_population(store, run)
     fitness, source = fitness_of(store, population.run, population.candidates, settings.fitness)
     geometry = geometry_of(population.run.model) if geometry is None else geometry
-    on_sphere = settings.on_sphere
-    if on_sphere is None:
-        on_sphere = directional(population.run.settings.get("config", {}))
+    on_sphere = use_sphere(settings.on_sphere, [population.run.settings.get("config", {})])
     seed = settings.seed * 1_000_003 + generation * 1009
     gen = torch.Generator().manual_seed(seed)
     children = next_generation(
@@ -268,22 +231,33 @@ def breed_from_ratings(
     population: int,
     breeding: Breeding,
     seed: int = 0,
+    training: ChildTraining | None = None,
+    on_event: EventSink = ignore,
+    resume: bool = False,
 ) -> RunRecord:
-    """The gallery's next generation: bred from a person's ratings of run `run_id`. Breeding
-    from the same run again (after more ratings) draws other random numbers."""
+    """The gallery's next generation: bred from a person's ratings of run `run_id`, its
+    children trained on first with `training` (as `evolve --train-steps`). Breeding from the
+    same run again (after more ratings) draws other random numbers; `resume`: the trained
+    generation a stopped job began goes on from its checkpoint."""
     with Store.open(project) as store:
-        record = store.run(run_id)
-        bred = sum(r.parent_run == record.id and r.kind == "evolve" for r in store.runs())
-    generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
-    settings = EvolveSettings(
-        generations=1,
-        population=population,
-        breeding=breeding,
-        strategy="ga",
-        fitness=RATING_FITNESS,
-        seed=seed + 7919 * bred,
-    )
-    return breed(record.name, settings, generation, project)
+        record = word_run(store, f"r{run_id}")
+        bred = [r for r in store.runs("evolve") if r.parent_run == record.id]
+        stopped = bred[-1] if resume and training and bred and stopped_training(bred[-1]) else None
+        generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
+        settings = EvolveSettings(
+            generations=1,
+            population=population,
+            breeding=breeding,
+            strategy="ga",
+            fitness=RATING_FITNESS,
+            seed=seed + 7919 * (len(bred) - (stopped is not None)),
+        )
+        return breed_in(store, record, settings, generation, None, training, on_event, stopped)
+
+
+def stopped_training(run: RunRecord) -> bool:
+    """Whether a generation is a trained one that stopped before it was done."""
+    return run.status != "done" and "train_steps" in run.settings.get("evolve", {})
 
 
 def mix_candidates(
@@ -291,27 +265,38 @@ def mix_candidates(
     weights: list[float] | None = None,
     method: str = "norm-mean",
     project: str | Path | None = None,
+    on_sphere: bool | None = None,
 ) -> RunRecord:
-    """A new run (kind mix) with one candidate: the mix of the given candidates."""
+    """A new run (kind mix) with one candidate: the mix of the given candidates; on the
+    sphere of the vocabulary's norm as asked, else (None) when every one is directional."""
     with Store.open(project) as store:
-        return _mix_in(store, candidate_ids, weights, method)
+        return _mix_in(store, candidate_ids, weights, method, on_sphere)
 
 
 def _mix_in(
-    store: Store, candidate_ids: list[int], weights: list[float] | None, method: str
+    store: Store,
+    candidate_ids: list[int],
+    weights: list[float] | None,
+    method: str,
+    on_sphere: bool | None,
 ) -> RunRecord:
     cands = [store.candidate(i) for i in candidate_ids]
     runs = {c.run_id: store.run(c.run_id) for c in cands}
     embeddings = [candidate_embedding(store, runs[c.run_id], c) for c in cands]
     if len({(tuple(e.vectors.shape), e.layout) for e in embeddings}) != 1:
         raise OnewordError("mix: the candidates have different numbers of vectors or widths")
-    vectors = mix_by_layout([e.vectors for e in embeddings], embeddings[0].layout, weights, method)
     parent = Population(runs[cands[0].run_id], cands, embeddings)
+    configs = [runs[c.run_id].settings.get("config", {}) for c in cands]
+    sphere = geometry_of(parent.run.model).sphere() if use_sphere(on_sphere, configs) else None
+    vectors = mix_by_layout(
+        [e.vectors for e in embeddings], embeddings[0].layout, weights, method, sphere
+    )
     child = Child(vectors, tuple(range(len(cands))), f"mix-{method}")
     info = {
         "method": method,
         "weights": weights,
         "parents": [f"r{c.run_id}/{c.name}" for c in cands],
+        "on_sphere": sphere is not None,
     }
     return record_children(store, parent, [child], "mix", info, 0, 0.0)
 

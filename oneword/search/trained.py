@@ -5,7 +5,8 @@ Networks") over the seeds of a sweep.
 A generation bred by `evolve` (crossovers, blends and mutations of the fittest) is not judged
 as bred: its children start from their bred rows and train N more steps, all of them batched
 as one run through the training pipeline every sweep goes through (`experiments.sweep`), each
-with its first parent's learning rate. The run is a run of kind "evolve" with its children's
+with its first parent's learning rate, on the parents' photos with the masks they learned with
+(read back from the masked run's folder). The run is a run of kind "evolve" with its children's
 lineage, the bred rows kept in its folder (`bred.pt`, named in its settings and `run.json`), so
 a stopped generation resumes from its checkpoint on the same rows.
 """
@@ -25,7 +26,7 @@ from ..core.train import CHECKPOINT_NAME, Candidate, TrainConfig
 from ..errors import OnewordError
 from ..events import EventSink, Message, ignore
 from ..experiments.recording import RunRecorder
-from ..experiments.run_photos import run_photos
+from ..experiments.run_photos import inherited_masks, keep_masks, run_photos
 from ..experiments.store import CandidateRecord, RunRecord, Store
 from ..experiments.sweep import (
     candidate_folders,
@@ -89,7 +90,6 @@ def child_config(
         preview_every=0,
         checkpoint_every=min(base.checkpoint_every, steps),
         candidates=candidates,
-        mask_floor=None,
         max_batch=None,
     )
 
@@ -148,12 +148,11 @@ def train_children(
     bred rows and checkpoint it goes on from."""
     firsts = [parent_candidates[c.parents[0]] for c in children]
     config = child_config(run, firsts, training.steps, int(info["seed"]) % 2**62)
-    if parent_config(run).mask_floor is not None:
-        on_event(Message("the children train on the photos without their masks"))
     choice = ModelChoice(run.model, training.device, training.dtype)
     resume = resumed is not None and resumed.folder is not None
     folder = resumed.folder if resume else None
-    images, masking = run_photos(run.photos, config, choice, on_event)
+    images, masking = children_photos(store, run, config, choice, on_event)
+    config = replace(config, mask_floor=masking.get("mask_floor"))
     mutation = float(info.get("breeding", {}).get("mutation", 0.0))
     evolve = {**info, "train_steps": training.steps}
     with record_run(
@@ -171,8 +170,37 @@ def train_children(
             resume and ckpt.exists(), training.max_batch, None, bred,
         )  # fmt: skip
         rec.files("checkpoint", [ckpt])
+        keep_masks(rec, images)
         write_candidates(rec, config, choice.model, trained, range(len(children)), folders, records)
     return store.run(rec.run.id)
+
+
+def masked_ancestor(store: Store, run: RunRecord) -> RunRecord | None:
+    """The run whose masks `run`'s words learned with: itself, or the run it was bred or
+    mixed from (an untrained generation keeps its parents' recipe, not their masks); None
+    for words learned on whole photos."""
+    seen: set[int] = set()
+    while run is not None and run.id not in seen:
+        if (run.settings.get("config") or {}).get("mask_floor") is None:
+            return None
+        if run.settings.get("mask"):
+            return run
+        seen.add(run.id)
+        run = store.run(run.parent_run) if run.parent_run else None
+    return None
+
+
+def children_photos(
+    store: Store, run: RunRecord, config: TrainConfig, choice: ModelChoice, on_event: EventSink
+):
+    """The photos the children of `run`'s words train on, with the masks their parents
+    learned with (read back from the masked run's folder), and what the run records of them;
+    config.mask_floor is the parents'."""
+    source = masked_ancestor(store, run)
+    if source is None:
+        return run_photos(run.photos, replace(config, mask_floor=None), choice, on_event)
+    on_event(Message(f"the children train with the masks of {source.name}"))
+    return inherited_masks(run.photos, config, source, on_event)
 
 
 def write_run_info(

@@ -7,8 +7,10 @@ ratings live in the store across restarts. Files are served only by their place 
 (see oneword.web.views), a masked run's mask views as well. Breeding and
 drawing run as background jobs in one worker thread; their progress streams to the page as
 server-sent events, and they are kept in the store, so a restarted server shows an interrupted
-job, resumable. A bred or mixed run is drawn with its parents' prompts and seeds (and scored
-when they were), so that it compares with them.
+job, resumable. Bred children can train on before they are drawn (`serve --train-steps`, or the
+breeding request's own number), through the training `evolve --train-steps` uses. A bred or
+mixed run is drawn with its parents' prompts and seeds (and scored when they were), so that it
+compares with them.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from ..search.evolve import (
     draw_like_parents,
     mix_candidates,
 )
+from ..search.trained import ChildTraining
 from .guard import add_request_checks
 from .jobs import JobRunner
 from .views import (
     FAVOURITE,
+    compute_picture,
     embedding_file,
     image_file,
     preview_sheets,
@@ -51,6 +55,7 @@ from .views import (
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+MAX_TRAIN_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,23 @@ class GalleryOptions:
     breeding: Breeding = field(default_factory=Breeding)
     drawing: ScoreSettings = field(default_factory=lambda: ScoreSettings(images=4))
     seed: int = 0
+    train_steps: int = 0  # steps bred children train before they are drawn (0: none)
 
     def __post_init__(self):
         if self.population < 1:
             raise OnewordError(f"--population {self.population}: must be 1 or more")
+        if not 0 <= self.train_steps <= MAX_TRAIN_STEPS:
+            raise OnewordError(
+                f"--train-steps {self.train_steps}: give 0 (children drawn as bred) to "
+                f"{MAX_TRAIN_STEPS}"
+            )
+
+    def training(self, steps: int | None) -> ChildTraining | None:
+        """How children train on before they are drawn: `steps` (None: the gallery's)."""
+        steps = self.train_steps if steps is None else steps
+        if not steps:
+            return None
+        return ChildTraining(steps, self.drawing.device, self.drawing.dtype)
 
 
 # An id of the store, in a path or a body: 1 to SQLite's largest integer.
@@ -78,6 +96,11 @@ class RatingIn(BaseModel):
     rating: int = Field(ge=RATINGS[0], le=RATINGS[1])
     image_id: StoreId | None = None
     favourite: bool = False
+
+
+class NextIn(BaseModel):
+    # steps the children train before they are drawn; None: the gallery's --train-steps
+    train_steps: int | None = Field(None, ge=0, le=MAX_TRAIN_STEPS)
 
 
 class MixIn(BaseModel):
@@ -157,6 +180,15 @@ def _add_viewing(app: FastAPI, folder: Path) -> None:
             raise HTTPException(404, "no such mask")
         return FileResponse(path, media_type="image/png")
 
+    @app.get("/api/runs/{run_id}/compute")
+    def compute(run_id: PathId) -> FileResponse:
+        """The newest picture of quality against compute of the run's lineage."""
+        with Store.open(folder) as s:
+            path = compute_picture(s, _found(lambda: s.run(run_id)))
+        if path is None:
+            raise HTTPException(404, "no picture of quality against compute yet")
+        return FileResponse(path, media_type="image/png")
+
     @app.get("/api/images/{image_id}")
     def image(image_id: PathId) -> FileResponse:
         """An image the store records (wherever its command wrote it: ./images, ./demo)."""
@@ -189,7 +221,7 @@ def _add_rating(app: FastAPI, folder: Path) -> None:
 
 def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptions) -> None:
     @app.post("/api/runs/{run_id}/next")
-    def next_generation(run_id: PathId) -> dict:
+    def next_generation(run_id: PathId, body: NextIn | None = None) -> dict:
         with Store.open(folder) as s:
             record = _found(lambda: s.run(run_id))
             if not any(
@@ -197,9 +229,13 @@ def _add_breeding(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryO
                 for c in s.candidates(record.id)
             ):
                 raise HTTPException(400, "rate some candidates first")
-        spec = {"kind": "next", "run": record.id}
+        steps = (
+            options.train_steps if body is None or body.train_steps is None else body.train_steps
+        )
+        spec = {"kind": "next", "run": record.id, "train_steps": steps}
         generation = int(record.settings.get("evolve", {}).get("generation", 0)) + 1
-        what = f"generation {generation} from {record.name}"
+        trained = f", trained {steps} steps" if steps else ""
+        what = f"generation {generation} from {record.name}{trained}"
         return jobs.submit(what, spec, job_work(spec, folder, options))
 
     @app.post("/api/runs/{run_id}/score")
@@ -256,13 +292,16 @@ def _add_jobs(app: FastAPI, folder: Path, jobs: JobRunner, options: GalleryOptio
             raise HTTPException(404, "no such job")
         if found["state"] != "interrupted":
             raise HTTPException(400, f"job {job_id} is {found['state']}, not interrupted")
-        work = job_work(found["spec"], folder, options, found["run_id"])
+        work = job_work(found["spec"], folder, options, found["run_id"], resume=True)
         return jobs.submit(found["what"], found["spec"], work, job_id=job_id)
 
 
-def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None = None):
+def job_work(
+    spec: dict, folder: Path, options: GalleryOptions, made: int | None = None, resume=False
+):
     """The work of a job from its stored description. made: the run an interrupted job had
-    already made (bred or mixed): resuming draws its images again."""
+    already made (bred or mixed): resuming draws its images again; resume, without one: a
+    generation whose children stopped training goes on from its checkpoint."""
 
     def work(on_event, started):
         if spec["kind"] == "score":
@@ -272,9 +311,11 @@ def job_work(spec: dict, folder: Path, options: GalleryOptions, made: int | None
         if made is not None:
             child = made
         elif spec["kind"] == "next":
+            training = options.training(spec.get("train_steps", 0))
             child = breed_from_ratings(
-                spec["run"], folder, options.population, options.breeding, options.seed
-            ).id
+                spec["run"], folder, options.population, options.breeding, options.seed,
+                training, on_event, resume,
+            ).id  # fmt: skip
         else:
             child = mix_candidates(spec["candidates"], spec["weights"], spec["method"], folder).id
         started(child)

@@ -18,6 +18,7 @@ from ..core import data
 from ..core.embeddings import DIFFUSERS_FILE
 from ..core.per_layer import PER_LAYER_SUFFIX
 from ..errors import OnewordError
+from ..experiments.compute_picture import lineage_root
 from ..experiments.cuts import run_cuts
 from ..experiments.naming import EMBEDDING_SUFFIXES, WORD_RUN_KINDS
 from ..experiments.score_math import within_noise
@@ -69,6 +70,18 @@ def preview_sheets(run) -> list[Path]:
     return sorted(p for p in folder.glob("*.png") if p.is_file())
 
 
+def compute_picture(s: Store, run) -> Path | None:
+    """The newest picture of quality against compute drawn for the run's lineage (the sweep
+    it comes from and the generations bred from it: `oneword score` draws one each time one
+    of them is scored), as a file that opens as an image; None if none."""
+    root = lineage_root(s, run).id
+    for other in reversed(s.runs()):
+        drawn = s.files(other.id, "compute_plot")
+        if drawn and lineage_root(s, other).id == root:
+            return image_file(drawn[-1])
+    return None
+
+
 def file_format(path: Path) -> str:
     """What a word's file is for, in a few words."""
     name = path.name
@@ -108,6 +121,7 @@ def run_view(s: Store, run, project: Path) -> dict:
         "photos": [{"index": k, "name": p.name} for k, p in enumerate(training_photos(run))],
         "previews": [{"index": k, "name": p.stem} for k, p in enumerate(preview_sheets(run))],
         "masks": [{"index": k, "name": p.stem} for k, p in enumerate(s.files(run.id, "mask_view"))],
+        "compute": compute_picture(s, run) is not None,
         "candidates": candidates,
         "hint": _hint(run, candidates, project),
         "can_score": _hint(run, candidates, project).startswith("not scored yet"),

@@ -269,6 +269,10 @@ def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
         assert r2.status == "done" and r2.step == 2 and r2.parent_run == 1
         assert r2.settings["evolve"]["train_steps"] == 2
         assert r2.settings["start_rows"] == trained.BRED_ROWS
+        # r1 learned with automatic masks (the default with a class word): so do its children
+        assert store.run(1).settings["mask"]["auto"]
+        assert r2.settings["mask"]["from_run"] == "r1"
+        assert r2.settings["mask_floor"] == store.run(1).settings["mask_floor"]
         kids = store.candidates(2)
         assert [k.init for k in kids][0] == "elite+trained"
         for k, kid in enumerate(kids):

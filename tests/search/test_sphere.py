@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oneword.search.embedding_ops import Breeding, next_generation
-from oneword.search.evolve import directional
+from oneword.search.geometry import directional
 from oneword.search.sphere import (
     Sphere,
     exp_map,
@@ -138,3 +138,34 @@ def test_directional_words_are_read_from_a_config_or_its_record():
     assert not directional({"recipe": {"name": "plain"}})
     assert not directional({})  # a run from before recipes
     assert not directional(object())
+
+
+def test_blends_on_the_sphere_keep_every_part_at_its_radius():
+    """`mix` on a sphere: slerp walks the great circles (two words' blend is `sphere_slerp`
+    at the second word's weight), mean and norm-mean take the mean's direction; every part
+    ends at its radius, while the plain mean of the same words shrinks."""
+    from oneword.search.embedding_ops import mix, mix_by_layout, sphere_mix
+
+    sphere = Sphere(RADII, LAYOUT)
+    a, b, c = (to_sphere(words(s), RADII, LAYOUT) for s in (1, 2, 3))
+    for method in ("slerp", "mean", "norm-mean"):
+        blended = mix_by_layout([a, b, c], LAYOUT, [1.0, 2.0, 1.0], method, sphere)
+        assert on_radii(blended), method
+    two = mix([a, b], [1.0, 3.0], "slerp", sphere)
+    torch.testing.assert_close(two, sphere_slerp(a, b, 0.75, RADII, LAYOUT))
+    mean = mix([a, b], None, "mean", sphere)
+    torch.testing.assert_close(mean, to_sphere((a + b) / 2, RADII, LAYOUT))
+    assert not on_radii(mix_by_layout([a, b], LAYOUT, None, "mean"))  # off the sphere: shorter
+    with pytest.raises(ValueError, match="mix method"):
+        sphere_mix([a, b], None, "median", sphere)
+
+
+def test_use_sphere_is_as_asked_else_when_every_word_is_directional():
+    from oneword.search.geometry import use_sphere
+
+    directional_word = {"recipe": "directional"}  # an embedding file's metadata
+    plain_word = {"recipe": "plain"}
+    assert use_sphere(None, [directional_word, {"recipe": {"name": "directional"}}])
+    assert not use_sphere(None, [directional_word, plain_word])
+    assert not use_sphere(None, [])
+    assert use_sphere(True, [plain_word]) and not use_sphere(False, [directional_word])

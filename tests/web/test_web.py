@@ -15,6 +15,7 @@ import torch
 
 from oneword.core.embeddings import load_embeddings
 from oneword.core.generate import Sampling
+from oneword.errors import OnewordError
 from oneword.experiments.scoring import ScoreSettings
 from oneword.experiments.store import Store
 from oneword.search.embedding_ops import Breeding
@@ -234,6 +235,55 @@ def test_progress_streams_and_a_lost_job_resumes_after_a_restart(project):
     assert done["state"] == "done" and done["run_id"] == 3  # bred again from r1
     assert again.post(f"/api/jobs/{job['id']}/resume").status_code == 400
     assert again.get("/api/jobs/999/events").status_code == 404
+
+
+def test_the_gallery_trains_bred_children_before_it_draws_them(project):
+    """serve --train-steps: a rated run's children train on from their bred rows through
+    `evolve --train-steps`'s training before they are drawn; the breeding request's number
+    overrides the gallery's (0: drawn as bred); a stopped trained generation resumes."""
+    from dataclasses import replace
+
+    from oneword.errors import Interrupted
+    from oneword.search import trained
+
+    client = TestClient(create_app(project, replace(options(), train_steps=1)), base_url=LOCAL)
+    cands = client.get("/api/runs/1").json()["candidates"]
+    client.post(f"/api/candidates/{cands[1]['id']}/rating", json={"rating": 5})
+    done = wait_for_job(client, client.post("/api/runs/1/next").json()["id"])
+    assert done["state"] == "done" and "trained 1 steps" in done["what"], done
+    child = client.get(f"/api/runs/{done['run_id']}").json()
+    assert [c["relation"] for c in child["candidates"]][0] == "elite+trained"
+    assert all(len(c["images"]) == 2 for c in child["candidates"])  # drawn after training
+    with Store.open(project) as store:
+        bred = store.run(done["run_id"])
+        assert bred.settings["evolve"]["train_steps"] == 1 and bred.step == 1
+        assert bred.settings["start_rows"] == trained.BRED_ROWS
+    as_bred = client.post("/api/runs/1/next", json={"train_steps": 0}).json()
+    plain = client.get(f"/api/runs/{wait_for_job(client, as_bred['id'])['run_id']}").json()
+    assert plain["candidates"][0]["relation"] == "elite"
+    assert client.post("/api/runs/1/next", json={"train_steps": -1}).status_code == 422
+    with pytest.raises(OnewordError, match="--train-steps -1"):
+        GalleryOptions(train_steps=-1)
+
+    real = trained.train_candidates
+
+    def stop_after_one_step(images, config, *a, **k):
+        real(images, replace(config, stop_at=1), *a, **k)
+        raise Interrupted("interrupted at step 1")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trained, "train_candidates", stop_after_one_step)
+        job = client.post("/api/runs/1/next", json={"train_steps": 2}).json()
+        assert wait_for_job(client, job["id"])["state"] == "failed"
+    with Store.open(project) as store:
+        stopped = store.runs("evolve")[-1]
+        assert stopped.status == "interrupted" and stopped.step == 1
+        store.conn.execute("UPDATE jobs SET state = 'interrupted' WHERE id = ?", (job["id"],))
+    client.post(f"/api/jobs/{job['id']}/resume")
+    done = wait_for_job(client, job["id"])
+    assert done["state"] == "done" and done["run_id"] == stopped.id  # the same run went on
+    with Store.open(project) as store:
+        assert store.run(stopped.id).status == "done" and store.run(stopped.id).step == 2
 
 
 # -- the page in a real browser --------------------------------------------------------------

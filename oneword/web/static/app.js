@@ -1,7 +1,7 @@
 "use strict";
 // The oneword gallery: plain JavaScript, no build step. State lives in the store; this page
 // only shows it and sends ratings, breeding and mixing requests.
-const state = { runId: null, run: null, focus: 0, image: 0, selected: new Set(), job: null, events: null };
+const state = { runId: null, run: null, loaded: 0, focus: 0, image: 0, selected: new Set(), job: null, events: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -32,6 +32,7 @@ async function loadRuns(select) {
 async function loadRun(runId) {
   state.runId = runId;
   state.run = await api(`/api/runs/${runId}`);
+  state.loaded = Date.now();
   state.focus = Math.min(state.focus, Math.max(0, state.run.candidates.length - 1));
   state.selected.clear();
   render();
@@ -94,6 +95,23 @@ function renderPreviews() {
     im.onclick = () => enlarge(im.src, p.name);
     box.appendChild(im);
   }
+}
+
+// The best word found against the compute spent, for the run's sweep and its generations.
+function renderCompute() {
+  const box = $("compute");
+  box.innerHTML = "";
+  box.hidden = !state.run.compute;
+  if (box.hidden) return;
+  const title = document.createElement("h2");
+  title.textContent = "Quality against compute (the best word so far, label-free score)";
+  box.appendChild(title);
+  const im = document.createElement("img");
+  im.src = `/api/runs/${state.runId}/compute?v=${state.loaded}`;  // redrawn as runs are scored
+  im.alt = im.title = "the combined score of the best word found against the compute spent";
+  im.setAttribute("data-testid", "compute-picture");
+  im.onclick = () => enlarge(im.src, im.alt);
+  box.appendChild(im);
 }
 
 function renderHint() {
@@ -166,6 +184,7 @@ function candidateInfo(cand) {
 function render() {
   renderPhotos();
   renderPreviews();
+  renderCompute();
   renderHint();
   const grid = $("grid");
   grid.innerHTML = "";
@@ -299,14 +318,19 @@ async function showLatestJob() {
   if (jobs.length && jobs[0].state !== "done") watchJob(jobs[0]);
 }
 
-function nextGeneration() { if (state.runId) startJob(`/api/runs/${state.runId}/next`); }
+// The children train on before they are drawn for the steps asked (empty: the gallery's).
+function nextGeneration() {
+  if (!state.runId) return;
+  const steps = $("train-steps").value.trim();
+  startJob(`/api/runs/${state.runId}/next`, steps === "" ? {} : { train_steps: Number(steps) });
+}
 function mixSelected() {
   if (state.selected.size < 2) { say("select two candidates with x first"); return; }
   startJob("/api/mix", { candidates: [...state.selected], method: $("mix-method").value });
 }
 
 document.addEventListener("keydown", (e) => {
-  if (!state.run || e.target.tagName === "SELECT") return;
+  if (!state.run || ["SELECT", "INPUT"].includes(e.target.tagName)) return;
   const cands = state.run.candidates;
   const cand = cands[state.focus];
   const key = e.key;
