@@ -10,6 +10,9 @@ obeyed, the subject kept, both). The class word is drawn on the same prompts onc
     python bench/recipes.py                                  # 5 subjects, 4 recipes
     python bench/recipes.py --auto-mask --json bench/results/recipes_world_automask.json
     python bench/recipes.py --merge a.json b.json --json both.json  # subjects run apart
+
+With --json the file is rewritten after each subject; run the same command again after a stop
+and the subjects already there are kept.
     python bench/recipes.py --subjects toy --recipes 'plain;core:context=1' --stages 100,300 --quick
 
 Learning seconds are the training's own (drawing and judging excluded), from a fresh model.
@@ -36,6 +39,7 @@ from oneword.core.recipes import RECIPES, recipe_defaults, vocabulary_radius
 from oneword.core.train import TrainConfig, train
 from oneword.experiments import auto_masks as automatic
 from oneword.world import edits, evaluate
+from oneword.world.metrics import bootstrap_interval
 from oneword.world.oracle import load_oracle
 from oneword.world.render import SUBJECTS_BY_ID
 
@@ -177,7 +181,21 @@ def summarize(table: dict, a) -> dict:
             else:
                 figures[key] = {"median": statistics.median(values), "each": values}
         out[name] = figures
+    reference = f"{a.recipes[0]}@{a.stages[-1]}"
+    if reference in rows:
+        for name, per_subject in rows.items():
+            for key, share in out[name].items():
+                if "pooled" in share and key in out[reference]:
+                    share["minus_reference"] = _paired(per_subject, rows[reference], key)
     return out
+
+
+def _paired(rows: list[dict], reference: list[dict], key: str) -> dict:
+    """The pooled share minus the reference row's, image by image (the same prompt and image
+    seed on both sides), with its 95% bootstrap interval."""
+    diff = torch.cat([r[key].float() - q[key].float() for r, q in zip(rows, reference)])
+    gen = torch.Generator().manual_seed(0)
+    return {"mean": _mean(diff), "ci95": bootstrap_interval([diff], gen, statistic="mean")}
 
 
 def _share(hits: list[torch.Tensor]) -> dict:
@@ -194,8 +212,6 @@ def _share(hits: list[torch.Tensor]) -> dict:
 
 
 def _pooled_interval(pooled: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
-    from oneword.world.metrics import bootstrap_interval
-
     return bootstrap_interval([pooled], gen)
 
 
@@ -214,6 +230,25 @@ def print_summary(summary: dict) -> None:
         learn = f"{f['learn_s']['median']:9.0f}" if "learn_s" in f else ""
         print(f"{name:22s}{cells}{norm}{learn}")
     print("(pooled over subjects; 95% bootstrap intervals over images)")
+    _print_differences(summary)
+
+
+def _print_differences(summary: dict) -> None:
+    keys = ("concept", "prompt", "edit_obeyed_all", "edit_kept_all", "edit_both_all")
+    named = [(n, f) for n, f in summary.items() if "minus_reference" in f["concept"]]
+    if not named:
+        return
+    print(f"\n{'minus the first recipe':22s}" + "".join(f"{k:>26s}" for k in keys))
+    for name, f in named:
+        cells = ""
+        for k in keys:
+            if k in f and "minus_reference" in f[k]:
+                d = f[k]["minus_reference"]
+                cells += f"{d['mean']:>+8.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]  "
+            else:
+                cells += f"{'':>26s}"
+        print(f"{name:22s}{cells}")
+    print("(at the last stage, image by image on the same prompts and image seeds)")
 
 
 def parse(argv):
@@ -246,18 +281,29 @@ def main(argv=None) -> int:
     if a.merge:
         table = merged(a.merge)
     else:
+        # Subjects already in --json are kept, so a stopped run goes on where it stopped.
+        table = merged([a.json]) if a.json and Path(a.json).exists() else {}
         oracle = load_oracle("cpu" if a.device is None else a.device)
-        table = {}
         with tempfile.TemporaryDirectory() as work:
             for subject_id in a.subjects.split(","):
-                table[subject_id] = run_subject(a, oracle, subject_id, Path(work))
+                if subject_id not in table:
+                    table[subject_id] = run_subject(a, oracle, subject_id, Path(work))
+                    write_record(a, table, summarize(table, a))
     summary = summarize(table, a)
     print_summary(summary)
     if a.json:
-        settings = {k: v for k, v in vars(a).items() if k not in ("sampling", "json")}
-        record = {"settings": settings, "rows": summary, "table": _plain(table)}
-        Path(a.json).write_text(json.dumps(record, indent=1))
+        write_record(a, table, summary)
     return 0
+
+
+def write_record(a, table: dict, summary: dict) -> None:
+    if not a.json:
+        return
+    settings = {k: v for k, v in vars(a).items() if k not in ("sampling", "json")}
+    record = {"settings": settings, "rows": summary, "table": _plain(table)}
+    partial = Path(a.json).with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=1))
+    partial.replace(a.json)
 
 
 def _plain(value):
