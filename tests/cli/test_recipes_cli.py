@@ -45,3 +45,26 @@ def test_an_unknown_recipe_is_refused_by_name(capsys, tmp_path, tiny_model_dir, 
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--recipe" in err and "plain" in err
+
+
+def test_a_sweep_takes_a_recipe_with_masks_and_records_both(capsys, tmp_path, tiny_model_dir):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 48), (40 * i, 90, 160)).save(photos / f"p{i}.png")
+        Image.new("L", (40, 48), 255).save(photos / f"p{i}.mask.png")
+    argv = ["sweep", photos, "--mask", "--recipe", "core", "--token", "<m>", "--init", "cat"]
+    argv += ["--candidates", 2, "--steps", 2, "--model", tiny_model_dir]
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    with Store.open() as store:
+        (run,) = store.runs()
+        assert run.settings["config"]["recipe"]["name"] == "core"
+        assert run.settings["mask"] and run.settings["config"]["mask_floor"] is not None
+        files = [c.folder / "learned_embeds.safetensors" for c in store.candidates(run.id)]
+    assert len(files) == 2
+    for path in files:
+        (word,) = load_embeddings(path)
+        assert word.metadata["recipe"] == "core"
+        assert json.loads(word.metadata["recipe_settings"])["context"] == pytest.approx(0.05)
