@@ -57,3 +57,30 @@ def tiny_evaluators(tmp_path_factory) -> dict[str, Path]:
         "clip": build_tiny_clip_model(root / "clip", seed=0),
         "dino": build_tiny_dino_model(root / "dino", seed=0),
     }
+
+
+@pytest.fixture
+def children_stopped_at_step_one():
+    """A context in which the trained children's batched run stops after its first step with
+    `message`, as an interrupt would (their checkpoint written)."""
+    from contextlib import contextmanager
+    from dataclasses import replace
+
+    from oneword.errors import Interrupted
+    from oneword.search import trained
+
+    def stop_after_one_step(real, message):
+        def train_candidates(images, config, *a, **k):
+            real(images, replace(config, stop_at=1), *a, **k)
+            raise Interrupted(message)
+
+        return train_candidates
+
+    @contextmanager
+    def stopped(message: str):
+        with pytest.MonkeyPatch.context() as patch:
+            stop = stop_after_one_step(trained.train_candidates, message)
+            patch.setattr(trained, "train_candidates", stop)
+            yield
+
+    return stopped

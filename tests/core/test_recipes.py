@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from oneword.adapters.loading import load_model
 from oneword.core.invariant import TextualInversionInvariant
 from oneword.core.recipes import (
     RECIPES,
@@ -22,18 +21,6 @@ from oneword.core.recipes import (
 )
 from oneword.core.train import TrainConfig, start_state, train
 from oneword.errors import OnewordError
-
-
-@pytest.fixture
-def model(tiny_model_dir):
-    m = load_model(str(tiny_model_dir))
-    m.add_placeholder_tokens(["<c>", "<c>_1"])
-    return m
-
-
-@pytest.fixture
-def photos():
-    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
 def config(recipe="plain", **kw):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oneword.adapters.loading import load_model
 from oneword.core.invariant import TextualInversionInvariant
 from oneword.core.train import (
     CHECKPOINT_NAME,
@@ -17,18 +16,6 @@ from oneword.core.train import (
 )
 from oneword.errors import OnewordError
 from oneword.events import Stepped
-
-
-@pytest.fixture
-def model(tiny_model_dir):
-    m = load_model(str(tiny_model_dir))
-    m.add_placeholder_tokens(["<c>", "<c>_1"])
-    return m
-
-
-@pytest.fixture
-def photos():
-    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
 def config(**kw):

@@ -227,28 +227,18 @@ def test_ratings_and_metric_sums():
 
 
 def test_evolve_trains_the_children_on_and_resumes_a_stopped_generation(
-    capsys, scored_sweep, tiny_evaluators, tiny_model_dir
+    capsys, scored_sweep, tiny_evaluators, tiny_model_dir, children_stopped_at_step_one
 ):
     """--train-steps: the bred children (here on the sphere of the vocabulary's median norm)
     train 2 more steps in one batched run of kind evolve, recorded with their parents; stopped
     after its first step, --resume goes on in the same run from its checkpoint and the same
     bred rows."""
-    from dataclasses import replace
-
-    from oneword.errors import Interrupted
     from oneword.search import trained
 
     argv = ["evolve", "r1", "--population", "3", "--train-steps", "2", "--images", "2"]
     argv += ["--steps", "2", "--selection", "top-k", "--top-k", "2", "--mutation", "0.5"]
     argv += ["--on-sphere", *judge_options(tiny_evaluators)]
-    real = trained.train_candidates
-
-    def stop_after_one_step(images, config, *a, **k):
-        real(images, replace(config, stop_at=1), *a, **k)
-        raise Interrupted("interrupted at step 1; run the same command with --resume")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trained, "train_candidates", stop_after_one_step)
+    with children_stopped_at_step_one("interrupted at step 1; run the same command with --resume"):
         code, _, err = run(capsys, *argv)
     assert code != 0 and "--resume" in err
     with Store.open() as store:

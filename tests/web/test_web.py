@@ -237,13 +237,14 @@ def test_progress_streams_and_a_lost_job_resumes_after_a_restart(project):
     assert again.get("/api/jobs/999/events").status_code == 404
 
 
-def test_the_gallery_trains_bred_children_before_it_draws_them(project):
+def test_the_gallery_trains_bred_children_before_it_draws_them(
+    project, children_stopped_at_step_one
+):
     """serve --train-steps: a rated run's children train on from their bred rows through
     `evolve --train-steps`'s training before they are drawn; the breeding request's number
     overrides the gallery's (0: drawn as bred); a stopped trained generation resumes."""
     from dataclasses import replace
 
-    from oneword.errors import Interrupted
     from oneword.search import trained
 
     client = TestClient(create_app(project, replace(options(), train_steps=1)), base_url=LOCAL)
@@ -265,14 +266,7 @@ def test_the_gallery_trains_bred_children_before_it_draws_them(project):
     with pytest.raises(OnewordError, match="--train-steps -1"):
         GalleryOptions(train_steps=-1)
 
-    real = trained.train_candidates
-
-    def stop_after_one_step(images, config, *a, **k):
-        real(images, replace(config, stop_at=1), *a, **k)
-        raise Interrupted("interrupted at step 1")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trained, "train_candidates", stop_after_one_step)
+    with children_stopped_at_step_one("interrupted at step 1"):
         job = client.post("/api/runs/1/next", json={"train_steps": 2}).json()
         assert wait_for_job(client, job["id"])["state"] == "failed"
     with Store.open(project) as store:
