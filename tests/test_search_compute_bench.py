@@ -85,3 +85,19 @@ def test_the_table_pools_subjects_and_the_picture_is_drawn(tmp_path):
     assert bench.person_beats(subjects) == {"cat": 2, "dog": 2}
     path = bench.picture(rows, tmp_path / "p.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_person_limits_ranks_ties_and_shortfall():
+    limits = load("person_limits")
+    assert limits.ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [2.5, 0.0, 2.5, 1.0]
+    assert limits.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert limits.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert limits.spearman([5, 5, 5, 5], [1, 2, 3, 4]) == 0.0  # a ranking that ties everything
+    cands = [
+        {"id": 1, "stars": 4.75, "truth": 0.75},
+        {"id": 2, "stars": 4.75, "truth": 0.95},
+        {"id": 3, "stars": 4.5, "truth": 0.85},
+    ]
+    # tied first: the pick is a coin toss between 0.75 and 0.95
+    assert limits.shortfall(cands, "stars") == pytest.approx(0.95 - 0.85)
+    assert limits.tied_first(cands, "stars") == 2
