@@ -6,7 +6,9 @@ subject, looks at the seeds the person's loop started from. Each of those candid
 - the person's mean stars from the first round (8 images, one star in six wrong),
 - the same stars without the wrong ones (the oracle's stars on the same 8 images),
 - the label-free score the automatic pick uses (concept similarity, 24 selection images),
-- the oracle's concept fidelity on those 24 selection images: the truth proxy ranked against.
+- the oracle's concept fidelity on those 24 selection images, the truth ranked against; with
+  `--held-out`, the concept fidelity on the 48 held-out images instead (drawn here, a few
+  minutes a subject), which none of the rankings saw.
 
 It prints each ranking's Spearman correlation with the truth proxy (per subject, and their mean
 with a 95% bootstrap interval that resamples candidates within each subject), how far the
@@ -15,7 +17,7 @@ candidates each ranking cannot tell apart, and, for the winner's curse, the
 share of images with the subject that the person's word's stars promised (stars = 3 + 2 per
 image with the subject, when the prompt is followed) against its held-out concept fidelity.
 
-    python bench/person_limits.py bench/results/search_compute_*.json
+    python bench/person_limits.py bench/results/search_compute_*.json [--held-out]
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from simulated_person import Rater  # noqa: E402
+from search_world import HeldOut  # noqa: E402
+from simulated_person import Rater, candidate_vectors  # noqa: E402
 
 from oneword.experiments.store import Store  # noqa: E402
 
@@ -123,7 +126,22 @@ def tied_first(cands: list[dict], ranking: str) -> int:
     return sum(c[ranking] == first for c in cands)
 
 
-def report(files: list[str]) -> dict:
+def judge_held_out(cands: list[dict], subject: str, result: dict) -> None:
+    """Replace each candidate's truth by its concept fidelity on the held-out images."""
+    from oneword.adapters.loading import load_model
+    from oneword.world.render import SUBJECTS_BY_ID
+
+    a, project = argparse.Namespace(**result["args"]), Path(result["project"])
+    model = load_model(a.model, a.device)
+    class_word = SUBJECTS_BY_ID[subject].class_word
+    photos = project / "photos" / subject
+    held = HeldOut(model, a, subject, class_word, photos, f"<s-{subject}>", 1)
+    for c in cands:
+        c["selection truth"] = c["truth"]
+        c["truth"] = held(candidate_vectors(project, c["id"]))["concept_fidelity"]
+
+
+def report(files: list[str], held_out: bool = False) -> dict:
     subjects, promised = {}, []
     for f in files:
         result = json.loads(Path(f).read_text())
@@ -131,6 +149,8 @@ def report(files: list[str]) -> dict:
             with Store.open(Path(result["project"])) as store:
                 subjects[subject] = start_candidates(store, subject, f"<s-{subject}>")
                 promised += promised_against_held_out(store, r.get("person", []))
+            if held_out:
+                judge_held_out(subjects[subject], subject, result)
     table = {}
     for ranking in RANKINGS:
         per = {s: correlation(cs, ranking) for s, cs in subjects.items()}
@@ -141,13 +161,16 @@ def report(files: list[str]) -> dict:
             "shortfall": statistics.mean(shortfall(cs, ranking) for cs in subjects.values()),
             "tied_first": statistics.mean(tied_first(cs, ranking) for cs in subjects.values()),
         }
-    return {"subjects": subjects, "rankings": table, "promised_vs_held_out": promised}
+    truth = "held-out" if held_out else "selection"
+    return {"subjects": subjects, "rankings": table, "promised_vs_held_out": promised,
+            "truth": truth}  # fmt: skip
 
 
 def print_report(found: dict) -> None:
     n = sum(len(c) for c in found["subjects"].values())
-    print(f"{len(found['subjects'])} subjects, {n} candidates; truth proxy: the oracle's "
-          f"concept fidelity on 24 selection images")  # fmt: skip
+    images = "48 held-out" if found["truth"] == "held-out" else "24 selection"
+    print(f"{len(found['subjects'])} subjects, {n} candidates; truth: the oracle's concept "
+          f"fidelity on {images} images")  # fmt: skip
     for ranking, r in found["rankings"].items():
         per = ", ".join(f"{s} {v:+.2f}" for s, v in r["spearman"].items())
         lo, hi = r["interval"]
@@ -165,9 +188,10 @@ def print_report(found: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="+", help="bench/search_compute.py JSON files")
+    p.add_argument("--held-out", action="store_true", help="rank against held-out images")
     p.add_argument("--out", help="write the figures as JSON here")
     a = p.parse_args(argv)
-    found = report(a.results)
+    found = report(a.results, a.held_out)
     print_report(found)
     if a.out:
         Path(a.out).write_text(json.dumps(found, indent=2))
