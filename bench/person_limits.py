@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -33,29 +34,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from search_world import HeldOut  # noqa: E402
 from simulated_person import Rater, candidate_vectors  # noqa: E402
+from sweep_world import ranks  # noqa: E402, F401  (re-exported for the tests)
+from sweep_world import spearman as world_spearman  # noqa: E402
 
 from oneword.experiments.store import Store  # noqa: E402
 
 RANKINGS = ("stars", "stars without errors", "label-free score")
 
 
-def ranks(values: list[float]) -> torch.Tensor:
-    """Average ranks (ties share their mean rank)."""
-    x = torch.tensor(values, dtype=torch.float64)
-    order = x.argsort()
-    r = torch.empty_like(x)
-    r[order] = torch.arange(len(x), dtype=torch.float64)
-    for v in x.unique():
-        same = x == v
-        r[same] = r[same].mean()
-    return r
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = (ra.norm() * rb.norm()).item()
-    return (ra @ rb).item() / denominator if denominator else 0.0
+    """sweep_world's Spearman, 0 where a ranking ties every candidate (it tells nothing)."""
+    r = world_spearman(a, b)
+    return 0.0 if math.isnan(r) else r
 
 
 def correlation(cands: list[dict], ranking: str) -> float:

@@ -262,18 +262,19 @@ def halving(a) -> dict:
     return out
 
 
+def ranks(x: list[float]) -> torch.Tensor:
+    """Ranks from 0, ties sharing their mean rank."""
+    t = torch.tensor(x, dtype=torch.float64)
+    order = t.argsort()
+    r = torch.empty_like(t)
+    r[order] = torch.arange(len(x), dtype=torch.float64)
+    for v in t.unique():
+        r[t == v] = r[t == v].mean()
+    return r
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman's rank correlation (average ranks for ties)."""
-
-    def ranks(x):
-        t = torch.tensor(x, dtype=torch.float64)
-        order = t.argsort()
-        r = torch.empty_like(t)
-        r[order] = torch.arange(len(x), dtype=torch.float64)
-        for v in t.unique():  # ties share their mean rank
-            r[t == v] = r[t == v].mean()
-        return r
-
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = float((ra.norm() * rb.norm()))
