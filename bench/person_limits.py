@@ -56,11 +56,8 @@ def start_candidates(store: Store, subject: str, token: str) -> list[dict]:
     """The person's first-round candidates with their four measures."""
     runs = [r for r in store.runs() if any(store.ratings(c.id) for c in store.candidates(r.id))]
     start = min(runs, key=lambda r: r.id)
-    scores = next(
-        store.scores(ev["id"])
-        for ev in store.evaluations(start.id)
-        if ev["settings"].get("judge") == "oracle" and store.scores(ev["id"])
-    )
+    oracle = (ev for ev in store.evaluations(start.id) if ev["settings"].get("judge") == "oracle")
+    scores = next(found for found in map(lambda ev: store.scores(ev["id"]), oracle) if found)
     rater = Rater(subject, token, 0.0, 0)
     out = []
     for cand in store.candidates(start.id):
