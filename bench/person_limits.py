@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_world import HeldOut  # noqa: E402
-from simulated_person import Rater, candidate_vectors  # noqa: E402
+from simulated_person import Rater, candidate_vectors, held_out_judge  # noqa: E402
 from sweep_world import ranks  # noqa: E402, F401  (re-exported for the tests)
 from sweep_world import spearman as world_spearman  # noqa: E402
 
 from oneword.experiments.store import Store  # noqa: E402
+from oneword.experiments.verdicts import rating_of  # noqa: E402
 
 RANKINGS = ("stars", "stars without errors", "label-free score")
 
@@ -65,7 +65,7 @@ def start_candidates(store: Store, subject: str, token: str) -> list[dict]:
         true = [rater.true_stars(*image_of(store, g["image_id"])) for g in given]
         out.append({
             "id": cand.id,
-            "stars": statistics.mean(g["rating"] for g in given),
+            "stars": rating_of(given),
             "stars without errors": statistics.mean(true),
             "label-free score": scores[cand.id]["concept_similarity"],
             "truth": scores[cand.id]["concept_fidelity"],
@@ -82,7 +82,7 @@ def promised_against_held_out(store: Store, person_rows: list[dict]) -> list[tup
     """Per round: the share of subject images the word's stars promised, its held-out share."""
     out = []
     for row in person_rows:
-        stars = statistics.mean(r["rating"] for r in store.ratings(row["candidate"]))
+        stars = rating_of(store.ratings(row["candidate"]))
         out.append((min(max((stars - 3) / 2, 0.0), 1.0), row["held_out"]["concept_fidelity"]))
     return out
 
@@ -115,14 +115,8 @@ def tied_first(cands: list[dict], ranking: str) -> int:
 
 def judge_held_out(cands: list[dict], subject: str, result: dict) -> None:
     """Replace each candidate's truth by its concept fidelity on the held-out images."""
-    from oneword.adapters.loading import load_model
-    from oneword.world.render import SUBJECTS_BY_ID
-
     a, project = argparse.Namespace(**result["args"]), Path(result["project"])
-    model = load_model(a.model, a.device)
-    class_word = SUBJECTS_BY_ID[subject].class_word
-    photos = project / "photos" / subject
-    held = HeldOut(model, a, subject, class_word, photos, f"<s-{subject}>", 1)
+    held = held_out_judge(a, subject, project / "photos" / subject, f"<s-{subject}>", 1)
     for c in cands:
         c["selection truth"] = c["truth"]
         c["truth"] = held(candidate_vectors(project, c["id"]))["concept_fidelity"]

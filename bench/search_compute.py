@@ -43,20 +43,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_world import HeldOut, image_settings  # noqa: E402
+from search_world import image_settings  # noqa: E402
 from simulated_person import (  # noqa: E402
     QUICK,
     Rater,
     breeding_of,
     candidate_vectors,
     drawing_settings,
+    held_out_judge,
     parse,
     person_loop,
     subject_config,
 )
 from sweep_world import subject_photo_folder  # noqa: E402
 
-from oneword.adapters.loading import ModelChoice, load_model  # noqa: E402
+from oneword.adapters.loading import ModelChoice  # noqa: E402
 from oneword.experiments.scoring import score  # noqa: E402
 from oneword.experiments.store import Store  # noqa: E402
 from oneword.experiments.sweep import sweep  # noqa: E402
@@ -93,8 +94,6 @@ class Subject:
     """One subject's photos, sweep, selection scores and held-out judge."""
 
     def __init__(self, subject: str, a, project: Path):
-        from oneword.world.render import SUBJECTS_BY_ID
-
         self.name, self.a, self.project = subject, a, project
         self.photos = subject_photo_folder(subject, project / "photos" / subject, a.photo_seed)
         self.config = subject_config(a, subject, a.candidates)
@@ -102,9 +101,7 @@ class Subject:
         self.selection = image_settings(a, 0, subject)
         self.per_candidate = self.selection.images
         self.sweep = self.train(a.candidates)
-        model = load_model(a.model, a.device)
-        class_word = SUBJECTS_BY_ID[subject].class_word
-        self.held = HeldOut(model, a, subject, class_word, self.photos, self.config.token, 1)
+        self.held = held_out_judge(a, subject, self.photos, self.config.token, 1)
         self.measured: dict[int, dict] = {}
 
     def train(self, count: int) -> int:

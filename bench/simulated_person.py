@@ -226,16 +226,21 @@ def breeding_of(a, selection: str = "tournament", top_k: int = 4) -> Breeding:
     )
 
 
-def subject_person(subject: str, a, project: Path) -> dict:
+def held_out_judge(a, subject: str, photos: Path, token: str, vectors: int) -> HeldOut:
+    """The judge of a subject's held-out images, with the bench's model and drawing options."""
     from oneword.world.render import SUBJECTS_BY_ID
 
+    model = load_model(a.model, a.device)
+    class_word = SUBJECTS_BY_ID[subject].class_word
+    return HeldOut(model, a, subject, class_word, photos, token, vectors)
+
+
+def subject_person(subject: str, a, project: Path) -> dict:
     photos = subject_photo_folder(subject, project / "photos" / subject, a.photo_seed)
     config = subject_config(a, subject, a.candidates)
     result = sweep([str(photos)], config, ModelChoice(a.model, a.device), project)
     board = score(f"r{result.run_id}", image_settings(a, 0, subject), project)
-    model = load_model(a.model, a.device)
-    class_word = SUBJECTS_BY_ID[subject].class_word
-    held = HeldOut(model, a, subject, class_word, photos, config.token, config.vectors)
+    held = held_out_judge(a, subject, photos, config.token, config.vectors)
     automatic = held(candidate_vectors(project, label_free_pick(board).id))
     print(f"\n## {subject}: automatic pick of {a.candidates}: concept "
           f"{automatic['concept_fidelity']:.3f}", flush=True)  # fmt: skip
